@@ -1,0 +1,55 @@
+# The two commands of the README: `make demo` and `make test`. Everything else supports them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE := $(HOME)/.cache/stgym
+export PIP_CACHE_DIR := $(CACHE)/pip
+PYTEST_ARGS ?=
+
+.PHONY: venv build demo test unit services-up services-down services-status bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt setup.py
+	@start=$$(date +%s); \
+	test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	$(PY) -m pip install -q -U pip && \
+	$(PY) -m pip install -q -c constraints.txt setuptools wheel cython numpy && \
+	$(PY) -m pip install -q --no-build-isolation -c constraints.txt -e '.[test,dashboards]' && \
+	touch $@ && echo "[timing] venv $$(( $$(date +%s) - start )) s"
+
+build: venv
+	@$(PY) setup.py -q build_ext --inplace 2>&1 | grep -v -e '^$$' -e 'warning: ' -e 'Compiling' || true
+
+demo: build
+	$(VENV)/bin/stgym demo
+
+services-up: build
+	@bash compose/bare/services.sh up
+
+services-down: venv
+	@bash compose/bare/services.sh down
+
+services-status: venv
+	@bash compose/bare/services.sh status
+
+# Starts every real service, runs the whole suite, stops what it started; pytest's exit code wins.
+test: build
+	@start=$$(date +%s); bash compose/bare/services.sh up || { bash compose/bare/services.sh down; exit 1; }; \
+	echo "[timing] services-up $$(( $$(date +%s) - start )) s"; \
+	t0=$$(date +%s); $(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
+	echo "[timing] pytest $$(( $$(date +%s) - t0 )) s"; \
+	bash compose/bare/services.sh down; exit $$rc
+
+# Unit tests only (no services), for a quick loop while developing.
+unit: build
+	$(VENV)/bin/pytest -m "not services" $(PYTEST_ARGS)
+
+bench: build
+	$(VENV)/bin/stgym bench physics
+	$(VENV)/bin/stgym bench envs
+	@bash compose/bare/services.sh up && $(VENV)/bin/stgym bench pipeline; rc=$$?; bash compose/bare/services.sh down; exit $$rc
+
+clean:
+	rm -rf build physics_ext/*.so physics_ext/_*.c

@@ -1,0 +1,1 @@
+"""Compiled macrospin LLGS integrator for MTJ free layers (SI units)."""

@@ -1,0 +1,1 @@
+"""Gymnasium environments and trainers that publish episode events."""

@@ -1,0 +1,1 @@
+"""KPI stores: PostgreSQL for services, SQLite for the embedded default."""

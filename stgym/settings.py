@@ -1,0 +1,123 @@
+"""Configuration in one place: every port, URL and path, overridable by STGYM_* variables.
+
+The bare-machine service scripts read the same values: `python -m stgym.settings --shell`
+prints them as shell assignments, so a port is changed in exactly one place.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+
+import platformdirs
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_run_dir() -> str:
+    return str(REPO_ROOT / ".run")
+
+
+def _default_data_dir() -> str:
+    return platformdirs.user_data_dir("stgym")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Ports, URLs and directories of every service and process (all bound to 127.0.0.1)."""
+
+    host: str = "127.0.0.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9094
+    postgres_port: int = 5433
+    postgres_user: str = "stgym"
+    postgres_password: str = "stgym"
+    postgres_db: str = "stgym"
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9095
+    alert_webhook_port: int = 9099
+    opensearch_port: int = 9200
+    opensearch_transport_port: int = 9300
+    collector_forward_port: int = 24224
+    collector_health_port: int = 13133
+    postgres_exporter_port: int = 9187
+    node_exporter_port: int = 9100
+    stream_web_port: int = 6066
+    trainer_metrics_port: int = 8000
+    logs_index: str = "stgym-logs"
+    log_format: str = "console"
+    log_level: str = "INFO"
+    run_dir: str = dataclasses.field(default_factory=_default_run_dir)
+    cache_dir: str = dataclasses.field(
+        default_factory=lambda: str(Path.home() / ".cache" / "stgym")
+    )
+    data_dir: str = dataclasses.field(default_factory=_default_data_dir)
+
+    @property
+    def kafka_url(self) -> str:
+        return f"kafka://{self.host}:{self.kafka_port}"
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def postgres_url(self) -> str:
+        return (
+            f"postgresql://{self.postgres_user}:{self.postgres_password}"
+            f"@{self.host}:{self.postgres_port}/{self.postgres_db}"
+        )
+
+    @property
+    def sqlite_url(self) -> str:
+        return f"sqlite:///{Path(self.data_dir) / 'stgym.sqlite3'}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.host}:{self.prometheus_port}"
+
+    @property
+    def alertmanager_url(self) -> str:
+        return f"http://{self.host}:{self.alertmanager_port}"
+
+    @property
+    def opensearch_url(self) -> str:
+        return f"http://{self.host}:{self.opensearch_port}"
+
+
+def load() -> Settings:
+    """Settings with every field overridden by the environment variable STGYM_<FIELD>."""
+    overrides = {}
+    for field in dataclasses.fields(Settings):
+        raw = os.environ.get(f"STGYM_{field.name.upper()}")
+        if raw is None:
+            continue
+        overrides[field.name] = int(raw) if field.type == "int" else raw
+    return Settings(**overrides)
+
+
+def as_shell(settings: Settings) -> str:
+    """Shell assignments STGYM_<FIELD>=value for the service scripts."""
+    lines = [
+        f"STGYM_{field.name.upper()}='{getattr(settings, field.name)}'"
+        for field in dataclasses.fields(settings)
+    ]
+    lines.append(f"STGYM_POSTGRES_URL='{settings.postgres_url}'")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--shell", action="store_true", help="print shell assignments")
+    args = parser.parse_args()
+    settings = load()
+    if args.shell:
+        print(as_shell(settings))
+    else:
+        for field in dataclasses.fields(settings):
+            print(f"{field.name:28s} {getattr(settings, field.name)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Faust stream processors aggregating KPIs into Prometheus and sinks."""
