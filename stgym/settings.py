@@ -48,6 +48,7 @@ class Settings:
     logs_index: str = "stgym-logs"
     log_format: str = "console"
     log_level: str = "INFO"
+    log_ship: str = "auto"  # ship logs to the collector: auto (when json), on, off
     run_dir: str = dataclasses.field(default_factory=_default_run_dir)
     cache_dir: str = dataclasses.field(
         default_factory=lambda: str(Path.home() / ".cache" / "stgym")
