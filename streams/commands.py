@@ -1,5 +1,168 @@
-"""CLI commands of this package (see stgym/cli.py)."""
+"""CLI commands of this package (see stgym/cli.py): `stgym stream`, `stgym kpi`, `stgym demo`."""
+from __future__ import annotations
+
+import argparse
+
+KPI_COLUMNS = (
+    ("episodes_total", "episodes", "{:d}"),
+    ("success_rate", "success", "{:.1%}"),
+    ("energy_per_switch_j_mean", "E/switch [J]", "{:.3e}"),
+    ("switching_time_s_p50", "t_sw p50 [s]", "{:.3e}"),
+    ("switching_time_s_p95", "p95 [s]", "{:.3e}"),
+    ("switching_time_s_p99", "p99 [s]", "{:.3e}"),
+    ("sim_steps_per_s", "sim steps/s", "{:,.0f}"),
+)
+
+
+def _duration(text: str) -> int:
+    from streams.kpi import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration like 90s, 1m, 2h or 1d, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def register(subparsers) -> None:
     """Declares this package's subcommands."""
+    p = subparsers.add_parser(
+        "stream", help="run a Faust stream worker: Kafka -> KPIs -> PostgreSQL + /metrics",
+        description="Consume episode, training and experiment events from Kafka, aggregate KPIs "
+                    "into the database (idempotent by event id) and serve /metrics, /health, /ready.",
+    )
+    p.add_argument("--bus", default=None, help="kafka://HOST:PORT (default: settings.kafka_url)")
+    p.add_argument("--db", default=None, help="postgresql://… or sqlite:///path (default: settings.postgres_url)")
+    p.add_argument("--web-port", type=int, default=None,
+                   help="port of /metrics /health /ready (default: stream_web_port + worker id)")
+    p.add_argument("--worker-id", type=int, default=0, help="index of this worker (default 0)")
+    p.add_argument("--app-id", default="stgym-stream",
+                   help="Faust app id = Kafka consumer group shared by the workers")
+    p.add_argument("--window", type=_duration, default=60, help="tumbling KPI window (default 1m)")
+    p.add_argument("--batch-size", type=_positive_int, default=2000,
+                   help="max events per database transaction (default 2000)")
+    p.set_defaults(handler=run_stream)
+
+    p = subparsers.add_parser(
+        "kpi", help="print KPIs from the store",
+        description="KPIs per (experiment, device type, algorithm), from PostgreSQL or SQLite.",
+    )
+    p.add_argument("--db", default=None, help="database URL (default: the demo's SQLite file)")
+    p.add_argument("--experiment", default=None)
+    p.add_argument("--device-type", default=None)
+    p.add_argument("--algorithm", default=None)
+    p.add_argument("--since", type=_duration, default=None, help="only events newer than this (e.g. 1h)")
+    p.add_argument("--window", type=_duration, default=None, help="one row per tumbling window (e.g. 1m)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of rows")
+    p.set_defaults(handler=run_kpi)
+
+    p = subparsers.add_parser(
+        "demo", help="train on the embedded pipeline and show the KPIs (no services needed)",
+        description="Trainer -> in-process memory bus -> the stream aggregation -> SQLite, with a "
+                    "local /metrics endpoint; prints the KPI table.",
+    )
+    p.add_argument("--episodes", type=_positive_int, default=400, help="episodes to train (default 400)")
+    p.add_argument("--db", default=None, help="database URL (default: SQLite in the user data dir)")
+    p.add_argument("--web-port", type=int, default=0,
+                   help="port of the demo's /metrics (default: any free port)")
+    p.add_argument("--json", action="store_true", help="print the KPI rows as JSON")
+    p.set_defaults(handler=run_demo)
+
+
+def run_stream(args) -> int:
+    from stgym import settings as settings_module
+    from streams.app import StreamWorker
+
+    settings = settings_module.load()
+    port = args.web_port if args.web_port is not None else settings.stream_web_port + args.worker_id
+    worker = StreamWorker(
+        bus_url=args.bus or settings.kafka_url,
+        db_url=args.db or settings.postgres_url,
+        web_port=port,
+        worker_id=str(args.worker_id),
+        app_id=args.app_id,
+        window_s=args.window,
+        batch_size=args.batch_size,
+    )
+    return worker.run()
+
+
+def _open_for_reading(url: str):
+    from sinks.base import open_sink
+
+    sink = open_sink(url)
+    sink.setup()
+    return sink
+
+
+def run_kpi(args) -> int:
+    import json
+
+    from stgym import settings as settings_module
+
+    url = args.db or settings_module.load().sqlite_url
+    sink = _open_for_reading(url)
+    try:
+        rows = sink.query_kpis(args.experiment, args.device_type, args.algorithm,
+                               since_s=args.since, window_s=args.window)
+    finally:
+        sink.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_kpi_table(rows, title=f"KPIs from {_redact(url)}")
+    return 0
+
+
+def _redact(url: str) -> str:
+    from sinks.postgres import redact
+
+    return redact(url)
+
+
+def print_kpi_table(rows: list[dict], title: str = "KPIs") -> None:
+    import datetime as dt
+
+    from rich.console import Console
+    from rich.table import Table
+
+    import sys
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    if not rows:
+        console.print(f"{title}: no episodes stored yet (train with `stgym train` or `stgym demo`).")
+        return
+    table = Table(title=title)
+    windowed = "window_start" in rows[0]
+    if windowed:
+        table.add_column("window (UTC)")
+    for name in ("experiment", "device", "algorithm"):
+        table.add_column(name)
+    for _, header, _ in KPI_COLUMNS:
+        table.add_column(header, justify="right")
+    for row in rows:
+        cells = []
+        if windowed:
+            cells.append(dt.datetime.fromtimestamp(row["window_start"], dt.timezone.utc).strftime("%H:%M:%S"))
+        cells += [row["experiment_id"], row["device_type"], row["algorithm"]]
+        for key, _, fmt in KPI_COLUMNS:
+            value = row.get(key)
+            cells.append("—" if value is None else fmt.format(value))
+        table.add_row(*cells)
+    console.print(table)
+
+
+def run_demo(args) -> int:
+    from streams.demo import run
+
+    return run(args)

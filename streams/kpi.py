@@ -1,0 +1,232 @@
+"""KPI aggregation as plain functions: validate raw records, fold episodes into deltas.
+
+Nothing here knows about Faust, Kafka or a database. The stream agents, the embedded demo
+pipeline and the sinks all call these functions, and the unit tests check them exactly.
+
+Definitions (per key = (experiment_id, device_type, algorithm)):
+  success_rate            successes / episodes_total
+  energy_per_switch_j     mean energy_j over successful episodes
+  switching_time_s pXX    exact percentile (linear interpolation, as SQL percentile_cont) of
+                          switching_time_s over successful episodes that report one
+  sim_steps_per_s         sum(sim_steps) / sum(wall_time_s) (aggregate simulator throughput)
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Sequence
+
+from stgym import events as ev
+
+# Prometheus histogram upper bounds (the +Inf bucket is implicit).
+ENERGY_BUCKETS_J: tuple[float, ...] = tuple(
+    m * 10.0**e for e in range(-17, -8) for m in (1.0, 3.0)
+)
+SWITCH_TIME_BUCKETS_S: tuple[float, ...] = tuple(
+    m * 10.0**e for e in range(-12, -5) for m in (1.0, 3.0)
+)
+HISTOGRAMS = {
+    "energy_per_switch_joules": ENERGY_BUCKETS_J,
+    "switching_time_seconds": SWITCH_TIME_BUCKETS_S,
+}
+
+Key = tuple[str, str, str]
+
+
+@dataclasses.dataclass
+class Rejected:
+    """A record refused by validation: where it came from, why, and its original bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    reason: str
+    detail: str
+
+
+@dataclasses.dataclass
+class ParsedBatch:
+    episodes: list[ev.EpisodeEvent] = dataclasses.field(default_factory=list)
+    trainings: list[ev.TrainingEvent] = dataclasses.field(default_factory=list)
+    experiments: list[ev.ExperimentEvent] = dataclasses.field(default_factory=list)
+    rejected: list[Rejected] = dataclasses.field(default_factory=list)
+    processed_by_topic: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.episodes) + len(self.trainings) + len(self.experiments)
+
+
+def parse_records(records: Iterable[tuple[str, int, int, bytes | None, bytes | None]]) -> ParsedBatch:
+    """Validate (topic, partition, offset, key, value) records into events; never raises.
+
+    Bad records land in `rejected` with a bounded reason label: oversized, bad_json,
+    schema_version, invalid_field (the event schema's reasons), empty or unknown_topic.
+    Duplicate event ids inside one batch are kept once.
+    """
+    batch = ParsedBatch()
+    seen: set[str] = set()
+    for topic, partition, offset, key, value in records:
+        batch.processed_by_topic[topic] = batch.processed_by_topic.get(topic, 0) + 1
+        raw = value if isinstance(value, bytes) else (b"" if value is None else bytes(value))
+        try:
+            if not raw:
+                raise ev.InvalidEvent("empty", "record without a value")
+            if topic not in ev.TYPE_OF_TOPIC:
+                raise ev.InvalidEvent("unknown_topic", topic)
+            event = ev.decode_for_topic(raw, topic)
+        except ev.InvalidEvent as error:
+            batch.rejected.append(
+                Rejected(topic, partition, offset, key, raw, error.reason, error.detail[:500])
+            )
+            continue
+        if event.event_id in seen:
+            continue
+        seen.add(event.event_id)
+        if isinstance(event, ev.EpisodeEvent):
+            batch.episodes.append(event)
+        elif isinstance(event, ev.TrainingEvent):
+            batch.trainings.append(event)
+        else:
+            batch.experiments.append(event)
+    return batch
+
+
+def key_of(event) -> Key:
+    return (event.experiment_id, event.device_type, event.algorithm)
+
+
+def bucket_index(value: float, bounds: Sequence[float]) -> int:
+    """Index of the first bound >= value (len(bounds) for the +Inf bucket)."""
+    lo, hi = 0, len(bounds)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if value <= bounds[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@dataclasses.dataclass
+class KpiDelta:
+    """Additive counters for one key (and optionally one window)."""
+
+    episodes_total: int = 0
+    successes: int = 0
+    energy_success_sum: float = 0.0
+    switch_time_sum: float = 0.0
+    switch_time_count: int = 0
+    sim_steps: int = 0
+    wall_time_s: float = 0.0
+    reward_sum: float = 0.0
+    last_event_ts: float = 0.0
+    energy_buckets: dict[int, int] = dataclasses.field(default_factory=dict)
+    time_buckets: dict[int, int] = dataclasses.field(default_factory=dict)
+
+    def add(self, episode: ev.EpisodeEvent) -> None:
+        self.episodes_total += 1
+        self.sim_steps += episode.sim_steps
+        self.wall_time_s += episode.wall_time_s
+        self.reward_sum += episode.total_reward
+        self.last_event_ts = max(self.last_event_ts, episode.timestamp.timestamp())
+        if episode.success:
+            self.successes += 1
+            self.energy_success_sum += episode.energy_j
+            b = bucket_index(episode.energy_j, ENERGY_BUCKETS_J)
+            self.energy_buckets[b] = self.energy_buckets.get(b, 0) + 1
+            if episode.switching_time_s is not None:
+                self.switch_time_sum += episode.switching_time_s
+                self.switch_time_count += 1
+                b = bucket_index(episode.switching_time_s, SWITCH_TIME_BUCKETS_S)
+                self.time_buckets[b] = self.time_buckets.get(b, 0) + 1
+
+
+def window_start(ts: float, window_s: int) -> float:
+    """Start of the tumbling window of `window_s` seconds that holds event time `ts`."""
+    return math.floor(ts / window_s) * window_s
+
+
+def aggregate(
+    episodes: Iterable[ev.EpisodeEvent], window_s: int
+) -> tuple[dict[Key, KpiDelta], dict[tuple[float, str, str, str], KpiDelta]]:
+    """Cumulative deltas per key and per (window_start, key)."""
+    cumulative: dict[Key, KpiDelta] = {}
+    windows: dict[tuple[float, str, str, str], KpiDelta] = {}
+    for episode in episodes:
+        key = key_of(episode)
+        cumulative.setdefault(key, KpiDelta()).add(episode)
+        wkey = (window_start(episode.timestamp.timestamp(), window_s), *key)
+        windows.setdefault(wkey, KpiDelta()).add(episode)
+    return cumulative, windows
+
+
+def latest_training(trainings: Iterable[ev.TrainingEvent]) -> dict[Key, ev.TrainingEvent]:
+    """The newest training event per key (by timestamp, then iteration)."""
+    latest: dict[Key, ev.TrainingEvent] = {}
+    for event in trainings:
+        key = key_of(event)
+        old = latest.get(key)
+        if old is None or (event.timestamp, event.iteration) >= (old.timestamp, old.iteration):
+            latest[key] = event
+    return latest
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """Exact percentile with linear interpolation (same as SQL percentile_cont)."""
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    pos = q * (n - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, n - 1)
+    frac = pos - lo
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac
+
+
+def percentiles_of(times: Sequence[float]) -> tuple[float | None, float | None, float | None]:
+    """(p50, p95, p99) of the values, exact."""
+    ordered = sorted(times)
+    return percentile(ordered, 0.50), percentile(ordered, 0.95), percentile(ordered, 0.99)
+
+
+def summarize(counters: dict, pcts: Sequence[float | None] | None = None) -> dict:
+    """A KPI row (the `stgym kpi --json` shape) from summed counters and (p50, p95, p99)."""
+    episodes = int(counters.get("episodes_total") or 0)
+    successes = int(counters.get("successes") or 0)
+    wall = float(counters.get("wall_time_s") or 0.0)
+    row = {
+        "episodes_total": episodes,
+        "successes": successes,
+        "success_rate": successes / episodes if episodes else None,
+        "energy_per_switch_j_mean": (
+            float(counters.get("energy_success_sum") or 0.0) / successes if successes else None
+        ),
+        "switching_time_s_mean": (
+            float(counters["switch_time_sum"]) / int(counters["switch_time_count"])
+            if counters.get("switch_time_count") else None
+        ),
+        "sim_steps_per_s": float(counters.get("sim_steps") or 0) / wall if wall > 0 else None,
+        "mean_reward": float(counters.get("reward_sum") or 0.0) / episodes if episodes else None,
+    }
+    if pcts is not None:
+        row["switching_time_s_p50"], row["switching_time_s_p95"], row["switching_time_s_p99"] = pcts
+    return row
+
+
+def parse_duration(text: str) -> int:
+    """'90s', '1m', '2h', '1d' or plain seconds -> seconds (ValueError otherwise)."""
+    text = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text and text[-1] in units:
+        number, unit = text[:-1], units[text[-1]]
+    else:
+        number, unit = text, 1
+    value = float(number)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"duration must be > 0, got {text!r}")
+    seconds = value * unit
+    if seconds != int(seconds):
+        raise ValueError(f"duration must be whole seconds, got {text!r}")
+    return int(seconds)

@@ -1,0 +1,121 @@
+"""The processing step shared by the Faust agents and the embedded (memory-bus) pipeline.
+
+records -> kpi.parse_records -> rejected ones to the DLQ -> sink.write_batch (one transaction)
+-> metrics. The caller acknowledges its input (Kafka offsets, bus offsets) only after this
+returns, so a crash anywhere before means a replay, which the sink makes harmless.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+
+from stgym import events as ev
+from streams import kpi
+
+log = logging.getLogger(__name__)
+
+
+def dlq_envelope(rejected: kpi.Rejected) -> bytes:
+    """The DLQ record value: why it was refused, where it came from, its original bytes."""
+    return json.dumps({
+        "reason": rejected.reason,
+        "detail": rejected.detail,
+        "source_topic": rejected.topic,
+        "source_partition": rejected.partition,
+        "source_offset": rejected.offset,
+        "original_b64": base64.b64encode(rejected.value).decode(),
+        "rejected_at": time.time(),
+    }).encode()
+
+
+def dlq_headers(rejected: kpi.Rejected) -> list[tuple[str, bytes]]:
+    return [("stgym-reason", rejected.reason.encode()),
+            ("stgym-source-topic", rejected.topic.encode())]
+
+
+def read_dlq_envelope(value: bytes) -> dict:
+    """Inverse of dlq_envelope (original bytes decoded back into `original`)."""
+    envelope = json.loads(value)
+    envelope["original"] = base64.b64decode(envelope.pop("original_b64"))
+    return envelope
+
+
+class Processor:
+    """Parse + write + count; thread-safe enough for one writer at a time."""
+
+    def __init__(self, sink, metrics=None) -> None:
+        self.sink = sink
+        self.metrics = metrics
+        self.batches = 0
+        self.episodes_written = 0
+
+    def parse(self, records) -> kpi.ParsedBatch:
+        return kpi.parse_records(records)
+
+    def write(self, batch: kpi.ParsedBatch):
+        start = time.perf_counter()
+        result = self.sink.write_batch(batch) if len(batch) else None
+        if self.metrics is not None:
+            self.metrics.observe_batch(batch, result, time.perf_counter() - start)
+        self.batches += 1
+        if result is not None:
+            self.episodes_written += len(result.new_episodes)
+        return result
+
+
+class EmbeddedPipeline:
+    """Consumes a Bus (the memory bus in `stgym demo`) in a thread and feeds a Processor."""
+
+    TOPICS = [ev.TOPIC_EPISODES, ev.TOPIC_TRAINING, ev.TOPIC_EXPERIMENTS]
+
+    def __init__(self, bus, processor: Processor, group: str = "stgym-embedded",
+                 max_records: int = 2000) -> None:
+        self.bus = bus
+        self.processor = processor
+        self.group = group
+        self.max_records = max_records
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def step(self) -> int:
+        """Poll once, process what came; returns the number of records handled."""
+        records = self.bus.poll(self.TOPICS, self.group, max_records=self.max_records, timeout_s=0.1)
+        if not records:
+            return 0
+        batch = self.processor.parse(
+            (r.topic, r.partition, r.offset, r.key, r.value) for r in records
+        )
+        for rejected in batch.rejected:
+            self.bus.publish_raw(ev.TOPIC_EPISODES_DLQ, rejected.key, dlq_envelope(rejected))
+        self.processor.write(batch)
+        return len(records)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.step()
+        except BaseException as error:  # surfaced by drain()/stop()
+            self.error = error
+            log.exception("embedded pipeline stopped")
+
+    def start(self) -> "EmbeddedPipeline":
+        self._thread = threading.Thread(target=self._run, name="stgym-pipeline", daemon=True)
+        self._thread.start()
+        return self
+
+    def drain(self) -> None:
+        """Stop the thread, then process everything published so far."""
+        self.stop()
+        while self.step() > 0:
+            pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self.error is not None:
+            raise self.error
