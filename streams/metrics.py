@@ -14,7 +14,7 @@ import threading
 import time
 
 import psutil
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 from prometheus_client.core import (
     CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
 )
@@ -22,6 +22,7 @@ from prometheus_client.core import (
 from streams import kpi
 
 log = logging.getLogger(__name__)
+disable_created_metrics()  # no *_created series: they double the scrape size for nothing
 KPI_LABELS = ["experiment", "device_type", "algorithm"]
 
 

@@ -1,0 +1,185 @@
+"""Helpers shared by the streams tests and `stgym bench pipeline`: synthetic events with their
+ground truth, malformed records with their expected DLQ reasons, and stream-worker processes."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+from stgym import events as ev
+
+DEVICE_TYPES = ("stt-pma", "sot")
+ALGORITHMS = ("ppo", "cem")
+
+
+def make_episodes(n: int, experiment: str, seed: int = 0, runs: int = 4,
+                  start: dt.datetime | None = None) -> list[ev.EpisodeEvent]:
+    """n deterministic EpisodeEvents over 2 device types x 2 algorithms, a few runs each."""
+    rng = random.Random(seed)
+    start = start or ev.utc_now()
+    out = []
+    for i in range(n):
+        success = rng.random() < 0.7
+        device = DEVICE_TYPES[i % 2]
+        algorithm = ALGORITHMS[(i // 2) % 2]
+        out.append(ev.EpisodeEvent(
+            event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            timestamp=start + dt.timedelta(milliseconds=i),
+            experiment_id=experiment, run_id=f"{experiment}-run{i % runs}",
+            worker_id=f"w{i % runs}", device_type=device, algorithm=algorithm,
+            episode=i, seed=seed * 1_000_003 + i, success=success,
+            energy_j=rng.uniform(1e-14, 5e-12),
+            switching_time_s=rng.uniform(1e-10, 5e-9) if success and rng.random() < 0.95 else None,
+            steps=rng.randint(1, 20), total_reward=rng.uniform(-5.0, 1.0),
+            sim_steps=rng.randint(100, 5000), wall_time_s=rng.uniform(1e-4, 1e-2),
+            sim_steps_per_s=rng.uniform(1e5, 1e6),
+        ))
+    return out
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    pos = q * (len(values) - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+def ground_truth(episodes) -> dict[tuple[str, str, str], dict]:
+    """KPIs computed directly from the events (deduplicated by event id), independently of
+    streams.kpi, for comparing with what the pipeline stored."""
+    unique = {e.event_id: e for e in episodes}.values()
+    groups: dict = {}
+    for e in unique:
+        groups.setdefault((e.experiment_id, e.device_type, e.algorithm), []).append(e)
+    truth = {}
+    for key, group in groups.items():
+        ok = [e for e in group if e.success]
+        times = [e.switching_time_s for e in ok if e.switching_time_s is not None]
+        truth[key] = {
+            "episodes_total": len(group),
+            "successes": len(ok),
+            "success_rate": len(ok) / len(group),
+            "energy_per_switch_j_mean": math.fsum(e.energy_j for e in ok) / len(ok) if ok else None,
+            "switching_time_s_p50": _percentile(times, 0.5),
+            "switching_time_s_p95": _percentile(times, 0.95),
+            "switching_time_s_p99": _percentile(times, 0.99),
+            "sim_steps_per_s": sum(e.sim_steps for e in group) / math.fsum(e.wall_time_s for e in group),
+        }
+    return truth
+
+
+def assert_matches_truth(rows: list[dict], truth: dict, rel: float = 1e-9) -> None:
+    """Exact counts, floats to `rel` relative, for every key of the truth and no other."""
+    got = {(r["experiment_id"], r["device_type"], r["algorithm"]): r for r in rows}
+    assert set(got) == set(truth), (sorted(got), sorted(truth))
+    for key, expected in truth.items():
+        row = got[key]
+        for name, value in expected.items():
+            if isinstance(value, int) or value is None:
+                assert row[name] == value, (key, name, row[name], value)
+            else:
+                assert row[name] is not None and math.isclose(row[name], value, rel_tol=rel), (
+                    key, name, row[name], value)
+
+
+def malformed_records(n: int, seed: int = 0) -> list[tuple[bytes, str]]:
+    """n invalid episode records (raw bytes, expected DLQ reason), cycling through the kinds."""
+    rng = random.Random(seed)
+    good = json.loads(ev.encode(make_episodes(1, "malformed", seed)[0]))
+    out = []
+    for i in range(n):
+        kind = i % 6
+        record = dict(good, event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)))
+        if kind == 0:
+            out.append((b'{"event_id": "' + str(i).encode() + b'", ', "bad_json"))
+        elif kind == 1:
+            del record["energy_j"]
+            out.append((json.dumps(record).encode(), "invalid_field"))
+        elif kind == 2:
+            record["episode"] = "seven"
+            out.append((json.dumps(record).encode(), "invalid_field"))
+        elif kind == 3:
+            record["energy_j"] = -1.0 if (i // 6) % 2 else float("nan")
+            raw = json.dumps(record).encode()  # json.dumps writes NaN, which msgspec refuses
+            out.append((raw, "bad_json" if b"NaN" in raw else "invalid_field"))
+        elif kind == 4:
+            record["schema_version"] = 2
+            out.append((json.dumps(record).encode(), "schema_version"))
+        else:
+            record["run_id"] = "x" * 100
+            out.append((json.dumps(record).encode() + b" " * (ev.MAX_EVENT_BYTES + 1), "oversized"))
+    return out
+
+
+# -- stream worker processes -----------------------------------------------------------------
+def start_worker(bus_url: str, db_url: str, web_port: int, worker_id: int, app_id: str,
+                 log_path: str, extra: list[str] | None = None) -> subprocess.Popen:
+    """`stgym stream` as a child process (its own process group), logging to log_path."""
+    cmd = [sys.executable, "-m", "stgym.cli", "--log-level", "INFO", "stream", "--bus", bus_url,
+           "--db", db_url, "--web-port", str(web_port), "--worker-id", str(worker_id),
+           "--app-id", app_id, *(extra or [])]
+    log = open(log_path, "ab")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+    except OSError:  # refused, reset, timed out: not answering (yet)
+        return 0, b""
+
+
+def wait_until(predicate, timeout_s: float, interval_s: float = 0.25, what: str = "condition"):
+    """Poll predicate() until it returns a truthy value (returned) or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as error:  # e.g. a service still starting
+            last_error = error
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}"
+                       + (f" (last error: {last_error!r})" if last_error else ""))
+
+
+def wait_ready(port: int, timeout_s: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    def ready():
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"stream worker exited with {proc.returncode}")
+        return http_get(f"http://127.0.0.1:{port}/ready")[0] == 200
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(0.25)
+    raise TimeoutError(f"stream worker on port {port} not ready after {timeout_s:.0f} s")
+
+
+def stop_worker(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
