@@ -78,6 +78,8 @@ _QUEUE_MAX_RECORDS = 10_000
 _FLUENT_BUFFER_BYTES = 1024 * 1024
 _OVERFLOW_CHUNK_BYTES = 256 * 1024
 _IDLE_SETTLE_S = 1.0
+# Chatty libraries that log every request at INFO: only their warnings are kept.
+_QUIET_LOGGERS = ("opensearch", "urllib3", "kafka", "aiokafka", "faust", "mode")
 _CONNECT_TIMEOUT_S = 1.0
 
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
@@ -479,6 +481,9 @@ def configure_logging(
         ))
     root = logging.getLogger()
     root.setLevel(level_name)
+    if logging.getLevelName(level_name) > logging.DEBUG:
+        for name in _QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     for handler in handlers:
         handler.addFilter(context_filter)
         root.addHandler(handler)

@@ -1,5 +1,105 @@
-"""CLI commands of the observability side: logs search, alerts serve, plot kpi."""
+"""CLI commands of the observability side: logs search/setup, alerts serve, plot kpi."""
+from __future__ import annotations
+
+import sys
 
 
 def register(subparsers) -> None:
-    """Filled by the observability work."""
+    logs = subparsers.add_parser("logs", help="search structured logs (OpenSearch or local file)")
+    logs_commands = logs.add_subparsers(dest="logs_command", metavar="ACTION", required=True)
+    search = logs_commands.add_parser(
+        "search", help="print log records matching QUERY and filters",
+        description="Every word of QUERY must occur in the message, logger, exception or alert "
+                    "name. Searches OpenSearch; in embedded mode (or --store local) the local "
+                    "JSON log file with the same filters.",
+    )
+    search.add_argument("query", nargs="?", default="", help="words to find ('' or * = all)")
+    search.add_argument("--level", help="minimum level: DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    search.add_argument("--service", help="exact service name, e.g. stgym-streams")
+    search.add_argument("--experiment", help="exact experiment id")
+    search.add_argument("--since", help="only records newer than this duration (30s, 15m, 1h, 2d)")
+    search.add_argument("--limit", type=int, default=50, help="newest N records (default 50)")
+    search.add_argument("--json", action="store_true", help="print a JSON list of records")
+    search.add_argument(
+        "--store", choices=("auto", "opensearch", "local"), default="auto",
+        help="auto: OpenSearch if it answers, else the local log file (default)",
+    )
+    search.add_argument("--log-file", help="local JSON log file (default <data_dir>/logs/stgym.jsonl)")
+    search.set_defaults(handler=run_logs_search)
+    setup = logs_commands.add_parser(
+        "setup", help="install the OpenSearch index templates and daily-index pipeline"
+    )
+    setup.set_defaults(handler=run_logs_setup)
+
+    alerts = subparsers.add_parser("alerts", help="Alertmanager webhook receiver")
+    alerts_commands = alerts.add_subparsers(dest="alerts_command", metavar="ACTION", required=True)
+    serve = alerts_commands.add_parser(
+        "serve", help="receive Alertmanager webhooks and log each alert as a structured record"
+    )
+    serve.add_argument("--port", type=int, help="listen port (default settings.alert_webhook_port)")
+    serve.set_defaults(handler=run_alerts_serve)
+
+    plot = subparsers.add_parser("plot", help="draw charts without Grafana")
+    plot_commands = plot.add_subparsers(dest="plot_command", metavar="WHAT", required=True)
+    kpi = plot_commands.add_parser("kpi", help="KPI history from the database to a PNG")
+    kpi.add_argument("--db", help="database URL (default: the SQLite file of the embedded mode)")
+    kpi.add_argument("--experiment", help="only this experiment")
+    kpi.add_argument("--since", help="only windows newer than this duration (1h, 2d)")
+    kpi.add_argument("--output", "-o", default="kpi.png", help="PNG path (default kpi.png)")
+    kpi.set_defaults(handler=run_plot_kpi)
+
+
+def run_logs_search(args) -> int:
+    from pathlib import Path
+
+    from stgym import logsearch, logsetup
+    from stgym.errors import ServiceUnavailable, UserError
+
+    if args.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {args.limit}")
+    query = logsearch.LogQuery(
+        text=args.query, level=logsearch.parse_level(args.level), service=args.service,
+        experiment=args.experiment,
+        since=logsearch.parse_duration(args.since) if args.since else None, limit=args.limit,
+    )
+    log_file = Path(args.log_file) if args.log_file else logsetup.log_file_path()
+    if args.store == "local":
+        records = logsearch.search_file(log_file, query)
+    else:
+        try:
+            records = logsearch.search_opensearch(query)
+        except ServiceUnavailable as error:
+            if args.store == "opensearch":
+                raise
+            print(f"stgym logs search: {error}; searching {log_file}", file=sys.stderr)
+            records = logsearch.search_file(log_file, query)
+    logsearch.print_records(records, args.json)
+    return 0
+
+
+def run_logs_setup(args) -> int:
+    from opensearchpy.exceptions import ConnectionError as OSConnectionError
+
+    from stgym import logsearch, settings
+    from stgym.errors import ServiceUnavailable
+
+    url = settings.load().opensearch_url
+    try:
+        names = logsearch.install_templates(url)
+    except OSConnectionError as error:
+        raise ServiceUnavailable(f"OpenSearch at {url} does not answer") from error
+    print(f"installed {', '.join(names)} on {url}")
+    return 0
+
+
+def run_alerts_serve(args) -> int:
+    from stgym import alerts, settings
+
+    config = settings.load()
+    return alerts.serve(config.host, args.port if args.port is not None else config.alert_webhook_port)
+
+
+def run_plot_kpi(args) -> int:
+    from stgym import kpiplot
+
+    return kpiplot.main(args)
