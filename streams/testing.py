@@ -102,7 +102,7 @@ def malformed_records(n: int, seed: int = 0) -> list[tuple[bytes, str]]:
         kind = i % 6
         record = dict(good, event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)))
         if kind == 0:
-            out.append((b'{"event_id": "' + str(i).encode() + b'", ', "bad_json"))
+            out.append((b"{not json " + str(i).encode(), "bad_json"))
         elif kind == 1:
             del record["energy_j"]
             out.append((json.dumps(record).encode(), "invalid_field"))
