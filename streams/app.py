@@ -79,7 +79,10 @@ class StreamWorker:
         self.service = service or f"stgym-stream-{worker_id}"
         self.sink = open_sink(db_url, window_s=window_s)
         self.metrics = ProcessMetrics(self.service)
-        self.metrics.registry.register(KpiCollector(self.sink))
+        # Only the owner of episodes partition 0 exports the (global) KPI series, so that
+        # sum() over workers is exact; ownership moves with Kafka's partition assignment.
+        self.exports_kpis = False
+        self.metrics.registry.register(KpiCollector(self.sink, enabled=lambda: self.exports_kpis))
         self.processor = Processor(self.sink, self.metrics)
         self.batch_size = batch_size
         self.batch_within_s = batch_within_s
@@ -109,7 +112,7 @@ class StreamWorker:
         self.dlq = self.app.topic(ev.TOPIC_EPISODES_DLQ, value_type=bytes, key_type=bytes,
                                   value_serializer="raw", key_serializer="raw")
         self.app.agent(self.source, name=f"{app_id}-kpi")(self._agent)
-        self.app.timer(2.0)(self._update_lag)
+        self.app.timer(1.0)(self._update_lag)
         self._lag: dict = {}
 
     def ready(self) -> tuple[bool, dict]:
@@ -118,7 +121,7 @@ class StreamWorker:
         rebalancing = bool(getattr(self.app, "rebalancing", False))
         ok = kafka_ok and db_ok and self.started and not rebalancing
         return ok, {"kafka": kafka_ok, "database": db_ok, "recovered": self.started and not rebalancing,
-                    "worker_id": self.worker_id}
+                    "worker_id": self.worker_id, "exports_kpis": self.exports_kpis}
 
     async def _agent(self, stream) -> None:
         loop = asyncio.get_running_loop()
@@ -156,6 +159,8 @@ class StreamWorker:
             assigned = consumer.assignment()
         except Exception:
             return
+        self.exports_kpis = any(tp.topic == ev.TOPIC_EPISODES and tp.partition == 0
+                                for tp in assigned)
         for tp in assigned:
             if tp.topic not in SOURCE_TOPICS:
                 continue

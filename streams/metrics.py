@@ -2,8 +2,10 @@
 
 KPI metrics (training_episodes_total, success_rate, the histograms, …) are exported by a
 collector that reads the committed KPI rows at scrape time. Every worker therefore exports
-the same, exact, restart-proof values (aggregate across workers with `max by (...)`, not
-`sum`); nothing is counted in process memory that a SIGKILL could lose or a replay double.
+the same, exact, restart-proof values; nothing is counted in process memory that a SIGKILL could lose
+or a replay double. In a group of stream workers only one exports them at a time (the owner
+of partition 0 of the episodes topic, see streams.app), so `sum by (...)` over instances is
+the true value, and the export moves to another worker when that one dies.
 Labels are bounded: experiment, device_type, algorithm, outcome, topic, reason, service.
 """
 from __future__ import annotations
@@ -102,8 +104,10 @@ def gpu_reader():
 class KpiCollector:
     """Exports the store's committed KPI rows as Prometheus metrics at scrape time."""
 
-    def __init__(self, sink, max_age_s: float = 86400.0, cache_s: float = 0.5) -> None:
+    def __init__(self, sink, max_age_s: float = 86400.0, cache_s: float = 0.5,
+                 enabled=None) -> None:
         self.sink = sink
+        self.enabled = enabled  # callable: export now? (None: always)
         self.max_age_s = max_age_s
         self.cache_s = cache_s
         self._lock = threading.Lock()
@@ -122,6 +126,8 @@ class KpiCollector:
         return []  # dynamic: never collected at registration time
 
     def collect(self):
+        if self.enabled is not None and not self.enabled():
+            return
         try:
             snap = self.snapshot()
         except Exception as error:  # the database is restarting: export nothing, not zeros
