@@ -3,12 +3,12 @@
 Where logs are
 --------------
 Processes ship their records (stgym/logsetup.py) through the collector, whose exporter writes
-them to the index ``settings.logs_index`` (``stgym-logs``). The ingest pipeline
-``compose/opensearch/ingest-pipeline.json`` (the entry index's default pipeline) routes each
-document into the daily index ``stgym-logs-YYYY.MM.DD`` of its ``@timestamp``; all of them share
-the mappings of ``compose/opensearch/logs-component-template.json``. `install_templates` puts
-these into the cluster (idempotent); run it before the first record arrives
-(``stgym logs setup``; the service scripts do it once OpenSearch is up).
+them to the log indices ``<settings.logs_index>*``: the daily ``stgym-logs-YYYY.MM.DD`` (UTC date
+of the record) where the exporter names indices by date, else ``stgym-logs``. All of them get
+the mappings of ``compose/opensearch/logs-component-template.json`` through the index template
+that `install_templates` puts into the cluster (idempotent; ``stgym logs setup``, run by the
+service scripts once OpenSearch is up, before the first record arrives). Searches always cover
+``<logs_index>*``.
 
 A document is SS4O-shaped: ``body`` is the record's message, ``attributes`` holds the other
 fields of the record (level, service, experiment_id, ...), ``@timestamp`` its nanosecond time.
@@ -34,7 +34,6 @@ from stgym.errors import ServiceUnavailable, UserError
 
 COMPOSE_DIR = settings_module.REPO_ROOT / "compose" / "opensearch"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-PIPELINE_ID = "stgym-logs-daily"
 COMPONENT_ID = "stgym-logs-mappings"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -147,13 +146,20 @@ def client(url: str | None = None):
     return OpenSearch(hosts=[url], timeout=10, max_retries=1, retry_on_timeout=False)
 
 
+def _exact(field: str, values: list[str]) -> dict[str, Any]:
+    """Exact match on a keyword field; also on `<field>.keyword`, for an index that was created
+    by dynamic mapping before `install_templates` ran."""
+    return {"bool": {"should": [{"terms": {field: values}}, {"terms": {f"{field}.keyword": values}}],
+                     "minimum_should_match": 1}}
+
+
 def opensearch_query(query: LogQuery, now: dt.datetime | None = None) -> dict[str, Any]:
     """The OpenSearch request body for a query."""
-    filters: list[dict[str, Any]] = [{"terms": {"attributes.level": query.levels()}}]
+    filters: list[dict[str, Any]] = [_exact("attributes.level", query.levels())]
     if query.service:
-        filters.append({"term": {"attributes.service": query.service}})
+        filters.append(_exact("attributes.service", [query.service]))
     if query.experiment:
-        filters.append({"term": {"attributes.experiment_id": query.experiment}})
+        filters.append(_exact("attributes.experiment_id", [query.experiment]))
     if query.since is not None:
         now = now or dt.datetime.now(dt.timezone.utc)
         start = now - query.since
@@ -205,28 +211,22 @@ def search_opensearch(query: LogQuery, url: str | None = None, index: str | None
     except TransportError as error:
         raise ServiceUnavailable(f"OpenSearch at {url} refused the search: {error}") from error
     records = [to_record(hit["_source"]) for hit in response["hits"]["hits"]]
-    records.reverse()
+    records.sort(key=lambda r: str(r.get("timestamp", "")))  # nanosecond order within a ms
     return records
 
 
 def install_templates(url: str | None = None) -> list[str]:
-    """Put the ingest pipeline, component template and the two index templates (idempotent)."""
+    """Put the component template (mappings) and the index template of the log indices."""
     settings = settings_module.load()
     os_client = client(url)
     component = json.loads((COMPOSE_DIR / "logs-component-template.json").read_text())
-    pipeline = json.loads((COMPOSE_DIR / "ingest-pipeline.json").read_text())
-    prefix = settings.logs_index
-    pipeline["processors"][0]["date_index_name"]["index_name_prefix"] = f"{prefix}-"
-    os_client.ingest.put_pipeline(id=PIPELINE_ID, body=pipeline)
     os_client.cluster.put_component_template(name=COMPONENT_ID, body=component)
-    os_client.indices.put_index_template(name=f"{prefix}-daily", body={
-        "index_patterns": [f"{prefix}-*"], "priority": 100, "composed_of": [COMPONENT_ID],
+    template = settings.logs_index
+    os_client.indices.put_index_template(name=template, body={
+        "index_patterns": [f"{settings.logs_index}*"], "priority": 100,
+        "composed_of": [COMPONENT_ID],
     })
-    os_client.indices.put_index_template(name=f"{prefix}-entry", body={
-        "index_patterns": [prefix], "priority": 200, "composed_of": [COMPONENT_ID],
-        "template": {"settings": {"index": {"default_pipeline": PIPELINE_ID}}},
-    })
-    return [PIPELINE_ID, COMPONENT_ID, f"{prefix}-daily", f"{prefix}-entry"]
+    return [COMPONENT_ID, template]
 
 
 # --------------------------------------------------------------------------- output
