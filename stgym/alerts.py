@@ -8,7 +8,7 @@ in the payload becomes one structured log record of logger ``stgym.alerts``:
 * level ERROR for a firing critical alert, WARNING for any other firing alert, INFO when resolved;
 * message ``alert <status>: <alertname> — <summary>``;
 * fields ``alertname, alert_status, severity, route, receiver, labels, annotations, starts_at,
-  ends_at, fingerprint`` and ``experiment`` when the alert has that label.
+  ends_at, fingerprint`` and ``experiment_id`` when the alert has an ``experiment`` label.
 
 With ``--log-format json`` these records reach stderr, the local JSON log file and (when shipping
 is on) OpenSearch, so ``stgym logs search "LowSuccessRate" --service stgym-alerts`` finds them.
@@ -52,8 +52,8 @@ def log_alert(alert: dict[str, Any], route: str, receiver: str) -> None:
         "ends_at": alert.get("endsAt"),
         "fingerprint": alert.get("fingerprint"),
     }
-    if "experiment" in labels:
-        fields["experiment"] = labels["experiment"]
+    if "experiment" in labels:  # searchable like any record: stgym logs search --experiment X
+        fields["experiment_id"] = labels["experiment"]
     summary = annotations.get("summary", "")
     log.log(level, "alert %s: %s — %s", status, name, summary, extra=fields)
 

@@ -87,7 +87,7 @@ def test_each_alert_is_logged_as_a_structured_record(receiver):
     assert firing["message"] == "alert firing: LowSuccessRate — Low switching success rate in exp-7"
     assert (firing["alert_status"], firing["severity"], firing["route"], firing["receiver"]) == (
         "firing", "warning", "warning", "stgym-warning")
-    assert firing["experiment"] == "exp-7" and firing["labels"]["algorithm"] == "cem"
+    assert firing["experiment_id"] == "exp-7" and firing["labels"]["algorithm"] == "cem"
     assert firing["annotations"]["description"] == "Success rate is 25%"
     assert firing["fingerprint"] == "abc123"
     assert resolved["level"] == "INFO" and resolved["alertname"] == "KafkaDown"
