@@ -43,6 +43,8 @@ class Settings:
     collector_health_port: int = 13133
     postgres_exporter_port: int = 9187
     node_exporter_port: int = 9100
+    blackbox_exporter_port: int = 9115
+    smoke_metrics_port: int = 9199
     stream_web_port: int = 6066
     trainer_metrics_port: int = 8000
     logs_index: str = "stgym-logs"

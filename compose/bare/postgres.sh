@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# PostgreSQL (Debian package): a private cluster under $STGYM_RUN_DIR/postgres, owned by the
+# system user `postgres`, listening on 127.0.0.1:$STGYM_POSTGRES_PORT only. The application
+# role (password auth over TCP, scram-sha-256) may create databases: tests make one per test.
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PG_USER=postgres
+
+pg_bin() {
+    local dir
+    dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
+    [[ -n "$dir" ]] || die "postgres: no /usr/lib/postgresql/*/bin (package postgresql not installed?)"
+    echo "$dir/$1"
+}
+
+pg_sock_dir() { echo "$RUN_DIR/postgres/socket"; }
+
+# psql as the cluster superuser over the private Unix socket (trust, socket is mode 0700).
+pg_super_psql() {
+    as_user "$PG_USER" "$(pg_bin psql)" -X -q -v ON_ERROR_STOP=1 -h "$(pg_sock_dir)" \
+        -p "$STGYM_POSTGRES_PORT" -U postgres -d postgres "$@"
+}
+
+svc_postgres_port() { echo "$STGYM_POSTGRES_PORT"; }
+
+svc_postgres_install() {
+    apt_install postgresql
+    ensure_system_user "$PG_USER"
+}
+
+svc_postgres_start() {
+    local base data
+    base="$(owned_dir "$PG_USER" postgres)"
+    data="$base/data"
+    mkdir -p "$base/socket"
+    chown "$PG_USER:$PG_USER" "$base/socket" 2>/dev/null || true
+    chmod 700 "$base/socket"
+    if [[ ! -f "$data/PG_VERSION" ]]; then
+        local t0; t0=$(now)
+        rm -rf "$data"
+        local pwfile="$base/.pw"
+        printf '%s\n' "postgres-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')" > "$pwfile"
+        chown "$PG_USER:$PG_USER" "$pwfile" 2>/dev/null || true
+        as_user "$PG_USER" "$(pg_bin initdb)" -D "$data" -U postgres --pwfile="$pwfile" \
+            --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 \
+            >> "$(log_file postgres)" 2>&1 || die "postgres: initdb failed; log: $(log_file postgres)"
+        rm -f "$pwfile"
+        cat >> "$data/postgresql.conf" <<EOF
+# --- spin-torque-gym (compose/bare/postgres.sh)
+listen_addresses = '$HOST'
+port = $STGYM_POSTGRES_PORT
+unix_socket_directories = '$base/socket'
+unix_socket_permissions = 0700
+max_connections = 200
+shared_buffers = 128MB
+fsync = on
+logging_collector = off
+log_min_messages = warning
+EOF
+        timing "postgres initdb" "$t0"
+        touch "$base/.needs-bootstrap"
+    fi
+    as_user_prefix "$PG_USER"
+    spawn postgres "$data" "${AS_USER[@]}" "$(pg_bin postgres)" -D "$data"
+}
+
+svc_postgres_bootstrap() {
+    local base="$RUN_DIR/postgres"
+    [[ -f "$base/.needs-bootstrap" ]] || return 0
+    local user="$STGYM_POSTGRES_USER" pass="$STGYM_POSTGRES_PASSWORD" db="$STGYM_POSTGRES_DB"
+    pg_super_psql -v user="$user" -v pass="$pass" -v db="$db" <<'SQL' >> "$(log_file postgres)" 2>&1 \
+        || die "postgres: creating role/database failed; log: $(log_file postgres)"
+SELECT format('CREATE ROLE %I LOGIN CREATEDB PASSWORD %L', :'user', :'pass')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'user') \gexec
+SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'user')
+WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
+SELECT format('GRANT pg_monitor TO %I', :'user') \gexec
+SQL
+    rm -f "$base/.needs-bootstrap"
+}
+
+svc_postgres_ready() {
+    # The superuser socket answers first; then the role/database are created once; the real
+    # check is the application's own login over TCP.
+    if [[ -f "$RUN_DIR/postgres/.needs-bootstrap" ]]; then
+        pg_super_psql -c 'SELECT 1' >/dev/null 2>&1 || return 1
+        svc_postgres_bootstrap
+    fi
+    $CHECK postgres
+}
+
+svc_postgres_stop() {
+    # SIGINT = PostgreSQL's "fast" shutdown (rolls back sessions, checkpoints, exits).
+    stop_pid postgres INT
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then service_main postgres "$@"; fi
