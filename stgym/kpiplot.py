@@ -37,24 +37,28 @@ def draw(rows: list[dict[str, Any]], output: Path, title: str) -> Path:
 
     figure, axes = plt.subplots(2, 2, figsize=(12, 7), sharex=True, constrained_layout=True)
     panels = [
-        (axes[0][0], "Episodes per window", [("episodes_total", 1.0, "")]),
-        (axes[0][1], "Success rate", [("success_rate", 1.0, "")]),
-        (axes[1][0], "Energy per switch [pJ]", [("energy_per_switch_j_mean", 1e12, "")]),
-        (axes[1][1], "Switching time [ns]",
-         [("switching_time_s_p50", 1e9, " p50"), ("switching_time_s_p95", 1e9, " p95")]),
+        (axes[0][0], "Episodes per window", [("episodes_total", 1.0, "-")]),
+        (axes[0][1], "Success rate", [("success_rate", 1.0, "-")]),
+        (axes[1][0], "Energy per switch [pJ]", [("energy_per_switch_j_mean", 1e12, "-")]),
+        (axes[1][1], "Switching time [ns]: p50 solid, p95 dashed",
+         [("switching_time_s_p50", 1e9, "-"), ("switching_time_s_p95", 1e9, "--")]),
     ]
-    for key, key_rows in series_by_key(rows).items():
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (key, key_rows) in enumerate(series_by_key(rows).items()):
         times = [dt.datetime.fromtimestamp(r["window_start"], tz=dt.timezone.utc) for r in key_rows]
-        label = "/".join(key)
+        color = colors[index % len(colors)]
         for axis, _, columns in panels:
-            for column, scale, suffix in columns:
+            for column, scale, style in columns:
                 values = [r[column] * scale if r.get(column) is not None else float("nan")
                           for r in key_rows]
-                axis.plot(times, values, marker="o", markersize=3, label=f"{label}{suffix}")
+                axis.plot(times, values, style or "-", color=color, marker="o", markersize=3,
+                          label="/".join(key) if style in ("", "-") else None)
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=8, tz=dt.timezone.utc)
     for axis, name, _ in panels:
         axis.set_title(name)
         axis.grid(alpha=0.3)
-        axis.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=dt.timezone.utc))
+        axis.xaxis.set_major_locator(locator)
+        axis.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=dt.timezone.utc))
     axes[0][1].set_ylim(-0.02, 1.02)
     axes[0][1].axhline(0.8, color="red", linestyle="--", linewidth=1, label="alert threshold")
     axes[0][0].legend(fontsize="small", loc="best")
