@@ -73,16 +73,27 @@ def _variables(dashboard, models) -> list:
     return out
 
 
-def overview() -> dict[str, Any]:
-    dashboard, _, stat, timeseries, _, models = _sdk()
-    key = "{{experiment}} {{device_type}} {{algorithm}}"
+def _dashboard(title: str, uid: str, panels: list) -> dict[str, Any]:
+    """A dashboard with our time settings, template variables and panels, as JSON."""
+    dashboard, _, _, _, _, models = _sdk()
     builder = (
-        dashboard.Dashboard("spin-torque-gym — Overview").uid("stgym-overview")
+        dashboard.Dashboard(title).uid(uid)
         .tags(["stgym"]).refresh("10s").time("now-1h", "now").timezone("utc")
         .tooltip(models.DashboardCursorSync.CROSSHAIR)
     )
     for variable in _variables(dashboard, models):
         builder = builder.with_variable(variable)
+    for panel in panels:
+        builder = builder.with_panel(panel)
+    return json.loads(json.dumps(builder.build(), cls=_encoder()))
+
+
+KEY_LEGEND = "{{experiment}} {{device_type}} {{algorithm}}"
+
+
+def overview() -> dict[str, Any]:
+    _, _, stat, timeseries, _, _ = _sdk()
+    key = KEY_LEGEND
     panels = [
         _panel(timeseries, "Episode rate", "ops",
                [(f"stgym:training_episodes:rate1m{{{KPI}}}", key)],
@@ -122,21 +133,12 @@ def overview() -> dict[str, Any]:
                [("sum by (topic) (stgym_consumer_lag)", "lag {{topic}}"),
                 ("max(stgym_last_event_age_seconds)", "last event age [s]")]),
     ]
-    for panel in panels:
-        builder = builder.with_panel(panel)
-    return json.loads(json.dumps(builder.build(), cls=_encoder()))
+    return _dashboard("spin-torque-gym — Overview", "stgym-overview", panels)
 
 
 def training_performance() -> dict[str, Any]:
-    dashboard, _, _, timeseries, bargauge, models = _sdk()
-    key = "{{experiment}} {{device_type}} {{algorithm}}"
-    builder = (
-        dashboard.Dashboard("spin-torque-gym — Training performance").uid("stgym-training")
-        .tags(["stgym"]).refresh("10s").time("now-1h", "now").timezone("utc")
-        .tooltip(models.DashboardCursorSync.CROSSHAIR)
-    )
-    for variable in _variables(dashboard, models):
-        builder = builder.with_variable(variable)
+    _, _, _, timeseries, bargauge, _ = _sdk()
+    key = KEY_LEGEND
     panels = [
         _panel(timeseries, "Training objective (loss)", "short",
                [(f"training_objective{{{KPI}}}", key)],
@@ -159,9 +161,7 @@ def training_performance() -> dict[str, Any]:
         _panel(timeseries, "Simulation steps/s by algorithm", "ops",
                [(f"avg by (algorithm) (simulation_steps_per_second{{{KPI}}})", "{{algorithm}}")]),
     ]
-    for panel in panels:
-        builder = builder.with_panel(panel)
-    return json.loads(json.dumps(builder.build(), cls=_encoder()))
+    return _dashboard("spin-torque-gym — Training performance", "stgym-training", panels)
 
 
 def _encoder():

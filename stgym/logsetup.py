@@ -428,6 +428,12 @@ def spool_dir(settings: settings_module.Settings | None = None) -> Path:
     return log_dir(settings) / "spool"
 
 
+def spool_files(settings: settings_module.Settings | None = None) -> list[Path]:
+    """Spool files waiting to be replayed to the collector, oldest first."""
+    directory = spool_dir(settings)
+    return sorted(directory.glob(f"*{SPOOL_SUFFIX}")) if directory.is_dir() else []
+
+
 def configure_logging(
     service: str,
     log_format: str | None = None,

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import socket
+import struct
 import threading
 import time
 
@@ -153,18 +154,25 @@ def test_ships_with_nanosecond_event_time_and_service_tag(log_env, monkeypatch):
         tag, event_time, document = receiver.entries[0]
         assert tag == "stgym.stgym-streams"
         assert isinstance(event_time, msgpack.ExtType) and event_time.code == 0
-        seconds, nanos = __import__("struct").unpack(">II", event_time.data)
+        seconds, nanos = struct.unpack(">II", event_time.data)
         assert logsetup.rfc3339_ns(seconds * 10**9 + nanos) == document["timestamp"]
         assert document["message"] == "shipped" and document["experiment_id"] == "exp-3"
     finally:
         receiver.close()
 
 
-def test_collector_down_then_up_delivers_every_record_exactly_once(log_env, monkeypatch):
+@pytest.fixture
+def collector_down(log_env, monkeypatch) -> int:
+    """Shipping configured towards a port where no collector listens (yet); the port."""
     port = free_port()
     monkeypatch.setenv("STGYM_COLLECTOR_FORWARD_PORT", str(port))
     logsetup.configure_logging("stgym-test", "json", "INFO", ship=True, stream=io.StringIO(),
                                log_file=False)
+    return port
+
+
+def test_collector_down_then_up_delivers_every_record_exactly_once(collector_down):
+    port = collector_down
     log = logging.getLogger("stgym.test")
     started = time.monotonic()
     for i in range(1000):
@@ -176,20 +184,17 @@ def test_collector_down_then_up_delivers_every_record_exactly_once(log_env, monk
         receiver.wait_for(1000, timeout_s=30)
         time.sleep(1.5)  # anything extra would arrive now
         assert sorted(receiver.messages()) == sorted(f"record {i}" for i in range(1000))
-        assert logsetup.Spool(logsetup.spool_dir(), "x").files() == []
+        assert logsetup.spool_files() == []
     finally:
         receiver.close()
 
 
-def test_exit_while_down_spools_to_disk_and_next_process_replays(log_env, monkeypatch):
-    port = free_port()
-    monkeypatch.setenv("STGYM_COLLECTOR_FORWARD_PORT", str(port))
-    logsetup.configure_logging("stgym-test", "json", "INFO", ship=True, stream=io.StringIO(),
-                               log_file=False)
+def test_exit_while_down_spools_to_disk_and_next_process_replays(collector_down):
+    port = collector_down
     for i in range(300):
         logging.getLogger("stgym.test").info("spooled %d", i)
     logsetup.shutdown()  # what runs at exit
-    files = logsetup.Spool(logsetup.spool_dir(), "x").files()
+    files = logsetup.spool_files()
     spooled = [e for path in files for e in logsetup.read_spool_file(path)]
     assert sorted(e[2]["message"] for e in spooled) == sorted(f"spooled {i}" for i in range(300))
     assert all(tag == "stgym.stgym-test" for tag, _, _ in spooled)
@@ -201,7 +206,7 @@ def test_exit_while_down_spools_to_disk_and_next_process_replays(log_env, monkey
         receiver.wait_for(300, timeout_s=30)
         time.sleep(1.5)
         assert sorted(receiver.messages()) == sorted(f"spooled {i}" for i in range(300))
-        assert logsetup.Spool(logsetup.spool_dir(), "x").files() == []
+        assert logsetup.spool_files() == []
     finally:
         receiver.close()
 

@@ -75,9 +75,8 @@ def test_collector_outage_loses_nothing_and_duplicates_nothing(
             log.info("outage record %d", i, extra={"seq": i})
         assert time.monotonic() - started < 5.0  # a down collector never blocks the caller
         # While it is down the shipper gives up on its buffer: the records go to the disk spool.
-        spool = logsetup.Spool(logsetup.spool_dir(), "x")
         testing.wait_until(
-            lambda: sum(len(logsetup.read_spool_file(p)) for p in spool.files()) == 1000,
+            lambda: sum(len(logsetup.read_spool_file(p)) for p in logsetup.spool_files()) == 1000,
             30, what="1,000 records spooled to disk")
     finally:
         collector("up")
@@ -89,7 +88,7 @@ def test_collector_outage_loses_nothing_and_duplicates_nothing(
     counts = Counter(document["body"] for document in documents)
     assert sorted(counts) == sorted(expected)
     assert set(counts.values()) == {1}, [m for m, n in counts.items() if n > 1][:5]
-    assert logsetup.Spool(logsetup.spool_dir(), "x").files() == []
+    assert logsetup.spool_files() == []
     sample = next(d for d in documents if d["body"] == "outage record 7")
     assert sample["attributes"]["seq"] == 7 and sample["attributes"]["level"] == "INFO"
     assert sample["attributes"]["service"] == "stgym-outage-test"
