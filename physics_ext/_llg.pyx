@@ -1,0 +1,600 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled macrospin LLGS core: RK4, stochastic Heun and Dormand-Prince 5(4) in plain C doubles.
+
+Equation (Landau-Lifshitz form, |m| = 1, fields in A/m):
+
+    dm/dt = -gamma_LL [ m x A + m x (m x B) ],   gamma_LL = gamma mu0 / (1 + alpha^2)
+    A = H + (beta - alpha) H_DL p,   B = alpha H + (1 + alpha beta) H_DL p
+
+with H = H_applied + Hk_eff mz z + H_thermal, H_DL = (damping-like field per J) * J and
+beta the field-like ratio (H_FL = beta H_DL). This is the Gilbert equation with Slonczewski
+damping-like torque -gamma mu0 H_DL m x (m x p) and field-like torque -gamma mu0 H_FL m x p,
+solved for dm/dt. The demag field -Nx Ms m (Nx = Ny) is parallel to m and has no torque.
+
+Every run is one C function over a packed parameter row, so the batched path (OpenMP prange
+over devices, no GIL) runs exactly the same instructions as the single path: identical bits.
+Random numbers: xoshiro256** seeded by splitmix64(seed), normals by the Marsaglia polar method.
+"""
+from cython.parallel cimport prange, parallel
+from libc.math cimport sqrt, log, fabs, NAN, isnan
+from libc.stdint cimport uint64_t, int64_t
+cimport openmp
+
+import numpy as np
+
+
+cdef extern from *:
+    """
+    #define STGYM_UNLIKELY(x) __builtin_expect(!!(x), 0)
+    /* 2^-52, the Dormand-Prince 5(4) tableau, its error weights E (5th - 4th order) and its
+       dense-output weights D (Hairer, Norsett & Wanner, DOPRI5) */
+    static const double TWO_M52 = 2.220446049250313e-16;
+    static const double A21 = 1.0 / 5.0;
+    static const double A31 = 3.0 / 40.0;
+    static const double A32 = 9.0 / 40.0;
+    static const double A41 = 44.0 / 45.0;
+    static const double A42 = -56.0 / 15.0;
+    static const double A43 = 32.0 / 9.0;
+    static const double A51 = 19372.0 / 6561.0;
+    static const double A52 = -25360.0 / 2187.0;
+    static const double A53 = 64448.0 / 6561.0;
+    static const double A54 = -212.0 / 729.0;
+    static const double A61 = 9017.0 / 3168.0;
+    static const double A62 = -355.0 / 33.0;
+    static const double A63 = 46732.0 / 5247.0;
+    static const double A64 = 49.0 / 176.0;
+    static const double A65 = -5103.0 / 18656.0;
+    static const double A71 = 35.0 / 384.0;
+    static const double A73 = 500.0 / 1113.0;
+    static const double A74 = 125.0 / 192.0;
+    static const double A75 = -2187.0 / 6784.0;
+    static const double A76 = 11.0 / 84.0;
+    static const double E1 = 71.0 / 57600.0;
+    static const double E3 = -71.0 / 16695.0;
+    static const double E4 = 71.0 / 1920.0;
+    static const double E5 = -17253.0 / 339200.0;
+    static const double E6 = 22.0 / 525.0;
+    static const double E7 = -1.0 / 40.0;
+    static const double D1 = -12715105075.0 / 11282082432.0;
+    static const double D3 = 87487479700.0 / 32700410799.0;
+    static const double D4 = -10690763975.0 / 1880347072.0;
+    static const double D5 = 701980252875.0 / 199316789632.0;
+    static const double D6 = -1453857185.0 / 822651844.0;
+    static const double D7 = 69997945.0 / 29380423.0;
+    """
+    bint unlikely "STGYM_UNLIKELY"(bint) nogil
+    const double TWO_M52, A21, A31, A32, A41, A42, A43, A51, A52, A53
+    const double A54, A61, A62, A63, A64, A65, A71, A73, A74, A75
+    const double A76, E1, E3, E4, E5, E6, E7, D1, D3, D4
+    const double D5, D6, D7
+
+
+# ---------------------------------------------------------------------------------------------
+# random numbers
+# ---------------------------------------------------------------------------------------------
+cdef inline uint64_t rotl(uint64_t x, int k) noexcept nogil:
+    return (x << k) | (x >> (64 - k))
+
+
+cdef inline uint64_t splitmix64(uint64_t* state) noexcept nogil:
+    state[0] += 0x9E3779B97F4A7C15ULL
+    cdef uint64_t z = state[0]
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef void rng_seed(Rng* rng, uint64_t seed) noexcept nogil:
+    cdef uint64_t state = seed
+    rng.s0 = splitmix64(&state)
+    rng.s1 = splitmix64(&state)
+    rng.s2 = splitmix64(&state)
+    rng.s3 = splitmix64(&state)
+    rng.spare = 0.0
+    rng.has_spare = 0
+
+
+cdef inline uint64_t rng_next(Rng* rng) noexcept nogil:
+    cdef uint64_t result = rotl(rng.s1 * 5, 7) * 9
+    cdef uint64_t t = rng.s1 << 17
+    rng.s2 ^= rng.s0
+    rng.s3 ^= rng.s1
+    rng.s1 ^= rng.s2
+    rng.s0 ^= rng.s3
+    rng.s2 ^= t
+    rng.s3 = rotl(rng.s3, 45)
+    return result
+
+
+cdef double rng_normal(Rng* rng) noexcept nogil:
+    """One standard normal (Marsaglia polar: two per accepted pair, the second kept)."""
+    cdef double u, v, s, f
+    if rng.has_spare:
+        rng.has_spare = 0
+        return rng.spare
+    while True:
+        u = <double>(rng_next(rng) >> 11) * TWO_M52 - 1.0
+        v = <double>(rng_next(rng) >> 11) * TWO_M52 - 1.0
+        s = u * u + v * v
+        if s < 1.0 and s > 0.0:
+            break
+    f = sqrt(-2.0 * log(s) / s)
+    rng.spare = v * f
+    rng.has_spare = 1
+    return u * f
+
+
+# ---------------------------------------------------------------------------------------------
+# right-hand side
+# ---------------------------------------------------------------------------------------------
+cdef inline void torque_setup(const double* par, double current_density, Torque* q) noexcept nogil:
+    """Constant parts of A and B for one current value, premultiplied by -gamma_LL."""
+    cdef double g = -par[P_GAMMA_LL]
+    cdef double alpha = par[P_ALPHA]
+    cdef double beta = par[P_BETA]
+    cdef double h_dl = par[P_HDL_PER_J] * current_density
+    cdef double ca = (beta - alpha) * h_dl
+    cdef double cb = (1.0 + alpha * beta) * h_dl
+    cdef double current = current_density * par[P_AREA]
+    q.ax = g * (par[P_HX] + ca * par[P_PX])
+    q.ay = g * (par[P_HY] + ca * par[P_PY])
+    q.az = g * (par[P_HZ] + ca * par[P_PZ])
+    q.bx = g * (alpha * par[P_HX] + cb * par[P_PX])
+    q.by = g * (alpha * par[P_HY] + cb * par[P_PY])
+    q.bz = g * (alpha * par[P_HZ] + cb * par[P_PZ])
+    q.kz = g * par[P_HK]
+    q.kbz = g * alpha * par[P_HK]
+    q.noise_a = g
+    q.noise_b = g * alpha
+    q.current_sq = current * current
+
+
+cdef inline void rhs(double ax, double ay, double az, double bx, double by, double bz,
+                     double kz, double kbz, double mx, double my, double mz,
+                     double* dx, double* dy, double* dz) noexcept nogil:
+    """dm/dt = m x (a + kz mz z + m x (b + kbz mz z))."""
+    cdef double bzz = bz + kbz * mz
+    cdef double cx = my * bzz - mz * by
+    cdef double cy = mz * bx - mx * bzz
+    cdef double cz = mx * by - my * bx
+    cdef double sx = ax + cx
+    cdef double sy = ay + cy
+    cdef double sz = az + kz * mz + cz
+    dx[0] = my * sz - mz * sy
+    dy[0] = mz * sx - mx * sz
+    dz[0] = mx * sy - my * sx
+
+
+cdef inline void rk4_step(const Torque* q, double h, double* mx, double* my, double* mz) noexcept nogil:
+    cdef double k1x, k1y, k1z, k2x, k2y, k2z, k3x, k3y, k3z, k4x, k4y, k4z
+    cdef double x = mx[0], y = my[0], z = mz[0]
+    cdef double hh = 0.5 * h, h6 = h / 6.0, nx, ny, nz, inv
+    rhs(q.ax, q.ay, q.az, q.bx, q.by, q.bz, q.kz, q.kbz, x, y, z, &k1x, &k1y, &k1z)
+    rhs(q.ax, q.ay, q.az, q.bx, q.by, q.bz, q.kz, q.kbz,
+        x + hh * k1x, y + hh * k1y, z + hh * k1z, &k2x, &k2y, &k2z)
+    rhs(q.ax, q.ay, q.az, q.bx, q.by, q.bz, q.kz, q.kbz,
+        x + hh * k2x, y + hh * k2y, z + hh * k2z, &k3x, &k3y, &k3z)
+    rhs(q.ax, q.ay, q.az, q.bx, q.by, q.bz, q.kz, q.kbz,
+        x + h * k3x, y + h * k3y, z + h * k3z, &k4x, &k4y, &k4z)
+    nx = x + h6 * (k1x + 2.0 * k2x + 2.0 * k3x + k4x)
+    ny = y + h6 * (k1y + 2.0 * k2y + 2.0 * k3y + k4y)
+    nz = z + h6 * (k1z + 2.0 * k2z + 2.0 * k3z + k4z)
+    inv = 1.0 / sqrt(nx * nx + ny * ny + nz * nz)
+    mx[0] = nx * inv
+    my[0] = ny * inv
+    mz[0] = nz * inv
+
+
+cdef inline void heun_step(const Torque* q, double h, double sigma, Rng* rng,
+                           double* mx, double* my, double* mz) noexcept nogil:
+    """Stochastic Heun (Stratonovich): one thermal field sample per step, held in both stages."""
+    cdef double k1x, k1y, k1z, k2x, k2y, k2z, hx, hy, hz, nx, ny, nz, inv
+    cdef double x = mx[0], y = my[0], z = mz[0]
+    cdef double ax = q.ax, ay = q.ay, az = q.az, bx = q.bx, by = q.by, bz = q.bz
+    cdef double hh = 0.5 * h
+    if sigma > 0.0:
+        hx = sigma * rng_normal(rng)
+        hy = sigma * rng_normal(rng)
+        hz = sigma * rng_normal(rng)
+        ax = ax + q.noise_a * hx
+        ay = ay + q.noise_a * hy
+        az = az + q.noise_a * hz
+        bx = bx + q.noise_b * hx
+        by = by + q.noise_b * hy
+        bz = bz + q.noise_b * hz
+    rhs(ax, ay, az, bx, by, bz, q.kz, q.kbz, x, y, z, &k1x, &k1y, &k1z)
+    rhs(ax, ay, az, bx, by, bz, q.kz, q.kbz, x + h * k1x, y + h * k1y, z + h * k1z, &k2x, &k2y, &k2z)
+    nx = x + hh * (k1x + k2x)
+    ny = y + hh * (k1y + k2y)
+    nz = z + hh * (k1z + k2z)
+    inv = 1.0 / sqrt(nx * nx + ny * ny + nz * nz)
+    mx[0] = nx * inv
+    my[0] = ny * inv
+    mz[0] = nz * inv
+
+
+cdef inline double resistance(const double* par, double mx, double my, double mz) noexcept nogil:
+    return 1.0 / (par[P_G0] + par[P_G1] * (mx * par[P_RX] + my * par[P_RY] + mz * par[P_RZ]))
+
+
+# ---------------------------------------------------------------------------------------------
+# fixed-step integration (RK4, Heun): the one code path of single and batched runs
+# ---------------------------------------------------------------------------------------------
+cdef int integrate_fixed(const double* par, const double* current, const double* seg_len,
+                         Py_ssize_t n_seg, double dt, int method, uint64_t seed,
+                         double stop_mz, double* m, RunResult* res,
+                         double* trace_t, double* trace_m, Py_ssize_t stride,
+                         Py_ssize_t trace_cap) noexcept nogil:
+    """Integrates n_seg constant-current segments (seg_len[k] s at current[k] A/m^2).
+
+    Steps of exactly dt; a segment that is not a whole number of steps ends with one shorter
+    step. Joule energy by the trapezoid rule on R(m). Stops after the step in which mz crosses
+    stop_mz (NaN: never). Returns 0, or -1 if |m0| = 0.
+    """
+    cdef Torque q
+    cdef Rng rng
+    cdef double mx = m[0], my = m[1], mz = m[2], mz_prev, norm
+    cdef double t_seg = 0.0, t_step, h, sigma, sigma_dt = 0.0, seg, rem
+    cdef double r_prev, r_new, energy = 0.0, t_cross = NAN, t_end
+    cdef long long steps = 0, n_full, n_steps, i
+    cdef Py_ssize_t k, n_trace = 0
+    cdef bint crossed = 0, stopped = 0, use_stop = not isnan(stop_mz), joule, heun = method == METHOD_HEUN
+    norm = sqrt(mx * mx + my * my + mz * mz)
+    if not norm > 0.0:
+        return -1
+    mx = mx / norm
+    my = my / norm
+    mz = mz / norm
+    rng_seed(&rng, seed)
+    if heun:
+        sigma_dt = par[P_NOISE] / sqrt(dt)
+    if trace_cap > 0:
+        trace_t[0] = 0.0
+        trace_m[0] = mx
+        trace_m[1] = my
+        trace_m[2] = mz
+        n_trace = 1
+    t_end = 0.0
+    for k in range(n_seg):
+        torque_setup(par, current[k], &q)
+        joule = q.current_sq != 0.0
+        r_prev = resistance(par, mx, my, mz)
+        seg = seg_len[k]
+        n_full = <long long>(seg / dt + 1e-9)
+        rem = seg - n_full * dt
+        n_steps = n_full + (1 if rem > 1e-9 * dt else 0)
+        for i in range(n_steps):
+            h = dt
+            sigma = sigma_dt
+            if unlikely(i == n_full):
+                h = rem
+                if heun:
+                    sigma = par[P_NOISE] / sqrt(rem)
+            t_step = t_seg + i * dt
+            mz_prev = mz
+            if heun:
+                heun_step(&q, h, sigma, &rng, &mx, &my, &mz)
+            else:
+                rk4_step(&q, h, &mx, &my, &mz)
+            if joule:
+                r_new = resistance(par, mx, my, mz)
+                energy += q.current_sq * 0.5 * (r_prev + r_new) * h
+                r_prev = r_new
+            steps += 1
+            if unlikely(not crossed and (mz_prev < 0.0) != (mz < 0.0)):
+                crossed = 1
+                t_cross = t_step + h * mz_prev / (mz_prev - mz)
+            if unlikely(trace_cap > 0 and steps % stride == 0 and n_trace < trace_cap):
+                trace_t[n_trace] = t_step + h
+                trace_m[3 * n_trace] = mx
+                trace_m[3 * n_trace + 1] = my
+                trace_m[3 * n_trace + 2] = mz
+                n_trace += 1
+            if unlikely(use_stop and (mz_prev < stop_mz) != (mz < stop_mz)):
+                stopped = 1
+                t_end = t_step + h
+                break
+        if stopped:
+            break
+        t_seg += seg
+        t_end = t_seg
+    if trace_cap > 0 and n_trace < trace_cap and trace_t[n_trace - 1] != t_end:
+        trace_t[n_trace] = t_end
+        trace_m[3 * n_trace] = mx
+        trace_m[3 * n_trace + 1] = my
+        trace_m[3 * n_trace + 2] = mz
+        n_trace += 1
+    m[0] = mx
+    m[1] = my
+    m[2] = mz
+    res.t_cross = t_cross
+    res.t_end = t_end
+    res.energy = energy
+    res.steps = steps
+    res.n_trace = n_trace
+    res.stopped = stopped
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# adaptive Dormand-Prince 5(4) with dense output and event location
+# ---------------------------------------------------------------------------------------------
+
+
+cdef inline void dp_rhs(const Torque* q, const double* par, const double* y, double* dy) noexcept nogil:
+    """Magnetization and Joule power: y = (mx, my, mz, energy)."""
+    rhs(q.ax, q.ay, q.az, q.bx, q.by, q.bz, q.kz, q.kbz, y[0], y[1], y[2], &dy[0], &dy[1], &dy[2])
+    dy[3] = q.current_sq * resistance(par, y[0], y[1], y[2])
+
+
+cdef inline double dense(const double* r, int i, double theta) noexcept nogil:
+    """Component i of the 4th-order continuous extension at theta in [0, 1]."""
+    cdef double u = 1.0 - theta
+    return r[i] + theta * (r[4 + i] + u * (r[8 + i] + theta * (r[12 + i] + u * r[16 + i])))
+
+
+cdef double locate(const double* r, double level) noexcept nogil:
+    """theta in [0, 1] where the dense mz equals level (it is bracketed): Illinois regula falsi."""
+    cdef double a = 0.0, b = 1.0, fa = dense(r, 2, 0.0) - level, fb = dense(r, 2, 1.0) - level
+    cdef double c, fc
+    cdef int side = 0, it
+    if fa == 0.0:
+        return 0.0
+    for it in range(100):
+        c = (a * fb - b * fa) / (fb - fa)
+        fc = dense(r, 2, c) - level
+        if fc == 0.0 or b - a < 1e-15:
+            return c
+        if (fc < 0.0) == (fb < 0.0):
+            b = c
+            fb = fc
+            if side == -1:
+                fa *= 0.5
+            side = -1
+        else:
+            a = c
+            fa = fc
+            if side == 1:
+                fb *= 0.5
+            side = 1
+    return c
+
+
+cdef inline void emit(double* trace_t, double* trace_m, Py_ssize_t n, double t,
+                      double x, double y, double z) noexcept nogil:
+    cdef double inv = 1.0 / sqrt(x * x + y * y + z * z)
+    trace_t[n] = t
+    trace_m[3 * n] = x * inv
+    trace_m[3 * n + 1] = y * inv
+    trace_m[3 * n + 2] = z * inv
+
+
+cdef int integrate_dp45(const double* par, const double* current, const double* seg_len,
+                        Py_ssize_t n_seg, double dt, double rtol, double atol,
+                        double stop_mz, double* m, RunResult* res,
+                        double* trace_t, double* trace_m, Py_ssize_t trace_cap) noexcept nogil:
+    """Adaptive DP5(4) (local extrapolation, FSAL error estimate, |m| renormalised after each
+    accepted step). dt: first step and trace interval (the trace is dense output on the grid
+    k dt). Events located on the dense output: first mz sign change and the stop_mz crossing
+    (where the run ends, m taken from the dense output). Returns 0, -1 (|m0| = 0) or -2
+    (step size underflow)."""
+    cdef Torque q
+    cdef double y0[4]
+    cdef double y1[4]
+    cdef double ys[4]
+    cdef double k1[4]
+    cdef double k2[4]
+    cdef double k3[4]
+    cdef double k4[4]
+    cdef double k5[4]
+    cdef double k6[4]
+    cdef double k7[4]
+    cdef double r[20]
+    cdef double norm, h = dt, t_seg = 0.0, tl, seg, err, sc, e, fac, theta, t_cross = NAN, t_end = 0.0
+    cdef double t_grid
+    cdef long long steps = 0
+    cdef Py_ssize_t k, n_trace = 0, n_grid = 1
+    cdef int i, j, last
+    cdef bint crossed = 0, stopped = 0, use_stop = not isnan(stop_mz), rejected
+    norm = sqrt(m[0] * m[0] + m[1] * m[1] + m[2] * m[2])
+    if not norm > 0.0:
+        return -1
+    y0[0] = m[0] / norm
+    y0[1] = m[1] / norm
+    y0[2] = m[2] / norm
+    y0[3] = 0.0
+    if trace_cap > 0:
+        emit(trace_t, trace_m, 0, 0.0, y0[0], y0[1], y0[2])
+        n_trace = 1
+    for k in range(n_seg):
+        torque_setup(par, current[k], &q)
+        seg = seg_len[k]
+        tl = 0.0
+        rejected = 0
+        dp_rhs(&q, par, y0, k1)
+        while tl < seg:
+            last = 0
+            if tl + h >= seg * (1.0 - 1e-13):
+                h = seg - tl
+                last = 1
+            if h <= 1e-16 * (t_seg + tl) or h <= 0.0:
+                return -2
+            for i in range(4):
+                ys[i] = y0[i] + h * A21 * k1[i]
+            dp_rhs(&q, par, ys, k2)
+            for i in range(4):
+                ys[i] = y0[i] + h * (A31 * k1[i] + A32 * k2[i])
+            dp_rhs(&q, par, ys, k3)
+            for i in range(4):
+                ys[i] = y0[i] + h * (A41 * k1[i] + A42 * k2[i] + A43 * k3[i])
+            dp_rhs(&q, par, ys, k4)
+            for i in range(4):
+                ys[i] = y0[i] + h * (A51 * k1[i] + A52 * k2[i] + A53 * k3[i] + A54 * k4[i])
+            dp_rhs(&q, par, ys, k5)
+            for i in range(4):
+                ys[i] = y0[i] + h * (A61 * k1[i] + A62 * k2[i] + A63 * k3[i] + A64 * k4[i] + A65 * k5[i])
+            dp_rhs(&q, par, ys, k6)
+            for i in range(4):
+                y1[i] = y0[i] + h * (A71 * k1[i] + A73 * k3[i] + A74 * k4[i] + A75 * k5[i] + A76 * k6[i])
+            dp_rhs(&q, par, y1, k7)
+            err = 0.0
+            for i in range(3):
+                e = h * (E1 * k1[i] + E3 * k3[i] + E4 * k4[i] + E5 * k5[i] + E6 * k6[i] + E7 * k7[i])
+                sc = atol + rtol * (fabs(y0[i]) if fabs(y0[i]) > fabs(y1[i]) else fabs(y1[i]))
+                err += (e / sc) * (e / sc)
+            err = sqrt(err / 3.0)
+            if err > 1.0:
+                fac = 0.9 * err ** -0.2
+                h *= fac if fac > 0.2 else 0.2
+                rejected = 1
+                continue
+            steps += 1
+            for i in range(4):
+                r[i] = y0[i]
+                r[4 + i] = y1[i] - y0[i]
+                r[8 + i] = h * k1[i] - r[4 + i]
+                r[12 + i] = r[4 + i] - h * k7[i] - r[8 + i]
+                r[16 + i] = h * (D1 * k1[i] + D3 * k3[i] + D4 * k4[i] + D5 * k5[i] + D6 * k6[i] + D7 * k7[i])
+            if not crossed and (y0[2] < 0.0) != (y1[2] < 0.0):
+                crossed = 1
+                t_cross = t_seg + tl + h * locate(r, 0.0)
+            theta = 2.0
+            if use_stop and (y0[2] < stop_mz) != (y1[2] < stop_mz):
+                theta = locate(r, stop_mz)
+                stopped = 1
+            if trace_cap > 0:
+                t_grid = n_grid * dt
+                while n_trace < trace_cap and t_grid <= t_seg + tl + h * (theta if theta < 1.0 else 1.0) * (1.0 + 1e-12):
+                    e = (t_grid - t_seg - tl) / h
+                    emit(trace_t, trace_m, n_trace, t_grid, dense(r, 0, e), dense(r, 1, e), dense(r, 2, e))
+                    n_trace += 1
+                    n_grid += 1
+                    t_grid = n_grid * dt
+            if stopped:
+                for i in range(4):
+                    y1[i] = dense(r, i, theta)
+                t_end = t_seg + tl + h * theta
+                if trace_cap > 0 and n_trace < trace_cap:
+                    emit(trace_t, trace_m, n_trace, t_end, y1[0], y1[1], y1[2])
+                    n_trace += 1
+            norm = sqrt(y1[0] * y1[0] + y1[1] * y1[1] + y1[2] * y1[2])
+            y0[0] = y1[0] / norm
+            y0[1] = y1[1] / norm
+            y0[2] = y1[2] / norm
+            y0[3] = y1[3]
+            if stopped:
+                break
+            tl = seg if last else tl + h
+            dp_rhs(&q, par, y0, k1)
+            fac = 0.9 * err ** -0.2 if err > 0.0 else 5.0
+            if fac > 5.0:
+                fac = 5.0
+            if fac < 0.2:
+                fac = 0.2
+            if rejected and fac > 1.0:
+                fac = 1.0
+            rejected = 0
+            if not last:
+                h *= fac
+            else:
+                h = h * fac if h * fac > dt else dt
+        if stopped:
+            break
+        t_seg += seg
+        t_end = t_seg
+    if trace_cap > 0 and n_trace < trace_cap and trace_t[n_trace - 1] < t_end * (1.0 - 1e-12):
+        emit(trace_t, trace_m, n_trace, t_end, y0[0], y0[1], y0[2])
+        n_trace += 1
+    m[0] = y0[0]
+    m[1] = y0[1]
+    m[2] = y0[2]
+    res.t_cross = t_cross
+    res.t_end = t_end
+    res.energy = y0[3]
+    res.steps = steps
+    res.n_trace = n_trace
+    res.stopped = stopped
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Python entry points (arrays validated and packed by physics_ext.simulation)
+# ---------------------------------------------------------------------------------------------
+def max_threads():
+    """OpenMP's default number of threads."""
+    return openmp.omp_get_max_threads()
+
+
+def _result(RunResult res, int rc):
+    return rc, res.t_cross, res.t_end, res.energy, res.steps, res.n_trace, bool(res.stopped)
+
+
+def run_fixed(const double[::1] par, double[::1] m, const double[::1] current,
+              const double[::1] seg_len, double dt, int method, uint64_t seed, double stop_mz,
+              Py_ssize_t stride, double[::1] trace_t, double[:, ::1] trace_m):
+    """One device, RK4 or Heun; m (3,) is overwritten by the final state."""
+    cdef RunResult res
+    cdef int rc
+    cdef Py_ssize_t cap = trace_t.shape[0]
+    cdef double* tt = &trace_t[0] if cap > 0 else NULL
+    cdef double* tm = &trace_m[0, 0] if cap > 0 else NULL
+    with nogil:
+        rc = integrate_fixed(&par[0], &current[0], &seg_len[0], current.shape[0], dt, method,
+                             seed, stop_mz, &m[0], &res, tt, tm, stride, cap)
+    return _result(res, rc)
+
+
+def run_dp45(const double[::1] par, double[::1] m, const double[::1] current,
+             const double[::1] seg_len, double dt, double rtol, double atol, double stop_mz,
+             double[::1] trace_t, double[:, ::1] trace_m):
+    """One device, adaptive DP45; m (3,) is overwritten by the final state."""
+    cdef RunResult res
+    cdef int rc
+    cdef Py_ssize_t cap = trace_t.shape[0]
+    cdef double* tt = &trace_t[0] if cap > 0 else NULL
+    cdef double* tm = &trace_m[0, 0] if cap > 0 else NULL
+    with nogil:
+        rc = integrate_dp45(&par[0], &current[0], &seg_len[0], current.shape[0], dt, rtol, atol,
+                            stop_mz, &m[0], &res, tt, tm, cap)
+    return _result(res, rc)
+
+
+cdef void _batch_one(const double* par, double* m, const double* current, const double* seg_len,
+                     Py_ssize_t n_seg, double dt, int method, uint64_t seed, double stop_mz,
+                     double* t_cross, double* energy, int64_t* steps, double* t_end) noexcept nogil:
+    cdef RunResult res
+    if integrate_fixed(par, current, seg_len, n_seg, dt, method, seed, stop_mz, m, &res,
+                       NULL, NULL, 1, 0) != 0:
+        t_cross[0] = NAN
+        energy[0] = NAN
+        steps[0] = -1
+        t_end[0] = NAN
+        return
+    t_cross[0] = res.t_cross
+    energy[0] = res.energy
+    steps[0] = res.steps
+    t_end[0] = res.t_end
+
+
+def run_batch(const double[:, ::1] par, double[:, ::1] m, const double[:, ::1] current,
+              const double[::1] seg_len, double dt, int method, const uint64_t[::1] seeds,
+              double stop_mz, int threads, double[::1] t_cross, double[::1] energy,
+              int64_t[::1] steps, double[::1] t_end):
+    """N devices in parallel (OpenMP, no GIL); m (N,3) is overwritten by the final states."""
+    cdef Py_ssize_t i, n = m.shape[0], n_seg = current.shape[1]
+    with nogil, parallel(num_threads=threads):
+        for i in prange(n, schedule="dynamic", chunksize=4):
+            _batch_one(&par[i, 0], &m[i, 0], &current[i, 0], &seg_len[0], n_seg, dt, method,
+                       seeds[i], stop_mz, &t_cross[i], &energy[i], &steps[i], &t_end[i])
+
+
+def normal_samples(uint64_t seed, Py_ssize_t n):
+    """n standard normals from the generator every device uses (for tests)."""
+    cdef Rng rng
+    cdef Py_ssize_t i
+    out = np.empty(n)
+    cdef double[::1] view = out
+    rng_seed(&rng, seed)
+    for i in range(n):
+        view[i] = rng_normal(&rng)
+    return out
