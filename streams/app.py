@@ -142,7 +142,9 @@ class StreamWorker:
                     await asyncio.gather(*futures)
                     log.warning("sent %d invalid record(s) to %s (first: %s)",
                                 len(batch.rejected), ev.TOPIC_EPISODES_DLQ, batch.rejected[0].reason)
-                await loop.run_in_executor(self.executor, self.processor.write, batch)
+                result = await loop.run_in_executor(self.executor, self.processor.write, batch)
+                log.debug("batch of %d records: %d new episodes, %d rejected", len(records),
+                          len(result.new_episodes) if result else 0, len(batch.rejected))
                 for e in events:
                     tp = e.message.tp
                     self._lag[tp] = e.message.offset

@@ -23,7 +23,7 @@ ALGORITHMS = ("ppo", "cem")
 def make_episodes(n: int, experiment: str, seed: int = 0, runs: int = 4,
                   start: dt.datetime | None = None) -> list[ev.EpisodeEvent]:
     """n deterministic EpisodeEvents over 2 device types x 2 algorithms, a few runs each."""
-    rng = random.Random(seed)
+    rng = random.Random(f"{experiment}/{seed}")  # event ids unique per experiment and seed
     start = start or ev.utc_now()
     out = []
     for i in range(n):
@@ -93,16 +93,17 @@ def assert_matches_truth(rows: list[dict], truth: dict, rel: float = 1e-9) -> No
                     key, name, row[name], value)
 
 
-def malformed_records(n: int, seed: int = 0) -> list[tuple[bytes, str]]:
-    """n invalid episode records (raw bytes, expected DLQ reason), cycling through the kinds."""
+def malformed_records(n: int, seed: int = 0, tag: str = "x") -> list[tuple[bytes, str]]:
+    """n invalid episode records (raw bytes, expected DLQ reason), cycling through the kinds;
+    every one contains `tag` (to find them again in a shared DLQ topic)."""
     rng = random.Random(seed)
-    good = json.loads(ev.encode(make_episodes(1, "malformed", seed)[0]))
+    good = json.loads(ev.encode(make_episodes(1, f"malformed-{tag}", seed)[0]))
     out = []
     for i in range(n):
         kind = i % 6
         record = dict(good, event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)))
         if kind == 0:
-            out.append((b"{not json " + str(i).encode(), "bad_json"))
+            out.append((f"{{not json {tag} {i}".encode(), "bad_json"))
         elif kind == 1:
             del record["energy_j"]
             out.append((json.dumps(record).encode(), "invalid_field"))
