@@ -56,8 +56,8 @@ svc_collector_install() {
 
 svc_collector_start() {
     # The config reads these through ${env:...}.
-    export STGYM_HOST STGYM_COLLECTOR_FORWARD_PORT STGYM_COLLECTOR_HEALTH_PORT \
-        STGYM_OPENSEARCH_PORT STGYM_LOGS_INDEX
+    export STGYM_HOST STGYM_COLLECTOR_FORWARD_PORT STGYM_COLLECTOR_HEALTH_PORT STGYM_LOGS_INDEX
+    export STGYM_COLLECTOR_OPENSEARCH_URL="${STGYM_COLLECTOR_OPENSEARCH_URL:-http://$HOST:$STGYM_OPENSEARCH_PORT}"
     spawn collector "$COLLECTOR_DIR/config.yaml" "$COLLECTOR_BIN" --config "$COLLECTOR_DIR/config.yaml"
 }
 
