@@ -228,12 +228,15 @@ def test_low_success_rate_alert_reaches_the_webhook_and_every_panel_has_data(
         filters = urllib.parse.urlencode(
             [("filter", 'alertname="LowSuccessRate"'), ("filter", f'experiment="{experiment}"')])
 
-        def in_alertmanager():
+        def in_alertmanager():  # one alert per (device type, algorithm): all four below 0.8
             code, body = testing.http_get(f"{alertmanager_url}/api/v2/alerts?{filters}", timeout=5)
-            return code == 200 and json.loads(body)
+            alerts = json.loads(body) if code == 200 else []
+            keys = {(a["labels"]["device_type"], a["labels"]["algorithm"]) for a in alerts}
+            return alerts if len(keys) == 4 else None
 
         alerts = testing.wait_until(in_alertmanager, 240, 1.0, what="LowSuccessRate in Alertmanager")
         assert {a["labels"]["device_type"] for a in alerts} == set(testing.DEVICE_TYPES)
+        assert {a["labels"]["algorithm"] for a in alerts} == set(testing.ALGORITHMS)
         assert all(a["labels"]["severity"] == "warning" for a in alerts)
 
         # 2. ... and, routed by severity, the webhook receiver, which logs structured records
