@@ -2,6 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import re
+import sys
+
+# argparse takes "-1e-13" for an option (its own pattern knows only "-1" and "-1.5"); this
+# pattern lets negative values in scientific notation through to our validation.
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|nan)$", re.IGNORECASE)
+
+
+def _one_line_error(message: str):
+    """argparse errors of this subcommand as one line, exit code 2 (like UserError)."""
+    print(f"stgym simulate: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def register(subparsers) -> None:
@@ -34,6 +46,8 @@ def register(subparsers) -> None:
     parser.add_argument("--trace", default=None, metavar="FILE.csv", help="write t_s,mx,my,mz per step")
     parser.add_argument("--plot", default=None, metavar="FILE.png", help="plot mx, my, mz(t)")
     parser.set_defaults(handler=run_simulate)
+    parser._negative_number_matcher = _NEGATIVE_NUMBER
+    parser.error = _one_line_error
 
 
 def _number(name: str, text: str) -> float:
