@@ -311,8 +311,12 @@ def test_low_success_rate_alert_reaches_the_webhook_and_every_panel_has_data(
         assert label_values("algorithm", scoped) == set(testing.ALGORITHMS)
 
         assert not publisher.errors, publisher.errors
-    finally:
-        publisher.stop()
-        stop(prometheus)
-        stop(worker)
-        stop(webhook)
+    finally:  # every process is stopped even if stopping another one fails
+        try:
+            publisher.stop()
+        finally:
+            for proc in (prometheus, worker, webhook):
+                try:
+                    stop(proc)
+                except Exception:  # noqa: BLE001 (keep stopping the others)
+                    proc.kill()
