@@ -86,7 +86,7 @@ def run(args) -> int:
                                           for r in ("bad_json", "invalid_field", "schema_version",
                                                     "oversized", "empty"))))
         console.print(f"Query again: [bold]stgym kpi --db {redact(url)} --experiment {experiment}[/bold]"
-                      f"  (add --window 1m for per-minute rows, --json for machines)")
+                      f"  (add --window 1m for per-minute rows, --json for machines)", soft_wrap=True)
     server.shutdown()
     sink.close()
     return 0

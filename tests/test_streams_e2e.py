@@ -37,6 +37,33 @@ def restart_postgres() -> None:
     subprocess.run(["bash", str(script), "up"], check=True, timeout=180)
 
 
+class DlqReader:
+    """Reads the DLQ topic by explicit partition assignment (no consumer-group join)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                      max_partition_fetch_bytes=8 * 1024 * 1024)
+        partitions = self.consumer.partitions_for_topic(ev.TOPIC_EPISODES_DLQ) or set()
+        assert partitions, "the DLQ topic exists (stream workers create it)"
+        self.partitions = [TopicPartition(ev.TOPIC_EPISODES_DLQ, p) for p in sorted(partitions)]
+        self.consumer.assign(self.partitions)
+
+    def end_offsets(self) -> dict:
+        return self.consumer.end_offsets(self.partitions)
+
+    def seek_to(self, offsets: dict) -> None:
+        for tp, offset in offsets.items():
+            self.consumer.seek(tp, offset)
+
+    def poll(self, **kwargs):
+        return self.consumer.poll(**kwargs)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
 def prom_query(prometheus_url: str, query: str) -> list[dict]:
     status, body = testing.http_get(
         f"{prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': query})}", timeout=5)
@@ -76,6 +103,7 @@ def test_two_workers_survive_sigkill_and_postgres_restart_exactly(
                                     extra=["--batch-size", "500"])
 
     workers = [start(0), start(1)]
+    dlq = None
     bus = open_bus(bus_url)
     sink = open_sink(postgres_url)
     try:
@@ -90,6 +118,9 @@ def test_two_workers_survive_sigkill_and_postgres_restart_exactly(
             bus.publish(event)
         bus.flush(60)
         testing.wait_until(lambda: stored_count(sink, experiment) == 3000, 120, what="phase 1 stored")
+
+        dlq = DlqReader(kafka_bootstrap)
+        dlq_start = dlq.end_offsets()
 
         # Phase 2: a steady stream while one worker is SIGKILLed and PostgreSQL restarts.
         phase2 = testing.make_episodes(6000, experiment, seed=2,
@@ -138,23 +169,17 @@ def test_two_workers_survive_sigkill_and_postgres_restart_exactly(
             assert row["objective"] == pytest.approx(-0.1) and row["model_accuracy"] == pytest.approx(0.9)
         assert sink.metric_snapshot()["experiments"].get("started", 0) >= 1
 
-        # Every malformed record is in the DLQ with its reason.
-        from kafka import KafkaConsumer
-
-        consumer = KafkaConsumer(ev.TOPIC_EPISODES_DLQ, bootstrap_servers=kafka_bootstrap,
-                                 group_id=f"dlq-check-{unique_id}", auto_offset_reset="earliest",
-                                 enable_auto_commit=False)
+        # Every malformed record is in the DLQ with its reason (read from where the DLQ ended
+        # before this test published anything malformed).
         found = {}
         deadline = time.monotonic() + 120
-        try:
-            while len(found) < len(bad) and time.monotonic() < deadline:
-                for records in consumer.poll(timeout_ms=1000).values():
-                    for record in records:
-                        envelope = read_dlq_envelope(record.value)
-                        if unique_id.encode() in envelope["original"]:
-                            found[envelope["original"]] = envelope["reason"]
-        finally:
-            consumer.close()
+        dlq.seek_to(dlq_start)
+        while len(found) < len(bad) and time.monotonic() < deadline:
+            for records in dlq.poll(timeout_ms=1000, max_records=2000).values():
+                for record in records:
+                    envelope = read_dlq_envelope(record.value)
+                    if unique_id.encode() in envelope["original"]:
+                        found[envelope["original"]] = envelope["reason"]
         assert found == {raw: reason for raw, reason in bad}
         assert set(Counter(found.values())) == {"bad_json", "invalid_field", "schema_version", "oversized"}
 
@@ -192,3 +217,5 @@ def test_two_workers_survive_sigkill_and_postgres_restart_exactly(
             testing.stop_worker(proc)
         bus.close()
         sink.close()
+        if dlq is not None:
+            dlq.close()

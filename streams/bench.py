@@ -1,0 +1,200 @@
+"""`stgym bench pipeline`: the real pipeline's throughput and latency on the real services.
+
+1. Sustained throughput: N episode events are published to Kafka as fast as the producer goes,
+   2 Faust stream workers consume them; events/s = N / (time until PostgreSQL has committed
+   all N into the KPI rows, counted from the first publish).
+2. Latency at a fixed rate (5,000 events/s by default): each event's publish time against the
+   moment the workers' /metrics first show it in training_episodes_total (polled every 50 ms;
+   Prometheus adds up to one scrape interval on top). p50/p99 over all events.
+
+Needs Kafka and PostgreSQL (`make services-up`); uses a fresh database and consumer group.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+TARGET_EVENTS_PER_S = 20_000
+TARGET_P99_S = 2.0
+
+
+def _admin_url(url: str, db: str) -> str:
+    head, _, _ = url.rpartition("/")
+    return f"{head}/{db}"
+
+
+def _scrape_total(ports: list[int], experiment: str) -> int:
+    from streams.testing import http_get
+
+    total = 0
+    pattern = re.compile(r'^training_episodes_total\{[^}]*experiment="' + re.escape(experiment)
+                         + r'"[^}]*\} ([0-9.e+]+)$', re.M)
+    for port in ports:
+        status, body = http_get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+        if status == 200:
+            total += int(sum(float(v) for v in pattern.findall(body.decode())))
+    return total
+
+
+def _percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    pos = q * (len(values) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+def run_bench(quick: bool = False) -> dict:
+    import psycopg2
+
+    from sinks.base import open_sink
+    from stgym import events as ev
+    from stgym import settings as settings_module
+    from stgym.bus import open_bus
+    from stgym.errors import ServiceUnavailable
+    from streams import testing
+    from streams.app import ensure_topics
+
+    settings = settings_module.load()
+    token = secrets.token_hex(4)
+    db_name = f"stgym_bench_{token}"
+    try:
+        admin = psycopg2.connect(settings.postgres_url, connect_timeout=5)
+    except psycopg2.OperationalError as error:
+        raise ServiceUnavailable(f"PostgreSQL does not answer ({str(error).strip()}); "
+                                 "start the services with `make services-up`") from None
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{db_name}"')
+    db_url = _admin_url(settings.postgres_url, db_name)
+    bus_url = settings.kafka_url
+    ensure_topics(settings.kafka_bootstrap)
+    ports = [settings.stream_web_port + 20, settings.stream_web_port + 21]
+    logdir = Path(tempfile.mkdtemp(prefix="stgym-bench-"))
+    app_id = f"stgym-bench-{token}"
+    workers = [testing.start_worker(bus_url, db_url, ports[i], i, app_id, str(logdir / f"w{i}.log"),
+                                    extra=["--batch-size", "4000"])
+               for i in range(2)]
+    result: dict = {"target_events_per_s": TARGET_EVENTS_PER_S, "target_p99_s": TARGET_P99_S,
+                    "workers": 2, "quick": quick}
+    bus = open_bus(bus_url)
+    sink = open_sink(db_url)
+    try:
+        for i, proc in enumerate(workers):
+            testing.wait_ready(ports[i], 120, proc)
+        sink.setup()
+        # Let the group settle on its final assignment before timing anything.
+        testing.wait_until(lambda: all(
+            json.loads(testing.http_get(f"http://127.0.0.1:{p}/ready")[1]).get("recovered")
+            for p in ports), 60, what="workers ready")
+
+        def stored(experiment):
+            return sum(r["episodes_total"] for r in sink.query_kpis(experiment=experiment, percentiles=False))
+
+        # 1. Sustained throughput.
+        n = 20_000 if quick else 100_000
+        experiment = f"bench-{token}-throughput"
+        payloads = [(e.run_id.encode(), ev.encode(e)) for e in testing.make_episodes(n, experiment, seed=1)]
+        t0 = time.perf_counter()
+        for key, value in payloads:
+            bus.publish_raw(ev.TOPIC_EPISODES, key, value)
+        bus.flush(120)
+        produced_s = time.perf_counter() - t0
+        testing.wait_until(lambda: stored(experiment) >= n, 600, interval_s=0.05,
+                           what="all benchmark events committed")
+        total_s = time.perf_counter() - t0
+        result.update(events=n, producer_events_per_s=n / produced_s,
+                      events_per_s=n / total_s, wall_s=total_s)
+        log.info("throughput: %d events in %.2f s = %.0f events/s (producer alone %.0f events/s)",
+                 n, total_s, n / total_s, n / produced_s)
+
+        # 2. Latency at a fixed rate.
+        rate = 5000
+        seconds = 4 if quick else 12
+        experiment = f"bench-{token}-latency"
+        events = testing.make_episodes(rate * seconds, experiment, seed=2)
+        payloads = [(e.run_id.encode(), ev.encode(e)) for e in events]
+        sent: list[float] = []
+        seen: list[tuple[float, int]] = []
+        stop = threading.Event()
+
+        def poll():
+            while not stop.is_set():
+                try:
+                    seen.append((time.perf_counter(), _scrape_total(ports, experiment)))
+                except Exception:
+                    pass
+                time.sleep(0.05)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        start = time.perf_counter()
+        chunk = rate // 50  # 20 ms worth of events per step
+        for k in range(0, len(payloads), chunk):
+            due = start + k / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            now = time.perf_counter()
+            for key, value in payloads[k:k + chunk]:
+                bus.publish_raw(ev.TOPIC_EPISODES, key, value)
+                sent.append(now)
+            bus.flush(30)
+        achieved = len(payloads) / (time.perf_counter() - start)
+        testing.wait_until(lambda: seen and seen[-1][1] >= len(payloads), 300, interval_s=0.1,
+                           what="latency events on /metrics")
+        stop.set()
+        poller.join(5)
+        latencies = []
+        j = 0
+        for i, t_sent in enumerate(sent):
+            while seen[j][1] < i + 1:
+                j += 1
+            latencies.append(max(0.0, seen[j][0] - t_sent))
+        result.update(latency_rate_events_per_s=rate, latency_achieved_rate=achieved,
+                      latency_events=len(sent), latency_p50_s=_percentile(latencies, 0.5),
+                      latency_p99_s=_percentile(latencies, 0.99),
+                      latency_note="publish -> visible on the workers' /metrics (50 ms polling); "
+                                   "Prometheus adds up to one scrape interval (2 s)")
+        result["meets_throughput_target"] = result["events_per_s"] >= TARGET_EVENTS_PER_S
+        result["meets_latency_target"] = result["latency_p99_s"] <= TARGET_P99_S
+    finally:
+        for proc in workers:
+            testing.stop_worker(proc)
+        bus.close()
+        sink.close()
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        admin.close()
+    return result
+
+
+def main(args) -> int:
+    result = run_bench(quick=args.quick)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="stgym bench pipeline (Kafka -> 2 Faust workers -> PostgreSQL KPIs)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    table.add_row("sustained events/s (producer -> PG-committed KPIs)",
+                  f"{result['events_per_s']:,.0f}", f">= {TARGET_EVENTS_PER_S:,}")
+    table.add_row("producer alone, events/s", f"{result['producer_events_per_s']:,.0f}", "")
+    table.add_row(f"latency p50 at {result['latency_rate_events_per_s']:,} events/s",
+                  f"{result['latency_p50_s']:.3f} s", "")
+    table.add_row(f"latency p99 at {result['latency_rate_events_per_s']:,} events/s",
+                  f"{result['latency_p99_s']:.3f} s", f"<= {TARGET_P99_S} s")
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
+    return 0
