@@ -559,6 +559,212 @@ def run_dp45(const double[::1] par, double[::1] m, const double[::1] current,
     return _result(res, rc)
 
 
+# ---------------------------------------------------------------------------------------------
+# the batched path: LANES devices in lock step (the same expressions as integrate_fixed, lane by
+# lane, so every device gets exactly its single-run bits; independent chains fill the pipeline)
+# ---------------------------------------------------------------------------------------------
+cdef enum:
+    LANES = 4
+
+
+cdef void integrate_lanes(const double* par, const double* current, const double* seg_len,
+                          Py_ssize_t n_seg, double dt, int method, const uint64_t* seeds,
+                          double stop_mz, double* m, double* t_cross, double* energy,
+                          int64_t* steps, double* t_end) noexcept nogil:
+    """LANES consecutive devices of a batch (rows of par, current, m), sharing segment lengths."""
+    cdef Torque q
+    cdef Rng rng[LANES]
+    cdef double ax[LANES]
+    cdef double ay[LANES]
+    cdef double az[LANES]
+    cdef double bx[LANES]
+    cdef double by[LANES]
+    cdef double bz[LANES]
+    cdef double kz[LANES]
+    cdef double kbz[LANES]
+    cdef double na[LANES]
+    cdef double nb[LANES]
+    cdef double isq[LANES]
+    cdef double sax[LANES]
+    cdef double say[LANES]
+    cdef double saz[LANES]
+    cdef double sbx[LANES]
+    cdef double sby[LANES]
+    cdef double sbz[LANES]
+    cdef double mx[LANES]
+    cdef double my[LANES]
+    cdef double mz[LANES]
+    cdef double mzp[LANES]
+    cdef double k1x[LANES]
+    cdef double k1y[LANES]
+    cdef double k1z[LANES]
+    cdef double k2x[LANES]
+    cdef double k2y[LANES]
+    cdef double k2z[LANES]
+    cdef double k3x[LANES]
+    cdef double k3y[LANES]
+    cdef double k3z[LANES]
+    cdef double k4x[LANES]
+    cdef double k4y[LANES]
+    cdef double k4z[LANES]
+    cdef double nx[LANES]
+    cdef double ny[LANES]
+    cdef double nz[LANES]
+    cdef double sigma_dt[LANES]
+    cdef double sigma[LANES]
+    cdef double r_prev[LANES]
+    cdef double e[LANES]
+    cdef double tc[LANES]
+    cdef double te[LANES]
+    cdef double fm[3 * LANES]
+    cdef long long done[LANES]
+    cdef bint crossed[LANES]
+    cdef bint stopped[LANES]
+    cdef double t_seg = 0.0, t_step, h, hh, h6, seg, rem, norm, inv, r_new, hx, hy, hz
+    cdef long long n_full, n_steps, i, total = 0
+    cdef Py_ssize_t k, j, n_stopped = 0
+    cdef bint use_stop = not isnan(stop_mz), heun = method == METHOD_HEUN, joule
+    for j in range(LANES):
+        norm = sqrt(m[3 * j] * m[3 * j] + m[3 * j + 1] * m[3 * j + 1] + m[3 * j + 2] * m[3 * j + 2])
+        mx[j] = m[3 * j] / norm
+        my[j] = m[3 * j + 1] / norm
+        mz[j] = m[3 * j + 2] / norm
+        rng_seed(&rng[j], seeds[j])
+        sigma_dt[j] = par[j * NPAR + P_NOISE] / sqrt(dt) if heun else 0.0
+        e[j] = 0.0
+        tc[j] = NAN
+        crossed[j] = 0
+        stopped[j] = 0
+    for k in range(n_seg):
+        joule = 0
+        for j in range(LANES):
+            torque_setup(&par[j * NPAR], current[j * n_seg + k], &q)
+            ax[j] = q.ax
+            ay[j] = q.ay
+            az[j] = q.az
+            bx[j] = q.bx
+            by[j] = q.by
+            bz[j] = q.bz
+            kz[j] = q.kz
+            kbz[j] = q.kbz
+            na[j] = q.noise_a
+            nb[j] = q.noise_b
+            isq[j] = q.current_sq
+            joule = joule or q.current_sq != 0.0
+            r_prev[j] = resistance(&par[j * NPAR], mx[j], my[j], mz[j])
+        seg = seg_len[k]
+        n_full = <long long>(seg / dt + 1e-9)
+        rem = seg - n_full * dt
+        n_steps = n_full + (1 if rem > 1e-9 * dt else 0)
+        for i in range(n_steps):
+            h = dt
+            for j in range(LANES):
+                sigma[j] = sigma_dt[j]
+            if unlikely(i == n_full):
+                h = rem
+                if heun:
+                    for j in range(LANES):
+                        sigma[j] = par[j * NPAR + P_NOISE] / sqrt(rem)
+            t_step = t_seg + i * dt
+            hh = 0.5 * h
+            for j in range(LANES):
+                mzp[j] = mz[j]
+            if heun:
+                for j in range(LANES):
+                    sax[j] = ax[j]
+                    say[j] = ay[j]
+                    saz[j] = az[j]
+                    sbx[j] = bx[j]
+                    sby[j] = by[j]
+                    sbz[j] = bz[j]
+                    if sigma[j] > 0.0:
+                        hx = sigma[j] * rng_normal(&rng[j])
+                        hy = sigma[j] * rng_normal(&rng[j])
+                        hz = sigma[j] * rng_normal(&rng[j])
+                        sax[j] = sax[j] + na[j] * hx
+                        say[j] = say[j] + na[j] * hy
+                        saz[j] = saz[j] + na[j] * hz
+                        sbx[j] = sbx[j] + nb[j] * hx
+                        sby[j] = sby[j] + nb[j] * hy
+                        sbz[j] = sbz[j] + nb[j] * hz
+                for j in range(LANES):
+                    rhs(sax[j], say[j], saz[j], sbx[j], sby[j], sbz[j], kz[j], kbz[j],
+                        mx[j], my[j], mz[j], &k1x[j], &k1y[j], &k1z[j])
+                for j in range(LANES):
+                    rhs(sax[j], say[j], saz[j], sbx[j], sby[j], sbz[j], kz[j], kbz[j],
+                        mx[j] + h * k1x[j], my[j] + h * k1y[j], mz[j] + h * k1z[j], &k2x[j], &k2y[j], &k2z[j])
+                for j in range(LANES):
+                    nx[j] = mx[j] + hh * (k1x[j] + k2x[j])
+                    ny[j] = my[j] + hh * (k1y[j] + k2y[j])
+                    nz[j] = mz[j] + hh * (k1z[j] + k2z[j])
+            else:
+                h6 = h / 6.0
+                for j in range(LANES):
+                    rhs(ax[j], ay[j], az[j], bx[j], by[j], bz[j], kz[j], kbz[j],
+                        mx[j], my[j], mz[j], &k1x[j], &k1y[j], &k1z[j])
+                for j in range(LANES):
+                    rhs(ax[j], ay[j], az[j], bx[j], by[j], bz[j], kz[j], kbz[j],
+                        mx[j] + hh * k1x[j], my[j] + hh * k1y[j], mz[j] + hh * k1z[j], &k2x[j], &k2y[j], &k2z[j])
+                for j in range(LANES):
+                    rhs(ax[j], ay[j], az[j], bx[j], by[j], bz[j], kz[j], kbz[j],
+                        mx[j] + hh * k2x[j], my[j] + hh * k2y[j], mz[j] + hh * k2z[j], &k3x[j], &k3y[j], &k3z[j])
+                for j in range(LANES):
+                    rhs(ax[j], ay[j], az[j], bx[j], by[j], bz[j], kz[j], kbz[j],
+                        mx[j] + h * k3x[j], my[j] + h * k3y[j], mz[j] + h * k3z[j], &k4x[j], &k4y[j], &k4z[j])
+                for j in range(LANES):
+                    nx[j] = mx[j] + h6 * (k1x[j] + 2.0 * k2x[j] + 2.0 * k3x[j] + k4x[j])
+                    ny[j] = my[j] + h6 * (k1y[j] + 2.0 * k2y[j] + 2.0 * k3y[j] + k4y[j])
+                    nz[j] = mz[j] + h6 * (k1z[j] + 2.0 * k2z[j] + 2.0 * k3z[j] + k4z[j])
+            for j in range(LANES):
+                inv = 1.0 / sqrt(nx[j] * nx[j] + ny[j] * ny[j] + nz[j] * nz[j])
+                mx[j] = nx[j] * inv
+                my[j] = ny[j] * inv
+                mz[j] = nz[j] * inv
+            if joule:
+                for j in range(LANES):
+                    if isq[j] != 0.0:
+                        r_new = resistance(&par[j * NPAR], mx[j], my[j], mz[j])
+                        e[j] += isq[j] * 0.5 * (r_prev[j] + r_new) * h
+                        r_prev[j] = r_new
+            total += 1
+            for j in range(LANES):
+                if unlikely(not crossed[j] and (mzp[j] < 0.0) != (mz[j] < 0.0)):
+                    if not stopped[j]:
+                        crossed[j] = 1
+                        tc[j] = t_step + h * mzp[j] / (mzp[j] - mz[j])
+            if unlikely(use_stop):
+                for j in range(LANES):
+                    if not stopped[j] and (mzp[j] < stop_mz) != (mz[j] < stop_mz):
+                        stopped[j] = 1
+                        n_stopped += 1
+                        te[j] = t_step + h
+                        done[j] = total
+                        fm[3 * j] = mx[j]
+                        fm[3 * j + 1] = my[j]
+                        fm[3 * j + 2] = mz[j]
+                        energy[j] = e[j]
+                if n_stopped == LANES:
+                    break
+        if n_stopped == LANES:
+            break
+        t_seg += seg
+    for j in range(LANES):
+        t_cross[j] = tc[j]
+        if stopped[j]:
+            m[3 * j] = fm[3 * j]
+            m[3 * j + 1] = fm[3 * j + 1]
+            m[3 * j + 2] = fm[3 * j + 2]
+            steps[j] = done[j]
+            t_end[j] = te[j]
+        else:
+            m[3 * j] = mx[j]
+            m[3 * j + 1] = my[j]
+            m[3 * j + 2] = mz[j]
+            steps[j] = total
+            t_end[j] = t_seg
+            energy[j] = e[j]
+
+
 cdef void _batch_one(const double* par, double* m, const double* current, const double* seg_len,
                      Py_ssize_t n_seg, double dt, int method, uint64_t seed, double stop_mz,
                      double* t_cross, double* energy, int64_t* steps, double* t_end) noexcept nogil:
@@ -581,9 +787,13 @@ def run_batch(const double[:, ::1] par, double[:, ::1] m, const double[:, ::1] c
               double stop_mz, int threads, double[::1] t_cross, double[::1] energy,
               int64_t[::1] steps, double[::1] t_end):
     """N devices in parallel (OpenMP, no GIL); m (N,3) is overwritten by the final states."""
-    cdef Py_ssize_t i, n = m.shape[0], n_seg = current.shape[1]
+    cdef Py_ssize_t g, i, n = m.shape[0], n_seg = current.shape[1], groups = n // LANES
     with nogil, parallel(num_threads=threads):
-        for i in prange(n, schedule="dynamic", chunksize=4):
+        for g in prange(groups, schedule="dynamic", chunksize=1):
+            i = g * LANES
+            integrate_lanes(&par[i, 0], &current[i, 0], &seg_len[0], n_seg, dt, method, &seeds[i],
+                            stop_mz, &m[i, 0], &t_cross[i], &energy[i], &steps[i], &t_end[i])
+        for i in prange(groups * LANES, n, schedule="static", chunksize=1):
             _batch_one(&par[i, 0], &m[i, 0], &current[i, 0], &seg_len[0], n_seg, dt, method,
                        seeds[i], stop_mz, &t_cross[i], &energy[i], &steps[i], &t_end[i])
 

@@ -4,7 +4,7 @@ import pytest
 
 import physics_ext as px
 
-N = 24
+N = 26  # six groups of 4 lock-step lanes and two devices on the scalar path
 SEGMENT = 0.5e-9
 
 
@@ -28,25 +28,32 @@ def devices():
     return params, m0, pulses, temperatures, seeds
 
 
+@pytest.mark.parametrize("stop_mz", [None, 0.3])
 @pytest.mark.parametrize("method", ["rk4", "heun"])
-def test_batched_equals_single_bit_for_bit(method):
+def test_batched_equals_single_bit_for_bit(method, stop_mz):
     params, m0, pulses, temperatures, seeds = devices()
     if method == "rk4":
         temperatures = np.zeros(N)
     batch = px.simulate_batch(params, m0, pulses, SEGMENT, 1e-13, method=method,
-                              temperature=temperatures, seeds=seeds, threads=2)
+                              temperature=temperatures, seeds=seeds, threads=2, stop_mz=stop_mz)
     for i in range(N):
-        single = px.simulate(params[i], m0[i], pulses[i], None, 1e-13, method=method,
+        single = px.simulate(params[i], m0[i], pulses[i], None, 1e-13, method=method, stop_mz=stop_mz,
                              temperature=temperatures[i], seed=int(seeds[i]), segment_duration=SEGMENT)
         np.testing.assert_array_equal(batch.m_final[i], single.m_final)
         assert batch.energy_j[i] == single.energy_j
-        assert batch.steps[i] == single.steps == 6 * 5000
+        assert batch.steps[i] == single.steps
+        assert batch.t_final_s[i] == single.t_final_s
+        if stop_mz is None:
+            assert single.steps == 6 * 5000
         assert bool(batch.switched[i]) == single.switched
         if single.switching_time_s is None:
             assert np.isnan(batch.switching_time_s[i])
         else:
             assert batch.switching_time_s[i] == single.switching_time_s
-    assert batch.switched.any() and not batch.switched.all()
+    if stop_mz is None:
+        assert batch.switched.any() and not batch.switched.all()
+    else:
+        assert 0 < np.sum(batch.steps < 6 * 5000) < N  # some lanes stop early, others run on
 
 
 def test_one_and_two_threads_give_identical_output():
