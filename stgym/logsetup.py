@@ -164,7 +164,11 @@ class ContextFilter(logging.Filter):
 
 
 def to_document(record: logging.LogRecord) -> dict[str, Any]:
-    """The structured document of a record (after `ContextFilter` ran)."""
+    """The structured document of a record (after `ContextFilter` ran), built once per record
+    and shared by every handler."""
+    cached = record.__dict__.get("_stgym_document")
+    if cached is not None:
+        return cached
     document: dict[str, Any] = {
         "timestamp": rfc3339_ns(_record_ns(record)),
         "level": record.levelname,
@@ -187,7 +191,9 @@ def to_document(record: logging.LogRecord) -> dict[str, Any]:
         }
     elif record.exc_text:
         document["exception"] = {"type": None, "message": None, "stacktrace": record.exc_text}
-    return _jsonable(document)
+    document = _jsonable(document)
+    record._stgym_document = document
+    return document
 
 
 def _jsonable(value: Any) -> Any:
