@@ -1,0 +1,115 @@
+"""The native vector env: `num_envs` copies of a single-device env in one batched integrator call."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from producers.envs.spin_torque import SpinTorqueEnv, SpinTorqueSOTEnv
+from producers.envs.task import EpisodeState
+
+
+class SpinTorqueVectorEnv(VectorEnv):
+    """`num_envs` independent copies of `SpinTorque-v0` (or of `SpinTorqueSOT-v0` with
+    `device_env=SpinTorqueSOTEnv`), advanced together by one `physics_ext.simulate_batch` call
+    per step. Same spaces, rewards and episode ends as the single env (it shares its task).
+
+    Autoreset mode NEXT_STEP: the step after a copy's episode ended resets that copy (its
+    action is ignored, reward 0, not terminated/truncated) and returns its first observation.
+    Each copy draws its start states and integrator seeds from its own generator, spawned
+    from the `reset(seed=...)` seed, so copy i's episodes are the same whatever the other
+    copies do and however many autoresets came before.
+
+    `infos` holds, for copies whose episode ended this step, `energy_j`, `switching_time_s`
+    (NaN if none), `success` and `sim_steps`, each with its `_name` mask (gymnasium layout).
+
+    >>> import gymnasium as gym, numpy as np, producers
+    >>> envs = gym.make_vec("SpinTorque-v0", num_envs=4, vectorization_mode="vector_entry_point")
+    >>> obs, infos = envs.reset(seed=0)
+    >>> obs.shape
+    (4, 9)
+    >>> obs, rewards, terminated, truncated, infos = envs.step(np.ones((4, 1), np.float32))
+    >>> rewards.dtype, terminated.shape
+    (dtype('float64'), (4,))
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int = 1, device_env: type = SpinTorqueEnv, **env_kwargs) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        template = device_env(**env_kwargs)
+        self.task = template.task
+        self.num_envs = num_envs
+        self.single_action_space = template.action_space
+        self.single_observation_space = template.observation_space
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.render_mode = None
+        self.state: EpisodeState | None = None
+        self._copy_rngs: list[np.random.Generator] = []
+        self._ended = np.zeros(num_envs, dtype=bool)
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict]:
+        if isinstance(seed, (list, tuple)):
+            if len(seed) != self.num_envs:
+                raise ValueError(f"{len(seed)} seeds for {self.num_envs} copies")
+            self._copy_rngs = [np.random.default_rng(s) for s in seed]
+        elif seed is not None or not self._copy_rngs:
+            children = np.random.SeedSequence(seed).spawn(self.num_envs)
+            self._copy_rngs = [np.random.default_rng(child) for child in children]
+        starts = [self.task.initial_states(rng, 1) for rng in self._copy_rngs]
+        self.state = EpisodeState.start(
+            np.concatenate([m for m, _ in starts]), np.concatenate([t for _, t in starts])
+        )
+        self._ended[:] = False
+        return self.state.observe(self.task), {}
+
+    def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        if self.state is None:
+            raise RuntimeError("call reset() before step()")
+        actions = np.asarray(actions, dtype=float).reshape(self.num_envs)
+        rewards = np.zeros(self.num_envs)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        for row in np.flatnonzero(self._ended):
+            m0, target = self.task.initial_states(self._copy_rngs[row], 1)
+            self.state.restart(row, m0[0], target[0])
+        active = np.flatnonzero(~self._ended)
+        infos: dict = {}
+        if len(active):
+            seeds = np.array(
+                [self._copy_rngs[row].integers(0, 2**63, dtype=np.uint64) for row in active],
+                dtype=np.uint64,
+            )
+            r, term, trunc = self.task.step(self.state, actions[active], seeds, rows=active)
+            rewards[active], terminated[active], truncated[active] = r, term, trunc
+            infos = self._final_infos(terminated | truncated, terminated)
+        self._ended = terminated | truncated
+        return self.state.observe(self.task), rewards, terminated, truncated, infos
+
+    def _final_infos(self, ended: np.ndarray, success: np.ndarray) -> dict:
+        if not ended.any():
+            return {}
+        state = self.state
+        values = {
+            "energy_j": np.where(ended, state.energy_j, 0.0),
+            "switching_time_s": np.where(ended, state.switching_time_s, np.nan),
+            "success": success.copy(),
+            "sim_steps": np.where(ended, state.sim_steps, 0),
+        }
+        infos = dict(values)
+        infos.update({f"_{name}": ended.copy() for name in values})
+        return infos
+
+
+class SpinTorqueSOTVectorEnv(SpinTorqueVectorEnv):
+    """`SpinTorqueSOT-v0` copies in one batched call (see SpinTorqueVectorEnv)."""
+
+    def __init__(self, num_envs: int = 1, **env_kwargs) -> None:
+        super().__init__(num_envs, device_env=SpinTorqueSOTEnv, **env_kwargs)
+
