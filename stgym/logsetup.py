@@ -334,10 +334,17 @@ class ShippingQueueHandler(logging.Handler):
     def __init__(self, service: str, host: str, port: int, spool_dir: Path) -> None:
         super().__init__()
         self.tag = f"stgym.{service}"
+        self._destination = (service, host, port, spool_dir)
+        self._closed = False
+        self._start()
+
+    def _start(self) -> None:
+        """Fresh queue, sender and shipper thread (at creation, and in a forked child, which
+        inherits neither the thread nor a usable connection)."""
+        service, host, port, spool_dir = self._destination
         self.spool = Spool(spool_dir, service)
         self.fluent = FluentShippingHandler(self.tag, host, port, self.spool)
         self.queue: queue.Queue[logging.LogRecord | None] = queue.Queue(_QUEUE_MAX_RECORDS)
-        self._closed = False
         self._overflow_bytes = bytearray()
         self._overflow_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="stgym-log-shipper", daemon=True)
@@ -508,6 +515,15 @@ def shipping_handler() -> ShippingQueueHandler | None:
         if isinstance(handler, ShippingQueueHandler):
             return handler
     return None
+
+
+def _restart_shipping_in_child() -> None:
+    for handler in _installed_handlers:
+        if isinstance(handler, ShippingQueueHandler) and not handler._closed:
+            handler._start()
+
+
+os.register_at_fork(after_in_child=_restart_shipping_in_child)
 
 
 def shutdown() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import socket
 import struct
@@ -224,3 +225,26 @@ def test_a_collector_that_never_reads_does_not_block_logging(log_env, monkeypatc
     finally:
         logsetup.shutdown()
         silent.close()
+
+
+def test_a_forked_child_ships_through_its_own_connection(log_env, monkeypatch):
+    receiver = ForwardReceiver()
+    monkeypatch.setenv("STGYM_COLLECTOR_FORWARD_PORT", str(receiver.port))
+    try:
+        logsetup.configure_logging("stgym-test", "json", "INFO", ship=True, stream=io.StringIO(),
+                                   log_file=False)
+        logging.getLogger("stgym.test").info("from parent")
+        receiver.wait_for(1)
+        pid = os.fork()
+        if pid == 0:  # child: log, flush at exit, leave without running pytest's teardown
+            logging.getLogger("stgym.test").info("from child")
+            logsetup.shutdown()
+            os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        logging.getLogger("stgym.test").info("parent again")
+        receiver.wait_for(3)
+        assert sorted(receiver.messages()) == ["from child", "from parent", "parent again"]
+        pids = {entry[2]["message"]: entry[2]["pid"] for entry in receiver.entries}
+        assert pids["from child"] == pid and pids["from parent"] == os.getpid()
+    finally:
+        receiver.close()
