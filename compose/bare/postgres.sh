@@ -14,7 +14,8 @@ pg_bin() {
     echo "$dir/$1"
 }
 
-pg_sock_dir() { echo "$RUN_DIR/postgres/socket"; }
+# Resolved: $RUN_DIR/postgres may be a link to a directory the postgres user can reach.
+pg_sock_dir() { echo "$(readlink -f "$RUN_DIR/postgres")/socket"; }
 
 # psql as the cluster superuser over the private Unix socket (trust, socket is mode 0700).
 pg_super_psql() {
