@@ -30,8 +30,6 @@ cdef enum:
 
 ctypedef struct Rng:
     uint64_t s0, s1, s2, s3
-    double spare
-    int has_spare
 
 ctypedef struct Torque:
     # dm/dt = m x (a + kz mz z + m x (b + kbz mz z)); every term already times -gamma_LL.

@@ -11,7 +11,7 @@ from physics_ext import _llg
 from physics_ext import constants as c
 
 TEMPERATURE = 300.0
-N_DEVICES = 8000
+N_DEVICES = 20000
 EDGES = np.linspace(-1.0, 1.0, 21)
 
 
@@ -60,6 +60,15 @@ def test_mz_histogram_is_boltzmann(equilibrium_runs, dt):
     result = stats.chisquare(counts, probs * N_DEVICES)
     assert result.pvalue > 0.01, result
     assert 0.45 < np.mean(mz > 0.0) < 0.55  # both wells populated
+
+
+def test_chi_square_detects_a_ten_percent_error_in_delta(equilibrium_runs):
+    """The test above has power: the same samples reject a Delta (i.e. a noise variance) 10 % off."""
+    params, runs = equilibrium_runs
+    counts = np.histogram(runs[1e-13].m_final[:, 2], EDGES)[0]
+    for wrong in (0.9, 1.1):
+        probs, _ = boltzmann(wrong * params.thermal_stability(TEMPERATURE))
+        assert stats.chisquare(counts, probs * N_DEVICES).pvalue < 1e-3
 
 
 @pytest.mark.parametrize("dt", [2e-13, 1e-13])
