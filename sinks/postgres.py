@@ -6,6 +6,7 @@ offsets only after that, so nothing is lost and nothing double-counts (event_id 
 """
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -158,7 +159,19 @@ class PostgresSink(SqlSink):
         except Exception:
             return False
 
+    COPY_MIN_ROWS = 64
+
     def _insert_new(self, cur, table: str, columns: Sequence[str], rows: list[tuple]) -> set[str]:
+        """Big batches: COPY into a per-transaction staging table, then one INSERT … SELECT
+        ON CONFLICT DO NOTHING RETURNING (COPY is several times faster than VALUES lists)."""
+        if len(rows) >= self.COPY_MIN_ROWS:
+            cols = ", ".join(columns)
+            stage = f"stage_{table}"
+            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS")
+            cur.copy_expert(f"COPY {stage} ({cols}) FROM STDIN", io.StringIO(copy_text(rows)))
+            cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage}"
+                        " ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
+            return {r[0] for r in cur.fetchall()}
         new = psycopg2.extras.execute_values(
             cur,
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES %s"
@@ -209,6 +222,24 @@ class PostgresSink(SqlSink):
             (float(ws) if ws is not None else None, e, d, a): tuple(p)
             for ws, e, d, a, p in self._fetch(sql, params)
         }
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(value) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    if isinstance(value, float):
+        return repr(value)  # shortest round-trip text: PostgreSQL reads back the same double
+    return str(int(value))
+
+
+def copy_text(rows: list[tuple]) -> str:
+    """Rows in COPY's text format (tab-separated, \\N for NULL, backslash escapes)."""
+    return "".join("\t".join(_copy_field(v) for v in row) + "\n" for row in rows)
 
 
 def redact(url: str) -> str:

@@ -67,7 +67,8 @@ class StreamWorker:
 
     def __init__(self, bus_url: str, db_url: str, web_port: int, worker_id: str = "0",
                  app_id: str = "stgym-stream", window_s: int = 60, batch_size: int = 2000,
-                 batch_within_s: float = 0.2, service: str | None = None) -> None:
+                 batch_within_s: float = 0.2, service: str | None = None,
+                 offset_reset: str = "earliest") -> None:
         from sinks.base import open_sink
 
         if not bus_url.startswith("kafka://"):
@@ -97,7 +98,7 @@ class StreamWorker:
             value_serializer="raw",
             key_serializer="raw",
             topic_partitions=PARTITIONS,
-            consumer_auto_offset_reset="earliest",
+            consumer_auto_offset_reset=offset_reset,
             broker_session_timeout=10.0,
             broker_heartbeat_interval=1.0,
             broker_commit_interval=1.0,

@@ -81,7 +81,7 @@ def run_bench(quick: bool = False) -> dict:
     logdir = Path(tempfile.mkdtemp(prefix="stgym-bench-"))
     app_id = f"stgym-bench-{token}"
     workers = [testing.start_worker(bus_url, db_url, ports[i], i, app_id, str(logdir / f"w{i}.log"),
-                                    extra=["--batch-size", "4000"])
+                                    extra=["--batch-size", "4000", "--offset-reset", "latest"])
                for i in range(2)]
     result: dict = {"target_events_per_s": TARGET_EVENTS_PER_S, "target_p99_s": TARGET_P99_S,
                     "workers": 2, "quick": quick}
@@ -98,6 +98,21 @@ def run_bench(quick: bool = False) -> dict:
 
         def stored(experiment):
             return sum(r["episodes_total"] for r in sink.query_kpis(experiment=experiment, percentiles=False))
+
+        # The workers start at the latest offsets: publish warm-up events until some arrive,
+        # so every partition's position is fixed before anything is timed.
+        warmup = f"bench-{token}-warmup"
+        warm_events = testing.make_episodes(2000, warmup, seed=0)
+        k = 0
+        deadline = time.monotonic() + 120
+        while stored(warmup) < 200:
+            if time.monotonic() > deadline:
+                raise TimeoutError("stream workers consumed no warm-up events in 120 s")
+            for e in warm_events[k:k + 100]:
+                bus.publish_raw(ev.TOPIC_EPISODES, e.run_id.encode(), ev.encode(e))
+            bus.flush(30)
+            k = (k + 100) % len(warm_events)
+            time.sleep(0.5)
 
         # 1. Sustained throughput.
         n = 20_000 if quick else 100_000

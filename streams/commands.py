@@ -51,6 +51,8 @@ def register(subparsers) -> None:
     p.add_argument("--window", type=_duration, default=60, help="tumbling KPI window (default 1m)")
     p.add_argument("--batch-size", type=_positive_int, default=2000,
                    help="max events per database transaction (default 2000)")
+    p.add_argument("--offset-reset", choices=("earliest", "latest"), default="earliest",
+                   help="where a new consumer group starts (default earliest: nothing is skipped)")
     p.set_defaults(handler=run_stream)
 
     p = subparsers.add_parser(
@@ -93,6 +95,7 @@ def run_stream(args) -> int:
         app_id=args.app_id,
         window_s=args.window,
         batch_size=args.batch_size,
+        offset_reset=args.offset_reset,
     )
     return worker.run()
 
