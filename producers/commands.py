@@ -1,5 +1,159 @@
-"""CLI commands of this package (see stgym/cli.py)."""
+"""CLI commands of this package (see stgym/cli.py): `stgym train` and `stgym evaluate`."""
+from __future__ import annotations
+
+import json
+import math
 
 
 def register(subparsers) -> None:
     """Declares this package's subcommands."""
+    train = subparsers.add_parser(
+        "train", help="train a pulse policy on K worker processes, publishing episode events",
+        description="Train a switching policy. Every finished episode becomes an EpisodeEvent on "
+        "the bus; exits non-zero if a worker failed.",
+    )
+    train.add_argument("--algo", default="cem", help="constant, random, cem or reinforce")
+    train.add_argument("--env", default="SpinTorque-v0", help="SpinTorque-v0 or SpinTorqueSOT-v0")
+    train.add_argument("--episodes", type=int, default=512, help="episodes over all workers")
+    train.add_argument("--workers", type=int, default=1, help="worker processes")
+    train.add_argument("--experiment", default="default", help="experiment id on every event")
+    train.add_argument("--seed", type=int, default=0, help="root of every worker's seed stream")
+    train.add_argument("--bus", default="memory", help="memory or kafka://HOST:PORT")
+    train.add_argument("--temperature", type=float, default=None, help="K (env default 300)")
+    train.add_argument("--segments", type=int, default=None, help="pulse segments (0.1 ns each)")
+    train.add_argument("--batch-size", type=int, default=None, help="episodes per iteration")
+    train.add_argument("--wer-target", type=float, default=None, help="write-error-rate target")
+    train.add_argument("--policy-out", default=None, help="save the final policy (JSON) here")
+    train.add_argument("--run-dir", default=None, help="worker ledgers and pid files go here")
+    train.add_argument(
+        "--metrics-port", type=int, default=None,
+        help="first worker /metrics port (default settings.trainer_metrics_port); -1: none",
+    )
+    train.add_argument("--json", action="store_true", help="print the summary as JSON")
+    train.set_defaults(handler=run_train)
+
+    evaluate = subparsers.add_parser(
+        "evaluate", help="measure a saved policy's write error rate and energy",
+    )
+    evaluate.add_argument("policy", help="a policy file written by `stgym train --policy-out`")
+    evaluate.add_argument("--episodes", type=int, default=1000)
+    evaluate.add_argument("--temperature", type=float, default=None, help="K (default: as trained)")
+    evaluate.add_argument("--seed", type=int, default=12345)
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(handler=run_evaluate)
+
+
+def _trainer_options(args):
+    from producers.trainers import TrainerOptions
+
+    overrides = {
+        name: value for name, value in (
+            ("segments", args.segments), ("batch_size", args.batch_size),
+            ("wer_target", args.wer_target),
+        ) if value is not None
+    }
+    for name, value in overrides.items():
+        if value <= 0:
+            raise _user_error(f"--{name.replace('_', '-')} must be > 0, got {value}")
+    return TrainerOptions(**overrides)
+
+
+def _user_error(message: str):
+    from stgym.errors import UserError
+
+    return UserError(message)
+
+
+def run_train(args) -> int:
+    from producers.runner import TrainConfig, train
+    from stgym import settings as settings_module
+
+    env_kwargs = {} if args.temperature is None else {"temperature": args.temperature}
+    metrics_port = args.metrics_port
+    if metrics_port is None:
+        metrics_port = settings_module.load().trainer_metrics_port
+    config = TrainConfig(
+        algorithm=args.algo, env_id=args.env, env_kwargs=env_kwargs, episodes=args.episodes,
+        workers=args.workers, experiment=args.experiment, seed=args.seed, bus_url=args.bus,
+        options=_trainer_options(args), policy_out=args.policy_out, run_dir=args.run_dir,
+        metrics_port=None if metrics_port < 0 else metrics_port,
+        log_format=args.log_format, log_level=args.log_level,
+    )
+    config.validate()
+    if args.bus.startswith("kafka"):
+        from stgym.bus import open_bus
+
+        open_bus(args.bus).close()  # fail fast, with one line, if Kafka does not answer
+    if args.json:
+        summary = train(config)
+        print(json.dumps(summary.as_dict(), indent=2))
+    else:
+        summary = _train_with_progress_bar(config, train)
+        _print_summary(summary)
+    return 0 if summary.ok else 1
+
+
+def _train_with_progress_bar(config, train):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("success {task.fields[success]}"), TextColumn("E/switch {task.fields[energy]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(
+            f"{config.algorithm} x{config.workers}", total=config.episodes, success="-",
+            energy="-",
+        )
+
+        def update(progress):
+            bar.update(
+                task, completed=progress.episodes, success=f"{progress.success_rate:6.1%}",
+                energy=_joules(progress.energy_per_switch_j),
+            )
+
+        return train(config, progress=update)
+
+
+def _joules(value: float) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value * 1e15:.1f} fJ"
+
+
+def _print_summary(summary) -> None:
+    lines = [
+        f"experiment        {summary.experiment} ({summary.algorithm} on {summary.env_id})",
+        f"episodes          {summary.episodes}",
+        f"success rate      {summary.success_rate:.2%}",
+        f"energy / switch   {_joules(summary.energy_per_switch_j)}",
+        "switching time    " + (
+            f"{summary.mean_switching_time_s * 1e9:.3f} ns"
+            if math.isfinite(summary.mean_switching_time_s) else "-"
+        ),
+        f"sim steps / s     {summary.sim_steps_per_s:,.0f}",
+        f"wall time         {summary.wall_time_s:.1f} s",
+    ]
+    if summary.policy_path:
+        lines.append(f"policy            {summary.policy_path}")
+    if summary.failed_workers:
+        lines.append(f"FAILED workers    {', '.join(summary.failed_workers)}")
+    print("\n".join(lines))
+
+
+def run_evaluate(args) -> int:
+    from producers.evaluation import evaluate_policy
+    from producers.rollout import PulsePolicy
+
+    if args.episodes < 1:
+        raise _user_error(f"--episodes must be >= 1, got {args.episodes}")
+    policy = PulsePolicy.load(args.policy)
+    report = evaluate_policy(policy, args.episodes, args.temperature, args.seed)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            print(f"{key:24s} {value}")
+    return 0
+

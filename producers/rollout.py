@@ -60,6 +60,10 @@ def rollout(task: SwitchingTask, pulses: np.ndarray, seeds: np.ndarray) -> Episo
     n, segments = pulses.shape
     rngs = [np.random.default_rng(int(seed)) for seed in seeds]
     starts = [task.initial_states(rng, 1) for rng in rngs]
+    # The integrator seeds each episode's env would draw, one per step, drawn up front.
+    step_seeds = np.array(
+        [rng.integers(0, 2**63, size=task.max_steps, dtype=np.uint64) for rng in rngs]
+    )
     state = EpisodeState.start(
         np.concatenate([m for m, _ in starts]), np.concatenate([t for _, t in starts])
     )
@@ -73,13 +77,10 @@ def rollout(task: SwitchingTask, pulses: np.ndarray, seeds: np.ndarray) -> Episo
         amplitude = np.where(
             step < segments, pulses[active, np.minimum(step, segments - 1)], 0.0
         )
-        step_seeds = np.array(
-            [rngs[i].integers(0, 2**63, size=1, dtype=np.uint64)[0] for i in active],
-            dtype=np.uint64,
-        )
         # float32 like the actions an agent hands the env, so both give the same bits
         action = (amplitude * write_sign[active]).astype(np.float32).astype(float)
-        reward, terminated, truncated = task.step(state, action, step_seeds, rows=active)
+        seeds_now = step_seeds[active, step]
+        reward, terminated, truncated = task.step(state, action, seeds_now, rows=active)
         total_reward[active] += reward
         success[active] = terminated
         active = active[~(terminated | truncated)]

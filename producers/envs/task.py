@@ -25,6 +25,9 @@ OBS_SIZE = 9
 # a free layer exactly along its easy axis feels no spin torque at all.
 ZERO_KELVIN_TILT_RAD = 0.02
 
+# Below this many integrator steps per call, waking OpenMP threads costs more than they save.
+PARALLEL_MIN_STEPS = 200_000
+
 
 @dataclasses.dataclass(frozen=True)
 class SwitchingTask:
@@ -164,10 +167,12 @@ class SwitchingTask:
                 np.array([switch_time]),
                 np.array([result.steps]),
             )
+        work = len(m) * self.control_interval / self.dt
         batch = px.simulate_batch(
             self.params if params is None else params, m, current[:, None],
             self.control_interval, self.dt, method=self.method,
             temperature=self.temperature, seeds=seeds,
+            threads=1 if work < PARALLEL_MIN_STEPS else None,
         )
         return batch.m_final, batch.energy_j, batch.switching_time_s, batch.steps
 

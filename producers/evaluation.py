@@ -1,0 +1,72 @@
+"""Measure a pulse policy: write error rate, energy per switch, switching time (batched)."""
+from __future__ import annotations
+
+import math
+import time
+
+import gymnasium as gym
+import numpy as np
+
+import producers  # noqa: F401  (registers the envs)
+from producers.rollout import EpisodeBatch, PulsePolicy, rollout
+
+CHUNK = 2000
+
+
+def run_episodes(task, pulse: np.ndarray, episodes: int, seed: int) -> EpisodeBatch:
+    """`episodes` episodes of one pulse, in chunks (bounded memory), seeds from `seed`."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for start in range(0, episodes, CHUNK):
+        n = min(CHUNK, episodes - start)
+        seeds = rng.integers(0, 2**63, size=n, dtype=np.int64)
+        batches.append(rollout(task, np.tile(pulse, (n, 1)), seeds))
+    return EpisodeBatch(**{
+        name: np.concatenate([getattr(b, name) for b in batches])
+        for name in EpisodeBatch.__dataclass_fields__
+    })
+
+
+def evaluate_policy(policy: PulsePolicy, episodes: int, temperature: float | None = None,
+                    seed: int = 12345) -> dict:
+    """Statistics of `episodes` evaluation episodes (JSON-ready; None where undefined)."""
+    kwargs = dict(policy.env_kwargs)
+    if temperature is not None:
+        kwargs["temperature"] = temperature
+    task = gym.make(policy.env_id, **kwargs).unwrapped.task
+    started = time.perf_counter()
+    batch = run_episodes(task, policy.amplitudes, episodes, seed)
+    wall = time.perf_counter() - started
+    return describe(batch, task, wall) | {"algorithm": policy.algorithm, "env_id": policy.env_id}
+
+
+def describe(batch: EpisodeBatch, task, wall_s: float) -> dict:
+    failures = int((~batch.success).sum())
+    switched = batch.switching_time_s[batch.success & np.isfinite(batch.switching_time_s)]
+    return {
+        "episodes": len(batch),
+        "temperature_k": task.temperature,
+        "success_rate": batch.success_rate,
+        "write_error_rate": failures / len(batch),
+        "write_error_rate_95_upper": wer_upper_bound(failures, len(batch)),
+        "energy_per_switch_j": _finite(batch.energy_per_switch_j),
+        "mean_switching_time_s": _finite(float(switched.mean())) if len(switched) else None,
+        "mean_episode_steps": float(batch.steps.mean()),
+        "sim_steps_per_s": float(batch.sim_steps.sum() / wall_s) if wall_s > 0 else None,
+        "wall_time_s": wall_s,
+    }
+
+
+def wer_upper_bound(failures: int, episodes: int, z: float = 1.6449) -> float:
+    """One-sided 95 % upper confidence bound of a failure probability: exact for no failure
+    (1 − 0.05^(1/n)), the Wilson score bound otherwise."""
+    if failures == 0:
+        return 1.0 - 0.05 ** (1.0 / episodes)
+    p = failures / episodes
+    centre = p + z * z / (2 * episodes)
+    spread = z * math.sqrt(p * (1 - p) / episodes + z * z / (4 * episodes**2))
+    return min(1.0, (centre + spread) / (1 + z * z / episodes))
+
+
+def _finite(value: float) -> float | None:
+    return value if value is not None and math.isfinite(value) else None

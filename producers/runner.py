@@ -1,0 +1,486 @@
+"""Training runs: K workers, each a trainer on its own seed stream publishing to the bus.
+
+Python API (what `stgym train` and `stgym demo` call)::
+
+    from producers.runner import TrainConfig, train
+    from stgym.bus import open_bus
+
+    bus = open_bus("memory")                       # or None: open config.bus_url per worker
+    summary = train(TrainConfig(algorithm="cem", episodes=512, workers=2, experiment="demo"),
+                    bus=bus, progress=lambda p: print(p.episodes, p.success_rate))
+    summary.success_rate, summary.energy_per_switch_j, summary.policy_path
+
+With an in-process bus object (the memory bus) the workers run one after the other in this
+process, on that bus. With `bus=None` and a Kafka URL in `config.bus_url`, each worker is a
+spawned process with its own Kafka producer, its own /metrics (port `metrics_port + i`:
+`memory_usage_bytes{service}`, `simulation_steps_per_second{experiment,device_type,algorithm}`)
+and its own ledger. `progress` is called in the calling thread with a `RunProgress` after every
+batch of episodes.
+
+Delivery contract. A worker publishes the EpisodeEvents of a batch (one trainer iteration, at
+most `batch_size` episodes), flushes the bus — which returns once the broker acknowledged every
+record (acks=all, idempotent producer, so retries never duplicate) — and only then appends the
+batch's event ids to its ledger `<run_dir>/worker-<i>.ledger` (one line each, one write). An
+episode is *completed* when its id is in a ledger. A killed worker therefore loses no completed
+episode, and at most its one unacknowledged batch may be on the bus beyond its ledger.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import multiprocessing
+import os
+import queue as queue_module
+import secrets
+import signal
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from producers.rollout import EpisodeBatch, PulsePolicy
+from producers.trainers import TRAINERS, Progress, TrainerOptions
+from stgym import events, settings as settings_module
+from stgym.bus import Bus, open_bus
+from stgym.errors import UserError
+
+log = logging.getLogger(__name__)
+
+TRAINABLE_ENVS = ("SpinTorque-v0", "SpinTorqueSOT-v0")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run. `episodes` is the total over all workers (split evenly)."""
+
+    algorithm: str = "cem"
+    env_id: str = "SpinTorque-v0"
+    env_kwargs: dict = dataclasses.field(default_factory=dict)
+    episodes: int = 512
+    workers: int = 1
+    experiment: str = "default"
+    seed: int = 0
+    bus_url: str = "memory"
+    options: TrainerOptions = TrainerOptions()
+    policy_out: str | None = None
+    run_dir: str | None = None
+    metrics_port: int | None = None
+    log_format: str | None = None
+    log_level: str | None = None
+
+    def validate(self) -> None:
+        if self.algorithm not in TRAINERS:
+            raise UserError(f"--algo {self.algorithm!r}: expected one of {', '.join(TRAINERS)}")
+        if self.env_id not in TRAINABLE_ENVS:
+            raise UserError(
+                f"--env {self.env_id!r}: the trainers drive one device; expected one of "
+                f"{', '.join(TRAINABLE_ENVS)}"
+            )
+        if self.episodes < 1:
+            raise UserError(f"--episodes must be >= 1, got {self.episodes}")
+        if not 1 <= self.workers <= 64:
+            raise UserError(f"--workers must be in 1..64, got {self.workers}")
+        if not 1 <= len(self.experiment) <= 64:
+            raise UserError(f"--experiment must be 1..64 characters, got {self.experiment!r}")
+
+
+@dataclasses.dataclass
+class WorkerStats:
+    """Running totals of one worker (or of a whole run, summed)."""
+
+    episodes: int = 0
+    successes: int = 0
+    energy_success_j: float = 0.0
+    switching_time_sum_s: float = 0.0
+    switching_time_count: int = 0
+    sim_steps: int = 0
+    sim_wall_s: float = 0.0
+
+    def add_batch(self, batch: EpisodeBatch) -> None:
+        self.episodes += len(batch)
+        self.successes += int(batch.success.sum())
+        self.energy_success_j += float(batch.energy_j[batch.success].sum())
+        switched = batch.success & np.isfinite(batch.switching_time_s)
+        self.switching_time_sum_s += float(batch.switching_time_s[switched].sum())
+        self.switching_time_count += int(switched.sum())
+        self.sim_steps += int(batch.sim_steps.sum())
+        self.sim_wall_s += float(batch.wall_time_s.sum())
+
+    def merge(self, other: WorkerStats) -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+@dataclasses.dataclass
+class RunProgress:
+    """What the progress callback sees: totals over every worker so far."""
+
+    episodes: int
+    total_episodes: int
+    success_rate: float
+    energy_per_switch_j: float
+
+
+@dataclasses.dataclass
+class TrainSummary:
+    """The outcome of `train`; energies in J, times in s."""
+
+    experiment: str
+    algorithm: str
+    env_id: str
+    episodes: int
+    success_rate: float
+    energy_per_switch_j: float
+    mean_switching_time_s: float
+    sim_steps: int
+    sim_steps_per_s: float
+    wall_time_s: float
+    run_ids: list[str]
+    failed_workers: list[str]
+    run_dir: str
+    policy_path: str | None
+    policy_metrics: dict
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_workers
+
+    def as_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        for key, value in data.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                data[key] = None
+        return data
+
+
+def summarise(stats: WorkerStats) -> dict:
+    return {
+        "episodes": stats.episodes,
+        "success_rate": stats.successes / stats.episodes if stats.episodes else 0.0,
+        "energy_per_switch_j": stats.energy_success_j / stats.successes
+        if stats.successes else math.nan,
+        "mean_switching_time_s": stats.switching_time_sum_s / stats.switching_time_count
+        if stats.switching_time_count else math.nan,
+        "sim_steps": stats.sim_steps,
+        "sim_steps_per_s": stats.sim_steps / stats.sim_wall_s if stats.sim_wall_s else 0.0,
+    }
+
+
+# --------------------------------------------------------------------------------- one worker
+
+class WorkerMetrics:
+    """The worker's own /metrics (one registry per process on its own port)."""
+
+    def __init__(self, port: int | None, host: str, labels: dict) -> None:
+        self._server = None
+        self._gauges = None
+        if port is None:
+            return
+        import prometheus_client as prom
+        import psutil
+
+        registry = prom.CollectorRegistry()
+        memory = prom.Gauge(
+            "memory_usage_bytes", "Resident memory of the process", ["service"], registry=registry
+        )
+        rate = prom.Gauge(
+            "simulation_steps_per_second", "Integrator steps per second of wall time",
+            ["experiment", "device_type", "algorithm"], registry=registry,
+        )
+        self._gauges = (memory.labels(service="stgym-trainer"), rate.labels(**labels))
+        self._process = psutil.Process()
+        try:
+            self._server, _ = prom.start_http_server(port, addr=host, registry=registry)
+        except OSError as error:
+            log.warning("trainer /metrics not served on %s:%d: %s", host, port, error)
+        self.update(0.0)
+
+    def update(self, steps_per_s: float) -> None:
+        if self._gauges:
+            memory, rate = self._gauges
+            memory.set(self._process.memory_info().rss)
+            rate.set(steps_per_s)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+class EpisodePublisher:
+    """The trainer's Reporter: events to the bus, ledger after each acknowledged batch."""
+
+    def __init__(self, config: TrainConfig, index: int, run_id: str, device_type: str,
+                 bus: Bus, ledger: Path, metrics: WorkerMetrics,
+                 on_batch: Callable[[int, EpisodeBatch], None]) -> None:
+        self.config, self.index, self.bus, self.ledger = config, index, bus, ledger
+        self.common = dict(
+            experiment_id=config.experiment, run_id=run_id, worker_id=f"w{index}",
+            device_type=device_type, algorithm=config.algorithm,
+        )
+        self.metrics, self.on_batch = metrics, on_batch
+        self.stats = WorkerStats()
+        self.last_objective = -math.inf
+
+    def episodes(self, batch: EpisodeBatch) -> None:
+        ids = []
+        now = events.utc_now()
+        for i in range(len(batch)):
+            switch = batch.switching_time_s[i]
+            wall = float(batch.wall_time_s[i])
+            event = events.EpisodeEvent(
+                event_id=events.new_event_id(), timestamp=now, **self.common,
+                episode=self.stats.episodes + i, seed=int(batch.seeds[i]),
+                success=bool(batch.success[i]), energy_j=float(batch.energy_j[i]),
+                switching_time_s=None if math.isnan(switch) else float(switch),
+                steps=int(batch.steps[i]), total_reward=float(batch.total_reward[i]),
+                sim_steps=int(batch.sim_steps[i]), wall_time_s=wall,
+                sim_steps_per_s=float(batch.sim_steps[i]) / wall if wall > 0 else 0.0,
+            )
+            self.bus.publish(event)
+            ids.append(event.event_id)
+        self.bus.flush()
+        with self.ledger.open("a") as ledger:
+            ledger.write("".join(f"{event_id}\n" for event_id in ids))
+        self.stats.add_batch(batch)
+        self.metrics.update(self.stats.sim_steps / max(self.stats.sim_wall_s, 1e-12))
+        self.on_batch(self.index, batch)
+
+    def iteration(self, progress: Progress) -> None:
+        self.last_objective = progress.objective
+        self.bus.publish(events.TrainingEvent(
+            event_id=events.new_event_id(), timestamp=events.utc_now(), **self.common,
+            iteration=progress.iteration, objective=progress.objective,
+            learning_rate=progress.learning_rate, model_accuracy=progress.model_accuracy,
+        ))
+
+    def experiment(self, status: str) -> None:
+        config = self.config
+        self.bus.publish(events.ExperimentEvent(
+            event_id=events.new_event_id(), timestamp=events.utc_now(), **self.common,
+            status=status,
+            config={"env_id": config.env_id, "episodes": config.episodes,
+                    "workers": config.workers, "seed": config.seed},
+        ))
+        self.bus.flush()
+
+
+def worker_episodes(config: TrainConfig, index: int) -> int:
+    share, extra = divmod(config.episodes, config.workers)
+    return share + (index < extra)
+
+
+def run_worker(config: TrainConfig, index: int, token: str, bus: Bus,
+               on_batch: Callable[[int, EpisodeBatch], None]) -> dict:
+    """Train on worker `index`'s share; returns its stats, best pulse and final objective."""
+    import gymnasium as gym
+
+    import producers  # noqa: F401  (registers the envs)
+    from stgym.logsetup import bound_context
+
+    run_id = f"{config.experiment}.{token}.w{index}"
+    env = gym.make(config.env_id, **config.env_kwargs).unwrapped
+    task = env.task
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, index]))
+    trainer = TRAINERS[config.algorithm](task, config.options, rng)
+    settings = settings_module.load()
+    metrics = WorkerMetrics(
+        None if config.metrics_port is None else config.metrics_port + index, settings.host,
+        {"experiment": config.experiment, "device_type": task.params.device,
+         "algorithm": config.algorithm},
+    )
+    run_dir = Path(config.run_dir)
+    publisher = EpisodePublisher(
+        config, index, run_id, task.params.device, bus, run_dir / f"worker-{index}.ledger",
+        metrics, on_batch,
+    )
+    with bound_context(experiment_id=config.experiment, run_id=run_id):
+        log.info("worker w%d: %s on %s, %d episodes", index, config.algorithm, config.env_id,
+                 worker_episodes(config, index))
+        publisher.experiment("started")
+        try:
+            pulse = trainer.run(worker_episodes(config, index), publisher)
+        except BaseException:
+            publisher.experiment("failed")
+            raise
+        finally:
+            metrics.close()
+        publisher.experiment("finished")
+    extra = trainer.summary() if hasattr(trainer, "summary") else {}
+    return {
+        "run_id": run_id, "stats": dataclasses.asdict(publisher.stats),
+        "pulse": [float(a) for a in pulse], "objective": publisher.last_objective,
+        "extra": extra,
+    }
+
+
+def _worker_process(config: TrainConfig, index: int, token: str, messages) -> None:
+    """Entry point of a spawned worker: its own bus, logging, and messages to the parent."""
+    from stgym import logsetup
+
+    logsetup.configure_logging(
+        "stgym-train", config.log_format, config.log_level, worker_id=f"w{index}"
+    )
+    (Path(config.run_dir) / f"worker-{index}.pid").write_text(f"{os.getpid()}\n")
+    bus = open_bus(config.bus_url)
+    try:
+        def on_batch(i, batch):
+            messages.put(("batch", i, _batch_totals(batch)))
+
+        result = run_worker(config, index, token, bus, on_batch)
+        bus.close()
+        messages.put(("done", index, result))
+    except BaseException as error:
+        log.error("worker w%d failed: %s", index, error, exc_info=True)
+        messages.put(("failed", index, traceback.format_exc(limit=5)))
+        bus.close()
+        raise SystemExit(1) from None
+
+
+def _batch_totals(batch: EpisodeBatch) -> dict:
+    stats = WorkerStats()
+    stats.add_batch(batch)
+    return dataclasses.asdict(stats)
+
+
+# ------------------------------------------------------------------------------- the whole run
+
+def train(config: TrainConfig, bus: Bus | None = None,
+          progress: Callable[[RunProgress], None] | None = None) -> TrainSummary:
+    """Run `config`; see the module docstring. Never raises for a failed worker: check
+    `summary.failed_workers` (the CLI exits non-zero on them)."""
+    config.validate()
+    token = secrets.token_hex(3)
+    settings = settings_module.load()
+    run_dir = Path(config.run_dir or Path(settings.run_dir) / "train" / f"{config.experiment}-{token}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = dataclasses.replace(config, run_dir=str(run_dir))
+    totals = WorkerStats()
+    results: dict[int, dict] = {}
+    failed: list[str] = []
+    started = time.perf_counter()
+
+    def on_batch(index: int, batch_totals: dict) -> None:
+        totals.merge(WorkerStats(**batch_totals))
+        if progress is not None:
+            progress(RunProgress(
+                totals.episodes, config.episodes,
+                totals.successes / totals.episodes if totals.episodes else 0.0,
+                totals.energy_success_j / totals.successes if totals.successes else math.nan,
+            ))
+
+    if bus is not None or config.bus_url.startswith("memory"):
+        in_process_bus = bus or open_bus(config.bus_url)
+        for index in range(config.workers):
+            try:
+                results[index] = run_worker(
+                    config, index, token, in_process_bus,
+                    lambda i, batch: on_batch(i, _batch_totals(batch)),
+                )
+            except Exception:
+                log.exception("worker w%d failed", index)
+                failed.append(f"w{index}")
+    else:
+        _run_processes(config, token, results, failed, on_batch)
+
+    return _summary(config, results, failed, totals, time.perf_counter() - started)
+
+
+def _run_processes(config, token, results, failed, on_batch) -> None:
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    processes = {
+        index: context.Process(
+            target=_worker_process, args=(config, index, token, messages),
+            name=f"stgym-train-w{index}",
+        )
+        for index in range(config.workers)
+    }
+    for process in processes.values():
+        process.start()
+
+    def stop_workers(signum, frame):
+        for process in processes.values():
+            if process.is_alive():
+                process.terminate()
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop_workers)
+    try:
+        pending = set(processes)
+        while pending:
+            try:
+                kind, index, payload = messages.get(timeout=0.2)
+            except queue_module.Empty:
+                for index in list(pending):
+                    process = processes[index]
+                    if not process.is_alive():
+                        _drain(messages, results, failed, on_batch)
+                        if index not in results and f"w{index}" not in failed:
+                            failed.append(f"w{index}")
+                            log.error("worker w%d died (exit code %s)", index, process.exitcode)
+                        pending.discard(index)
+                continue
+            _handle(kind, index, payload, results, failed, on_batch)
+            if kind in ("done", "failed"):
+                processes[index].join()
+                pending.discard(index)
+    except KeyboardInterrupt:
+        for process in processes.values():
+            process.terminate()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for process in processes.values():
+            process.join(timeout=30)
+
+
+def _drain(messages, results, failed, on_batch) -> None:
+    while True:
+        try:
+            kind, index, payload = messages.get_nowait()
+        except queue_module.Empty:
+            return
+        _handle(kind, index, payload, results, failed, on_batch)
+
+
+def _handle(kind, index, payload, results, failed, on_batch) -> None:
+    if kind == "batch":
+        on_batch(index, payload)
+    elif kind == "done":
+        results[index] = payload
+    elif kind == "failed":
+        failed.append(f"w{index}")
+        log.error("worker w%d failed:\n%s", index, payload)
+
+
+def _summary(config: TrainConfig, results: dict, failed: list, live_totals: WorkerStats,
+             wall_s: float) -> TrainSummary:
+    totals = live_totals
+    numbers = summarise(totals)
+    policy_path, policy_metrics = None, {}
+    if results:
+        best = max(results.values(), key=lambda r: r["objective"])
+        policy_metrics = {
+            "training_episodes": totals.episodes,
+            "training_success_rate": numbers["success_rate"],
+            "objective": best["objective"],
+            "run_id": best["run_id"],
+            **best["extra"],
+        }
+        if config.policy_out:
+            policy = PulsePolicy(
+                amplitudes=np.asarray(best["pulse"]), env_id=config.env_id,
+                env_kwargs=config.env_kwargs, algorithm=config.algorithm, metrics=policy_metrics,
+            )
+            policy.save(config.policy_out)
+            policy_path = config.policy_out
+    return TrainSummary(
+        experiment=config.experiment, algorithm=config.algorithm, env_id=config.env_id,
+        wall_time_s=wall_s, run_ids=sorted(r["run_id"] for r in results.values()),
+        failed_workers=sorted(failed), run_dir=str(config.run_dir), policy_path=policy_path,
+        policy_metrics=policy_metrics, **numbers,
+    )

@@ -1,0 +1,92 @@
+"""The loop every trainer shares: propose pulses, run them as episodes, learn, report.
+
+A trainer searches the piecewise-constant pulses of `segments` control intervals (amplitudes
+as fractions of j_max toward the write direction). Each iteration it proposes a batch of pulses,
+`rollout` runs one episode per pulse (each episode seeded from the worker's seed stream), the
+trainer learns from the outcomes and reports one TrainingEvent-worth of progress. The episode
+budget is exact: the last batch is cut to what is left.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Protocol
+
+import numpy as np
+
+from producers.envs.task import SwitchingTask
+from producers.rollout import EpisodeBatch, rollout
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerOptions:
+    """Knobs shared by the trainers (defaults suit the default SpinTorque-v0)."""
+
+    segments: int = 40
+    batch_size: int = 64
+    wer_target: float = 1e-3
+    learning_rate: float = 0.05
+    elite_fraction: float = 0.2
+    episodes_per_candidate: int = 8
+    failure_penalty: float = 20.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """What a trainer reports after an iteration (the fields of a TrainingEvent)."""
+
+    iteration: int
+    objective: float
+    learning_rate: float
+    model_accuracy: float
+
+
+class Reporter(Protocol):
+    def episodes(self, batch: EpisodeBatch) -> None: ...
+
+    def iteration(self, progress: Progress) -> None: ...
+
+
+class PulseTrainer:
+    """Base class: subclasses implement `propose`, `learn` and `best_pulse`."""
+
+    name = ""
+
+    def __init__(self, task: SwitchingTask, options: TrainerOptions, rng: np.random.Generator):
+        self.task = task
+        self.options = options
+        self.rng = rng
+
+    def propose(self, n: int) -> np.ndarray:
+        """Pulses (n, segments) to run next."""
+        raise NotImplementedError
+
+    def learn(self, pulses: np.ndarray, batch: EpisodeBatch) -> tuple[float, float]:
+        """Update from a batch; returns (objective, learning rate or spread)."""
+        raise NotImplementedError
+
+    def best_pulse(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def episode_seeds(self, n: int) -> np.ndarray:
+        return self.rng.integers(0, 2**63, size=n, dtype=np.int64)
+
+    def run(self, episodes: int, reporter: Reporter, should_stop: Callable[[], bool] = bool):
+        """Spend exactly `episodes` episodes (fewer only if `should_stop()` turns true)."""
+        remaining, iteration = episodes, 0
+        while remaining > 0 and not should_stop():
+            pulses = self.propose(min(self.options.batch_size, remaining))
+            batch = rollout(self.task, pulses, self.episode_seeds(len(pulses)))
+            reporter.episodes(batch)
+            objective, rate = self.learn(pulses, batch)
+            reporter.iteration(
+                Progress(iteration, float(objective), float(rate), batch.success_rate)
+            )
+            remaining -= len(pulses)
+            iteration += 1
+        return self.best_pulse()
+
+    def episode_scores(self, batch: EpisodeBatch) -> np.ndarray:
+        """The quantity every trainer maximises, per episode: minus the energy (in units of the
+        env's energy budget) minus `failure_penalty` per failed write."""
+        energy = batch.energy_j / self.task.energy_budget_j
+        return -energy - self.options.failure_penalty * (~batch.success)
