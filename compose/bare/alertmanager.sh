@@ -21,6 +21,14 @@ svc_alertmanager_start() {
         --cluster.listen-address=
 }
 
+svc_alertmanager_fingerprint() { cat "$AM_CONFIG"; }
+svc_alertmanager_reload() {
+    amtool check-config "$AM_CONFIG" >> "$(log_file alertmanager)" 2>&1 \
+        || die "alertmanager: $AM_CONFIG fails 'amtool check-config'; log: $(log_file alertmanager)"
+    curl -fsS -X POST "http://$HOST:$STGYM_ALERTMANAGER_PORT/-/reload" >/dev/null \
+        || die "alertmanager: reload failed; log: $(log_file alertmanager)"
+}
+
 svc_alertmanager_ready() { $CHECK http "http://$HOST:$STGYM_ALERTMANAGER_PORT/-/ready"; }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then service_main alertmanager "$@"; fi

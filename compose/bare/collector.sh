@@ -61,6 +61,9 @@ svc_collector_start() {
     spawn collector "$COLLECTOR_DIR/config.yaml" "$COLLECTOR_BIN" --config "$COLLECTOR_DIR/config.yaml"
 }
 
+# A new config or a rebuilt binary (another hash) restarts the running collector on `up`.
+svc_collector_fingerprint() { cat "$COLLECTOR_DIR/config.yaml"; echo "$COLLECTOR_BIN"; }
+
 svc_collector_ready() {
     $CHECK http "http://$HOST:$STGYM_COLLECTOR_HEALTH_PORT/" && $CHECK forward
 }

@@ -36,6 +36,7 @@ svc_blackbox_exporter_start() {
         prometheus-blackbox-exporter "--config.file=$BLACKBOX_CONFIG" \
         "--web.listen-address=$HOST:$STGYM_BLACKBOX_EXPORTER_PORT"
 }
+svc_blackbox_exporter_fingerprint() { cat "$BLACKBOX_CONFIG"; }
 svc_blackbox_exporter_ready() {
     $CHECK http "http://$HOST:$STGYM_BLACKBOX_EXPORTER_PORT/metrics" blackbox_exporter_build_info
 }

@@ -203,12 +203,23 @@ svc_install() {
 svc_start() {
     local name="$1" f port pid; f="$(fn_name "$name")"; port="$("svc_${f}_port")"
     if pid="$(live_pid "$name")"; then
-        if "svc_${f}_ready" >/dev/null 2>&1; then
+        if config_changed "$name"; then
+            # Its config files (or binary) changed since it started: reload or restart it.
+            if declare -F "svc_${f}_reload" >/dev/null; then
+                log "$name: configuration changed, reloading (pid $pid)"
+                "svc_${f}_reload"
+                save_fingerprint "$name"
+                return 0
+            fi
+            log "$name: configuration changed, restarting (pid $pid)"
+            svc_down "$name"
+        elif "svc_${f}_ready" >/dev/null 2>&1; then
             log "$name already running (pid $pid, port $port)"
             return 0
+        else
+            log "$name (pid $pid) is running; waiting for it"
+            return 0
         fi
-        log "$name (pid $pid) is running; waiting for it"
-        return 0
     fi
     rm -f "$(pid_file "$name")"
     if port_open "$port"; then
@@ -216,7 +227,22 @@ svc_start() {
     fi
     local t0; t0=$(now)
     "svc_${f}_start"
+    save_fingerprint "$name"
     timing "$name start" "$t0"
+}
+
+# Optional svc_NAME_fingerprint prints a digest of the service's config files and binary;
+# `up` reloads (svc_NAME_reload) or restarts a running service whose digest changed.
+fingerprint() {
+    local f; f="$(fn_name "$1")"
+    declare -F "svc_${f}_fingerprint" >/dev/null || return 0
+    "svc_${f}_fingerprint" | sha256sum | cut -c1-16
+}
+save_fingerprint() { fingerprint "$1" > "$PID_DIR/$1.fingerprint"; }
+config_changed() {
+    local saved="$PID_DIR/$1.fingerprint"
+    [[ -f "$saved" ]] || return 1
+    [[ "$(cat "$saved")" != "$(fingerprint "$1")" ]]
 }
 
 svc_wait() {
@@ -232,6 +258,7 @@ svc_down() {
     else
         stop_pid "$name" TERM
     fi
+    rm -f "$PID_DIR/$name.fingerprint"
 }
 
 svc_status() {

@@ -22,6 +22,14 @@ svc_prometheus_start() {
         --web.enable-lifecycle --web.enable-admin-api
 }
 
+svc_prometheus_fingerprint() { cat "$REPO_ROOT"/compose/prometheus/*.yml; }
+svc_prometheus_reload() {
+    promtool check config "$PROM_CONFIG" >> "$(log_file prometheus)" 2>&1 \
+        || die "prometheus: $PROM_CONFIG fails 'promtool check config'; log: $(log_file prometheus)"
+    curl -fsS -X POST "http://$HOST:$STGYM_PROMETHEUS_PORT/-/reload" >/dev/null \
+        || die "prometheus: reload failed; log: $(log_file prometheus)"
+}
+
 svc_prometheus_ready() { $CHECK http "http://$HOST:$STGYM_PROMETHEUS_PORT/-/ready"; }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then service_main prometheus "$@"; fi
