@@ -374,15 +374,21 @@ class ShippingQueueHandler(logging.Handler):
                 self._overflow_bytes.clear()
 
     def _run(self) -> None:
+        """Ship queued records; at least every `_IDLE_SETTLE_S`, retry what fluent-logger holds
+        and replay the spool (also while records keep coming)."""
+        last_settle = time.monotonic()
         while True:
             try:
                 record = self.queue.get(timeout=_IDLE_SETTLE_S)
             except queue.Empty:
-                self._safely(self.fluent.settle)
-                continue
+                record = False
             if record is None:
                 break
-            self._safely(lambda: self.fluent.emit(record))
+            if record is not False:
+                self._safely(lambda: self.fluent.emit(record))
+            if time.monotonic() - last_settle >= _IDLE_SETTLE_S:
+                self._safely(self.fluent.settle)
+                last_settle = time.monotonic()
         self._safely(self.fluent.settle)
 
     @staticmethod
@@ -392,10 +398,10 @@ class ShippingQueueHandler(logging.Handler):
         except Exception:
             pass
 
-    def flush(self, timeout_s: float = 10.0) -> None:
+    def flush(self, timeout_s: float = 3.0) -> None:
         """Wait (bounded) until the queue is empty and fluent-logger holds nothing pending."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while not self._closed and time.monotonic() < deadline:
             sender = self.fluent._sender
             if self.queue.empty() and not (sender is not None and sender.pendings):
                 return

@@ -248,3 +248,27 @@ def test_a_forked_child_ships_through_its_own_connection(log_env, monkeypatch):
         assert pids["from child"] == pid and pids["from parent"] == os.getpid()
     finally:
         receiver.close()
+
+
+def test_spool_is_replayed_while_records_keep_coming(collector_down):
+    port = collector_down
+    log = logging.getLogger("stgym.test")
+    for i in range(200):
+        log.info("before %d", i)
+    deadline = time.monotonic() + 30
+    while not logsetup.spool_files() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert logsetup.spool_files(), "records were not spooled while the collector was down"
+    receiver = ForwardReceiver(port)
+    try:
+        for i in range(40):  # never idle for a whole second
+            log.info("during %d", i)
+            time.sleep(0.1)
+        replayed = [m for m in receiver.messages() if m.startswith("before")]
+        assert len(replayed) == 200  # replayed within the 4 s of steady logging
+        receiver.wait_for(240, timeout_s=30)
+        time.sleep(1.5)
+        expected = [f"before {i}" for i in range(200)] + [f"during {i}" for i in range(40)]
+        assert sorted(receiver.messages()) == sorted(expected)
+    finally:
+        receiver.close()
