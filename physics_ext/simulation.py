@@ -1,6 +1,7 @@
 """simulate() and simulate_batch(): validated inputs, packed for the compiled core (_llg)."""
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -76,6 +77,37 @@ def pack(params: DeviceParams, temperature: float = 0.0) -> np.ndarray:
     )
     assert row.shape == (_NPAR,)
     return row
+
+
+@functools.lru_cache(maxsize=4096)
+def _packed(params: DeviceParams, temperature: float) -> np.ndarray:
+    row = pack(params, temperature)
+    row.flags.writeable = False
+    return row
+
+
+def _pack_rows(params, temperature, n: int, method: str) -> np.ndarray:
+    """(n, NPAR) parameter rows of a batch: one DeviceParams or n, scalar or (n,) temperature."""
+    if np.ndim(temperature) == 0:
+        temperatures = [_check_temperature(temperature, method)] * n
+    else:
+        array = np.asarray(temperature, dtype=np.float64)
+        if array.shape != (n,):
+            raise ParameterError("temperature", f"expected a scalar or ({n},) temperatures in K, got shape {array.shape}")
+        checked = {t: _check_temperature(t, method) for t in set(array.tolist())}
+        temperatures = [checked[t] for t in array.tolist()]
+    if isinstance(params, DeviceParams):
+        if len(set(temperatures)) == 1:
+            return np.tile(_packed(params, temperatures[0]), (n, 1))
+        params = [params] * n
+    if len(params) != n:
+        raise ParameterError("params", f"expected one DeviceParams or {n}, got {len(params)}")
+    rows = np.empty((n, _NPAR))
+    for i, (device, temp) in enumerate(zip(params, temperatures)):
+        if not isinstance(device, DeviceParams):
+            raise ParameterError("params", f"expected DeviceParams, got {type(device).__name__}")
+        rows[i] = _packed(device, temp)
+    return rows
 
 
 def _check_temperature(temperature, method: str) -> float:
@@ -171,7 +203,9 @@ def simulate(
         raise ParameterError("trace", f"{capacity} trace points is too many; pass a stride (trace=n)")
     trace_t = np.zeros(capacity)
     trace_m = np.zeros((capacity, 3))
-    row = pack(params, temperature)
+    if not isinstance(params, DeviceParams):
+        raise ParameterError("params", f"expected a DeviceParams (from make_params), got {type(params).__name__}")
+    row = _packed(params, temperature)
     mz0 = m[2]
     start = time.perf_counter()
     if method == "dp45":
@@ -229,7 +263,9 @@ def simulate_batch(
     params: one DeviceParams for all, or a sequence of N. m0: (N, 3) (or (3,) for all).
     pulses: (N, K) current densities [A/m^2], K segments of ``segment_duration`` s each.
     temperature: K, scalar or (N,). seeds: (N,) uint64 (default 0..N-1), one independent
-    random stream per device. threads: OpenMP threads (default: all). Device i gives exactly
+    random stream per device. threads: OpenMP threads (default: one per 500,000 device-steps, at
+    most all cores: a parallel region costs milliseconds on a busy machine); the result does
+    not depend on it. Device i gives exactly
     the bits of simulate(params[i], m0[i], pulses[i], None, dt, method, temperature[i],
     seeds[i], segment_duration).
     """
@@ -246,19 +282,7 @@ def simulate_batch(
     if m.shape != (n, 3) or not np.all(np.isfinite(m)) or np.any(np.all(m == 0.0, axis=1)):
         raise ParameterError("m0", f"expected ({n}, 3) finite nonzero vectors, got shape {m.shape}")
     m = np.ascontiguousarray(m)
-    temperatures = np.broadcast_to(np.asarray(temperature, dtype=np.float64), (n,))
-    if isinstance(params, DeviceParams):
-        params = [params] * n
-    if len(params) != n:
-        raise ParameterError("params", f"expected one DeviceParams or {n}, got {len(params)}")
-    checked_t = {float(t): _check_temperature(t, method) for t in np.unique(temperatures)}
-    rows = np.empty((n, _NPAR))
-    cache: dict[tuple[int, float], np.ndarray] = {}
-    for i, (device, temp) in enumerate(zip(params, temperatures)):
-        key = (id(device), float(temp))
-        if key not in cache:
-            cache[key] = pack(device, checked_t[float(temp)])
-        rows[i] = cache[key]
+    rows = _pack_rows(params, temperature, n, method)
     segment = check_positive("segment_duration", segment_duration, "a segment duration in s, > 0")
     dt = check_positive("dt", dt, "a time step in s, > 0")
     if seeds is None:
@@ -269,7 +293,10 @@ def simulate_batch(
             raise ParameterError("seeds", f"expected ({n},) non-negative integers")
         seed_array = seed_array.astype(np.uint64)
     if threads is None:
-        threads = _llg.max_threads()
+        # a parallel region costs a thread wake-up (milliseconds on a busy machine): small
+        # batches (an RL control interval) run on one thread, ~1 thread per 500,000 device-steps
+        work = n * sum(int(segment / dt + 1e-9) + 1 for _ in range(pulse_array.shape[1]))
+        threads = max(1, min(_llg.max_threads(), work // 500_000))
     if int(threads) < 1:
         raise ParameterError("threads", f"expected >= 1, got {threads!r}")
     stop = math.nan if stop_mz is None else check_finite("stop_mz", stop_mz)
