@@ -11,6 +11,7 @@ import json
 import math
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -37,17 +38,17 @@ def restart_postgres() -> None:
     subprocess.run(["bash", str(script), "up"], check=True, timeout=180)
 
 
-class DlqReader:
-    """Reads the DLQ topic by explicit partition assignment (no consumer-group join)."""
+class TopicReader:
+    """Reads a topic by explicit partition assignment (no consumer-group join)."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, topic: str = ev.TOPIC_EPISODES_DLQ) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                       max_partition_fetch_bytes=8 * 1024 * 1024)
-        partitions = self.consumer.partitions_for_topic(ev.TOPIC_EPISODES_DLQ) or set()
-        assert partitions, "the DLQ topic exists (stream workers create it)"
-        self.partitions = [TopicPartition(ev.TOPIC_EPISODES_DLQ, p) for p in sorted(partitions)]
+        partitions = self.consumer.partitions_for_topic(topic) or set()
+        assert partitions, f"topic {topic} exists (stream workers create it)"
+        self.partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
         self.consumer.assign(self.partitions)
 
     def end_offsets(self) -> dict:
@@ -111,6 +112,34 @@ def test_two_workers_survive_sigkill_and_postgres_restart_exactly(
             testing.wait_ready(ports[i], 120, proc)
         sink.setup()
 
+        # Phase 0: the real trainer, 2 worker processes, into Kafka; the truth is what it sent.
+        train_experiment = f"e2e-train-{unique_id}"
+        episodes_topic = TopicReader(kafka_bootstrap, ev.TOPIC_EPISODES)
+        train_start = episodes_topic.end_offsets()
+        trained = subprocess.run(
+            [sys.executable, "-m", "stgym.cli", "train", "--algo", "cem", "--episodes", "240",
+             "--workers", "2", "--experiment", train_experiment, "--seed", "5", "--bus", bus_url,
+             "--run-dir", str(tmp_path / "train"), "--json"],
+            capture_output=True, text=True, timeout=300)
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        assert json.loads(trained.stdout)["episodes"] == 240
+        sent = []
+        episodes_topic.seek_to(train_start)
+        deadline = time.monotonic() + 120
+        while len(sent) < 240 and time.monotonic() < deadline:
+            for records in episodes_topic.poll(timeout_ms=1000, max_records=2000).values():
+                for record in records:
+                    if train_experiment.encode() in record.value:
+                        sent.append(ev.decode(record.value, ev.EpisodeEvent))
+        episodes_topic.close()
+        assert len({e.event_id for e in sent}) == 240
+        testing.wait_until(lambda: stored_count(sink, train_experiment) == 240, 120,
+                           what="trained episodes stored")
+        testing.assert_matches_truth(sink.query_kpis(experiment=train_experiment),
+                                     testing.ground_truth(sent))
+        assert all(r["training_iterations"] > 0 and r["model_accuracy"] is not None
+                   for r in sink.query_kpis(experiment=train_experiment))
+
         # Phase 1: episodes + training + experiment events, both workers consuming.
         phase1 = testing.make_episodes(3000, experiment, seed=1)
         extra = training_events(experiment, 10)
@@ -119,7 +148,7 @@ def test_two_workers_survive_sigkill_and_postgres_restart_exactly(
         bus.flush(60)
         testing.wait_until(lambda: stored_count(sink, experiment) == 3000, 120, what="phase 1 stored")
 
-        dlq = DlqReader(kafka_bootstrap)
+        dlq = TopicReader(kafka_bootstrap)
         dlq_start = dlq.end_offsets()
 
         # Phase 2: a steady stream while one worker is SIGKILLed and PostgreSQL restarts.
