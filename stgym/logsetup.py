@@ -89,6 +89,9 @@ _process_context: dict[str, Any] = {}
 _installed_handlers: list[logging.Handler] = []
 _original_record_factory = logging.getLogRecordFactory()
 
+_BASE_FIELDS = frozenset(
+    {"timestamp", "level", "logger", "message", "service", "host", "pid", "exception"}
+)
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is kept.
 _RECORD_ATTRIBUTES = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__
@@ -178,10 +181,14 @@ def to_document(record: logging.LogRecord) -> dict[str, Any]:
         "host": getattr(record, "hostname", None) or socket.gethostname(),
         "pid": record.process,
     }
-    document.update(getattr(record, "stgym_context", {}))
-    for key, value in record.__dict__.items():
-        if key not in _RECORD_ATTRIBUTES and key != "stgym_context" and not key.startswith("_"):
-            document[key] = value
+    extras = dict(getattr(record, "stgym_context", {}))
+    extras.update(
+        (key, value) for key, value in record.__dict__.items()
+        if key not in _RECORD_ATTRIBUTES and key != "stgym_context" and not key.startswith("_")
+    )
+    for key, value in extras.items():
+        # bound or extra fields never replace the record's own (timestamp, level, ...)
+        document[f"extra_{key}" if key in _BASE_FIELDS else key] = value
     if record.exc_info and record.exc_info[0] is not None:
         exc_type, exc_value, exc_tb = record.exc_info
         document["exception"] = {

@@ -114,6 +114,18 @@ def test_json_document_has_every_field_and_bound_context(log_env):
     assert "raise ValueError" in second["exception"]["stacktrace"]
 
 
+def test_bound_or_extra_fields_never_replace_the_record_fields(log_env):
+    stream = io.StringIO()
+    logsetup.configure_logging("stgym-test", "json", "INFO", ship=False, stream=stream)
+    with logsetup.bound_context(service="other", run_id="r"):
+        logging.getLogger("t").info("m", extra={"timestamp": "yesterday", "level": 3})
+    document = json.loads(stream.getvalue())
+    assert document["service"] == "stgym-test" and RFC3339_NS.match(document["timestamp"])
+    assert document["level"] == "INFO" and document["run_id"] == "r"
+    assert (document["extra_service"], document["extra_timestamp"], document["extra_level"]) == (
+        "other", "yesterday", 3)
+
+
 def test_local_json_file_and_console_format(log_env):
     stream = io.StringIO()
     logsetup.configure_logging("stgym-demo", "console", "DEBUG", ship=False, stream=stream)
