@@ -73,7 +73,8 @@ def register(subparsers) -> None:
         description="Trainer -> in-process memory bus -> the stream aggregation -> SQLite, with a "
                     "local /metrics endpoint; prints the KPI table.",
     )
-    p.add_argument("--episodes", type=_positive_int, default=400, help="episodes to train (default 400)")
+    p.add_argument("--episodes", type=_positive_int, default=4000,
+                   help="episodes to train, split over STT and SOT (default 4000)")
     p.add_argument("--db", default=None, help="database URL (default: SQLite in the user data dir)")
     p.add_argument("--web-port", type=int, default=0,
                    help="port of the demo's /metrics (default: any free port)")
