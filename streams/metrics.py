@@ -89,16 +89,12 @@ class ProcessMetrics:
 
 def gpu_reader():
     """A function returning GPU utilisation % when NVML and a GPU exist, else None."""
-    try:
-        import pynvml  # nvidia-ml-py, optional extra "gpu"
+    from streams.nvml import utilization_reader
 
-        pynvml.nvmlInit()
-        if pynvml.nvmlDeviceGetCount() < 1:
-            return None
-        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-    except Exception:
+    try:
+        return utilization_reader()
+    except Exception:  # a broken driver install: no metric rather than a crash
         return None
-    return lambda: sum(pynvml.nvmlDeviceGetUtilizationRates(h).gpu for h in handles) / len(handles)
 
 
 class KpiCollector:
