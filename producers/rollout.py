@@ -60,10 +60,7 @@ def rollout(task: SwitchingTask, pulses: np.ndarray, seeds: np.ndarray) -> Episo
     n, segments = pulses.shape
     rngs = [np.random.default_rng(int(seed)) for seed in seeds]
     starts = [task.initial_states(rng, 1) for rng in rngs]
-    # The integrator seeds each episode's env would draw, one per step, drawn up front.
-    step_seeds = np.array(
-        [rng.integers(0, 2**63, size=task.max_steps, dtype=np.uint64) for rng in rngs]
-    )
+    step_seeds = np.array([task.step_seeds(rng) for rng in rngs])
     state = EpisodeState.start(
         np.concatenate([m for m, _ in starts]), np.concatenate([t for _, t in starts])
     )

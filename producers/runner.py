@@ -44,7 +44,7 @@ import numpy as np
 from producers.rollout import EpisodeBatch, PulsePolicy
 from producers.trainers import TRAINERS, Progress, TrainerOptions
 from stgym import events, settings as settings_module
-from stgym.bus import Bus, open_bus
+from stgym.bus import Bus, open_bus, parse_bus_url
 from stgym.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class TrainConfig:
             raise UserError(f"--episodes must be >= 1, got {self.episodes}")
         if not 1 <= self.workers <= 64:
             raise UserError(f"--workers must be in 1..64, got {self.workers}")
+        parse_bus_url(self.bus_url)
         if not 1 <= len(self.experiment) <= 64:
             raise UserError(f"--experiment must be 1..64 characters, got {self.experiment!r}")
 
@@ -372,7 +373,7 @@ def train(config: TrainConfig, bus: Bus | None = None,
                 totals.energy_success_j / totals.successes if totals.successes else math.nan,
             ))
 
-    if bus is not None or config.bus_url.startswith("memory"):
+    if bus is not None or parse_bus_url(config.bus_url)[0] == "memory":
         in_process_bus = bus or open_bus(config.bus_url)
         for index in range(config.workers):
             try:

@@ -227,19 +227,26 @@ _memory_lock = threading.Lock()
 _open_kafka_buses: weakref.WeakSet[KafkaBus] = weakref.WeakSet()
 
 
+def parse_bus_url(url: str) -> tuple[str, str]:
+    """("memory", NAME) or ("kafka", "HOST:PORT[,...]"); UserError for anything else."""
+    if url == "memory":
+        return "memory", "default"
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "memory":
+        return "memory", parsed.netloc or parsed.path.lstrip("/") or "default"
+    if parsed.scheme == "kafka" and parsed.netloc:
+        return "kafka", parsed.netloc
+    raise UserError(f"bus URL {url!r}: expected 'memory', 'memory://NAME' or 'kafka://HOST:PORT'")
+
+
 def open_bus(url: str) -> Bus:
     """The bus at `url`: "memory" (the process's default), "memory://NAME" (one per name in this
     process, shared by every caller) or "kafka://HOST:PORT[,HOST:PORT...]"."""
-    if url == "memory":
-        url = "memory://default"
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme == "memory":
-        name = parsed.netloc or parsed.path.lstrip("/") or "default"
+    kind, where = parse_bus_url(url)
+    if kind == "memory":
         with _memory_lock:
-            return _memory_buses.setdefault(name, MemoryBus(name))
-    if parsed.scheme == "kafka" and parsed.netloc:
-        return KafkaBus(parsed.netloc)
-    raise UserError(f"bus URL {url!r}: expected 'memory', 'memory://NAME' or 'kafka://HOST:PORT'")
+            return _memory_buses.setdefault(where, MemoryBus(where))
+    return KafkaBus(where)
 
 
 def _flush_open_buses() -> None:

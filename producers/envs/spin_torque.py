@@ -181,24 +181,28 @@ class SpinTorqueEnv(gym.Env):
     ) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         m0, target = self.task.initial_states(self.np_random, 1)
+        self._step_seeds = self.task.step_seeds(self.np_random)
         self.state = EpisodeState.start(m0, target)
         self._history = [(0.0, m0[0].copy(), 0.0)]
-        return self.state.observe(self.task)[0], self.state.info(0, False)
+        return self.task.observe_one(self.state), self.state.info(0, False)
 
     def step(self, action) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self.state is None:
             raise RuntimeError("call reset() before step()")
-        action = np.asarray(action, dtype=float).reshape(1)
-        seeds = self.np_random.integers(0, 2**63, size=1, dtype=np.uint64)
-        reward, terminated, truncated = self.task.step(self.state, action, seeds)
+        step = int(self.state.steps[0])
+        if step >= len(self._step_seeds):
+            raise RuntimeError("the episode is over (time budget spent); call reset()")
+        action = np.ravel(action)[0] if np.ndim(action) else action
+        reward, terminated, truncated = self.task.step_one(
+            self.state, action, self._step_seeds[step]
+        )
         if self.render_mode is not None:
             self._history.append(
-                (float(self.state.elapsed_s[0]), self.state.m[0].copy(), float(action[0]))
+                (float(self.state.elapsed_s[0]), self.state.m[0].copy(), float(action))
             )
-        success = bool(terminated[0])
         return (
-            self.state.observe(self.task)[0], float(reward[0]), success, bool(truncated[0]),
-            self.state.info(0, success),
+            self.task.observe_one(self.state), float(reward), bool(terminated), bool(truncated),
+            self.state.info(0, terminated),
         )
 
     def render(self) -> np.ndarray | None:

@@ -20,6 +20,8 @@ OBS_LAST_ACTION = 6
 OBS_ELAPSED = 7
 OBS_ENERGY = 8
 OBS_SIZE = 9
+OBS_LOW = np.array([-1, -1, -1, -1, -1, -1, -1, 0, 0], dtype=np.float32)
+OBS_HIGH = np.ones(OBS_SIZE, dtype=np.float32)
 
 # The tilt of the start state at 0 K, where there is no thermal distribution to draw from:
 # a free layer exactly along its easy axis feels no spin torque at all.
@@ -142,68 +144,31 @@ class SwitchingTask:
 
     # --- physics --------------------------------------------------------------------------------
 
-    def current_density(self, action: np.ndarray) -> np.ndarray:
-        """A/m^2 for normalised actions: inside the dead band the current is off."""
-        action = np.clip(action, -1.0, 1.0)
+    def current_density(self, action):
+        """A/m^2 for normalised actions already clipped to [-1, 1] (arrays or floats): inside the
+        dead band the current is off."""
         return np.where(np.abs(action) <= self.action_deadband, 0.0, action * self.j_max)
 
-    def advance(
-        self, m: np.ndarray, current: np.ndarray, seeds: np.ndarray, params=None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Integrate each copy for one control interval at constant current.
+    def step_seeds(self, rng: np.random.Generator) -> np.ndarray:
+        """The integrator seed of every control interval of an episode, drawn at its reset."""
+        return rng.integers(0, 2**63, size=self.max_steps, dtype=np.uint64)
 
-        One copy goes through `px.simulate`, several through one `px.simulate_batch` call.
-        Returns (m_final (n, 3), energy_j (n,), switching_time_s (n,) NaN if none, steps (n,)).
-        """
-        if len(m) == 1 and params is None:
-            result = px.simulate(
-                self.params, m[0], float(current[0]), self.control_interval, self.dt,
-                method=self.method, temperature=self.temperature, seed=int(seeds[0]),
-            )
-            switch_time = math.nan if result.switching_time_s is None else result.switching_time_s
-            return (
-                np.asarray(result.m_final, dtype=float)[None, :],
-                np.array([result.energy_j]),
-                np.array([switch_time]),
-                np.array([result.steps]),
-            )
-        work = len(m) * self.control_interval / self.dt
-        batch = px.simulate_batch(
-            self.params if params is None else params, m, current[:, None],
-            self.control_interval, self.dt, method=self.method,
-            temperature=self.temperature, seeds=seeds,
-            threads=1 if work < PARALLEL_MIN_STEPS else None,
-        )
-        return batch.m_final, batch.energy_j, batch.switching_time_s, batch.steps
+    def crossing_time(self, before, after, integrator_crossing_s):
+        """When m·target went through zero inside the interval (s from its start): the
+        integrator's interpolated m_z sign change, else linear interpolation of m·target."""
+        if integrator_crossing_s is not None and integrator_crossing_s == integrator_crossing_s:
+            return integrator_crossing_s
+        return self.control_interval * before / (before - after)
 
-    # --- observation, reward, episode end -------------------------------------------------------
-
-    def observe(
-        self, m: np.ndarray, target: np.ndarray, last_action: np.ndarray,
-        elapsed_s: np.ndarray, energy_j: np.ndarray,
-    ) -> np.ndarray:
-        """Observation rows (n, OBS_SIZE), float32, in the layout of the class docstrings."""
-        obs = np.empty((len(m), OBS_SIZE), dtype=np.float32)
-        obs[:, OBS_M] = np.clip(m, -1.0, 1.0)
-        obs[:, OBS_TARGET] = target
-        obs[:, OBS_LAST_ACTION] = last_action
-        obs[:, OBS_ELAPSED] = np.minimum(elapsed_s / self.time_budget, 1.0)
-        obs[:, OBS_ENERGY] = np.minimum(energy_j / self.energy_budget_j, 1.0)
-        return obs
-
-    def outcome(
-        self, m: np.ndarray, target: np.ndarray, current: np.ndarray, step_energy_j: np.ndarray,
-        elapsed_s: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(reward, terminated, truncated) after a control interval.
+    def outcome(self, alignment, current, step_energy_j, elapsed_s):
+        """(reward, terminated, truncated) after a control interval, for arrays or scalars.
 
         Success (terminated): the current was off during the interval and m·target ≥ threshold
         at its end — the bit is written and holds without drive. Truncated: the time budget is
         spent without success.
         """
-        aligned = np.einsum("ij,ij->i", m, target) >= self.success_threshold
-        terminated = aligned & (current == 0.0)
-        truncated = ~terminated & (elapsed_s >= self.time_budget * (1 - 1e-9))
+        terminated = (alignment >= self.success_threshold) & (current == 0.0)
+        truncated = (elapsed_s >= self.time_budget * (1 - 1e-9)) & (terminated ^ True)
         reward = (
             self.success_bonus * terminated
             - self.energy_weight * step_energy_j / self.energy_budget_j
@@ -211,25 +176,61 @@ class SwitchingTask:
         )
         return reward, terminated, truncated
 
+    def step_one(self, state: EpisodeState, action: float, seed: int) -> tuple[float, bool, bool]:
+        """`step` for a state of one copy, in scalar arithmetic (one `px.simulate` call and
+        no per-step array work, so the single env costs little more than the integrator)."""
+        action = min(max(float(action), -1.0), 1.0)
+        current = 0.0 if abs(action) <= self.action_deadband else action * self.j_max
+        m0 = state.m[0]
+        result = px.simulate(
+            self.params, m0, current, self.control_interval, self.dt, method=self.method,
+            temperature=self.temperature, seed=int(seed),
+        )
+        m1 = result.m_final
+        target_z = state.target[0, 2]  # single-device targets are the poles ±z
+        before, after = float(m0[2] * target_z), float(m1[2] * target_z)
+        elapsed = float(state.elapsed_s[0])
+        if before <= 0.0 < after and math.isnan(state.switching_time_s[0]):
+            state.switching_time_s[0] = elapsed + self.crossing_time(
+                before, after, result.switching_time_s
+            )
+        elapsed += self.control_interval
+        state.m[0] = m1
+        state.last_action[0] = action
+        state.elapsed_s[0] = elapsed
+        state.energy_j[0] += result.energy_j
+        state.sim_steps[0] += result.steps
+        state.steps[0] += 1
+        return self.outcome(after, current, result.energy_j, elapsed)
+
     def step(self, state: EpisodeState, action: np.ndarray, seeds: np.ndarray, rows=slice(None),
              params=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Apply `action` (n,) to the copies `rows` of `state` for one control interval, in place.
-
-        Returns (reward, terminated, truncated) of those copies. The switching time is the first
-        crossing of m·target through zero (the integrator's interpolated crossing where it has
-        one, else linear interpolation within the interval), measured from the episode start.
+        """Apply `action` (n,) to the copies `rows` of `state` for one control interval, in place,
+        all of them in one `px.simulate_batch` call (`params`: one DeviceParams per row, for
+        coupled devices). Returns (reward, terminated, truncated) of those copies. The switching
+        time is the first crossing of m·target through zero, from the episode start.
         """
+        action = np.clip(action, -1.0, 1.0)
         m0, target = state.m[rows], state.target[rows]
         current = self.current_density(action)
-        m1, energy_j, crossing_s, sim_steps = self.advance(m0, current, seeds, params)
+        work = len(m0) * self.control_interval / self.dt
+        batch = px.simulate_batch(
+            self.params if params is None else params, m0, current[:, None],
+            self.control_interval, self.dt, method=self.method,
+            temperature=self.temperature, seeds=seeds,
+            threads=1 if work < PARALLEL_MIN_STEPS else None,
+        )
+        m1 = batch.m_final
         before = np.einsum("ij,ij->i", m0, target)
         after = np.einsum("ij,ij->i", m1, target)
         elapsed = state.elapsed_s[rows]
         first_crossing = np.isnan(state.switching_time_s[rows]) & (before <= 0) & (after > 0)
         if first_crossing.any():
             with np.errstate(invalid="ignore", divide="ignore"):
-                interpolated = self.control_interval * before / (before - after)
-            crossing_s = np.where(np.isfinite(crossing_s), crossing_s, interpolated)
+                crossing_s = np.where(
+                    np.isfinite(batch.switching_time_s), batch.switching_time_s,
+                    self.control_interval * before / (before - after),
+                )
             state.switching_time_s[rows] = np.where(
                 first_crossing, elapsed + crossing_s, state.switching_time_s[rows]
             )
@@ -237,15 +238,37 @@ class SwitchingTask:
         state.m[rows] = m1
         state.last_action[rows] = action
         state.elapsed_s[rows] = elapsed
-        state.energy_j[rows] += energy_j
-        state.sim_steps[rows] += sim_steps
+        state.energy_j[rows] += batch.energy_j
+        state.sim_steps[rows] += batch.steps
         state.steps[rows] += 1
-        return self.outcome(m1, target, current, energy_j, elapsed)
+        return self.outcome(after, current, batch.energy_j, elapsed)
+
+    def observe(
+        self, m: np.ndarray, target: np.ndarray, last_action: np.ndarray,
+        elapsed_s: np.ndarray, energy_j: np.ndarray,
+    ) -> np.ndarray:
+        """Observation rows (n, OBS_SIZE), float32, in the layout of the class docstrings."""
+        obs = np.empty((len(m), OBS_SIZE), dtype=np.float32)
+        obs[:, OBS_M] = m
+        obs[:, OBS_TARGET] = target
+        obs[:, OBS_LAST_ACTION] = last_action
+        obs[:, OBS_ELAPSED] = elapsed_s / self.time_budget
+        obs[:, OBS_ENERGY] = energy_j / self.energy_budget_j
+        # the integrator keeps |m| = 1 to rounding; the time and energy fractions end at 1
+        return np.clip(obs, OBS_LOW, OBS_HIGH, out=obs)
+
+    def observe_one(self, state: EpisodeState) -> np.ndarray:
+        """`observe` of a one-copy state, (OBS_SIZE,), built from scalars (cheaper per step)."""
+        m, target = state.m[0], state.target[0]
+        return np.array([
+            min(max(m[0], -1.0), 1.0), min(max(m[1], -1.0), 1.0), min(max(m[2], -1.0), 1.0),
+            target[0], target[1], target[2], state.last_action[0],
+            min(state.elapsed_s[0] / self.time_budget, 1.0),
+            min(state.energy_j[0] / self.energy_budget_j, 1.0),
+        ], dtype=np.float32)
 
     def observation_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        low = np.array([-1, -1, -1, -1, -1, -1, -1, 0, 0], dtype=np.float32)
-        high = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1], dtype=np.float32)
-        return low, high
+        return OBS_LOW.copy(), OBS_HIGH.copy()
 
 
 @dataclasses.dataclass

@@ -63,6 +63,7 @@ class SpinTorqueVectorEnv(VectorEnv):
             children = np.random.SeedSequence(seed).spawn(self.num_envs)
             self._copy_rngs = [np.random.default_rng(child) for child in children]
         starts = [self.task.initial_states(rng, 1) for rng in self._copy_rngs]
+        self._step_seeds = np.array([self.task.step_seeds(rng) for rng in self._copy_rngs])
         self.state = EpisodeState.start(
             np.concatenate([m for m, _ in starts]), np.concatenate([t for _, t in starts])
         )
@@ -78,14 +79,12 @@ class SpinTorqueVectorEnv(VectorEnv):
         truncated = np.zeros(self.num_envs, dtype=bool)
         for row in np.flatnonzero(self._ended):
             m0, target = self.task.initial_states(self._copy_rngs[row], 1)
+            self._step_seeds[row] = self.task.step_seeds(self._copy_rngs[row])
             self.state.restart(row, m0[0], target[0])
         active = np.flatnonzero(~self._ended)
         infos: dict = {}
         if len(active):
-            seeds = np.array(
-                [self._copy_rngs[row].integers(0, 2**63, dtype=np.uint64) for row in active],
-                dtype=np.uint64,
-            )
+            seeds = self._step_seeds[active, self.state.steps[active]]
             r, term, trunc = self.task.step(self.state, actions[active], seeds, rows=active)
             rewards[active], terminated[active], truncated[active] = r, term, trunc
             infos = self._final_infos(terminated | truncated, terminated)
