@@ -31,7 +31,7 @@ import logging
 import math
 import multiprocessing
 import os
-import queue as queue_module
+import pickle
 import secrets
 import signal
 import time
@@ -319,7 +319,7 @@ def run_worker(config: TrainConfig, index: int, token: str, bus: Bus,
 
 
 def _worker_process(config: TrainConfig, index: int, token: str, messages) -> None:
-    """Entry point of a spawned worker: its own bus, logging, and messages to the parent."""
+    """Entry point of a spawned worker: its own bus, logging, and a pipe to the parent."""
     from stgym import logsetup
 
     logsetup.configure_logging(
@@ -329,14 +329,14 @@ def _worker_process(config: TrainConfig, index: int, token: str, messages) -> No
     bus = open_bus(config.bus_url)
     try:
         def on_batch(i, batch):
-            messages.put(("batch", i, _batch_totals(batch)))
+            messages.send(("batch", _batch_totals(batch)))
 
         result = run_worker(config, index, token, bus, on_batch)
         bus.close()
-        messages.put(("done", index, result))
+        messages.send(("done", result))
     except BaseException as error:
         log.error("worker w%d failed: %s", index, error, exc_info=True)
-        messages.put(("failed", index, traceback.format_exc(limit=5)))
+        messages.send(("failed", traceback.format_exc(limit=5)))
         bus.close()
         raise SystemExit(1) from None
 
@@ -391,71 +391,59 @@ def train(config: TrainConfig, bus: Bus | None = None,
 
 
 def _run_processes(config, token, results, failed, on_batch) -> None:
+    """One spawned process per worker, each with its own pipe (a worker killed mid-message
+    cannot block the others, as it could while holding a shared queue's lock)."""
+    from multiprocessing.connection import wait
+
     context = multiprocessing.get_context("spawn")
-    messages = context.Queue()
-    processes = {
-        index: context.Process(
-            target=_worker_process, args=(config, index, token, messages),
+    workers = {}
+    for index in range(config.workers):
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_worker_process, args=(config, index, token, sender),
             name=f"stgym-train-w{index}",
         )
-        for index in range(config.workers)
-    }
-    for process in processes.values():
         process.start()
+        sender.close()
+        workers[receiver] = (index, process)
 
     def stop_workers(signum, frame):
-        for process in processes.values():
+        for _, process in workers.values():
             if process.is_alive():
                 process.terminate()
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, stop_workers)
     try:
-        pending = set(processes)
+        pending = dict(workers)
         while pending:
-            try:
-                kind, index, payload = messages.get(timeout=0.2)
-            except queue_module.Empty:
-                for index in list(pending):
-                    process = processes[index]
-                    if not process.is_alive():
-                        _drain(messages, results, failed, on_batch)
-                        if index not in results and f"w{index}" not in failed:
-                            failed.append(f"w{index}")
-                            log.error("worker w%d died (exit code %s)", index, process.exitcode)
-                        pending.discard(index)
-                continue
-            _handle(kind, index, payload, results, failed, on_batch)
-            if kind in ("done", "failed"):
-                processes[index].join()
-                pending.discard(index)
+            for receiver in wait(list(pending)):
+                index, process = pending[receiver]
+                try:
+                    kind, payload = receiver.recv()
+                except (EOFError, OSError, pickle.UnpicklingError):
+                    process.join()
+                    if index not in results and f"w{index}" not in failed:
+                        failed.append(f"w{index}")
+                        log.error("worker w%d died (exit code %s)", index, process.exitcode)
+                    del pending[receiver]
+                    continue
+                if kind == "batch":
+                    on_batch(index, payload)
+                elif kind == "done":
+                    results[index] = payload
+                else:
+                    failed.append(f"w{index}")
+                    log.error("worker w%d failed:\n%s", index, payload)
     except KeyboardInterrupt:
-        for process in processes.values():
+        for _, process in workers.values():
             process.terminate()
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-        for process in processes.values():
+        for receiver, (_, process) in workers.items():
             process.join(timeout=30)
-
-
-def _drain(messages, results, failed, on_batch) -> None:
-    while True:
-        try:
-            kind, index, payload = messages.get_nowait()
-        except queue_module.Empty:
-            return
-        _handle(kind, index, payload, results, failed, on_batch)
-
-
-def _handle(kind, index, payload, results, failed, on_batch) -> None:
-    if kind == "batch":
-        on_batch(index, payload)
-    elif kind == "done":
-        results[index] = payload
-    elif kind == "failed":
-        failed.append(f"w{index}")
-        log.error("worker w%d failed:\n%s", index, payload)
+            receiver.close()
 
 
 def _summary(config: TrainConfig, results: dict, failed: list, live_totals: WorkerStats,
