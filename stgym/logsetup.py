@@ -499,14 +499,19 @@ def configure_logging(
     console = logging.StreamHandler(stream or sys.stderr)
     console.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
     handlers: list[logging.Handler] = [console]
+    unavailable = []
     if log_file:
         path = log_file_path(settings)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.handlers.RotatingFileHandler(
-            path, maxBytes=64 * 1024 * 1024, backupCount=3, encoding="utf-8"
-        )
-        file_handler.setFormatter(JsonFormatter())
-        handlers.append(file_handler)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            file_handler = logging.handlers.RotatingFileHandler(
+                path, maxBytes=64 * 1024 * 1024, backupCount=3, encoding="utf-8"
+            )
+        except OSError as error:  # a read-only data dir must not stop the process
+            unavailable.append(f"local log file {path}: {error.strerror}")
+        else:
+            file_handler.setFormatter(JsonFormatter())
+            handlers.append(file_handler)
     if ship:
         handlers.append(ShippingQueueHandler(
             service, settings.host, settings.collector_forward_port, spool_dir(settings)
@@ -520,6 +525,8 @@ def configure_logging(
         handler.addFilter(context_filter)
         root.addHandler(handler)
         _installed_handlers.append(handler)
+    for problem in unavailable:
+        logging.getLogger(__name__).warning("logging without the %s", problem)
 
 
 def shipping_handler() -> ShippingQueueHandler | None:

@@ -284,3 +284,17 @@ def test_spool_is_replayed_while_records_keep_coming(collector_down):
         assert sorted(receiver.messages()) == sorted(expected)
     finally:
         receiver.close()
+
+
+def test_an_unwritable_data_dir_does_not_stop_the_process(log_env, monkeypatch):
+    blocker = log_env / "not-a-dir"
+    blocker.write_text("a file where the data directory should be")
+    monkeypatch.setenv("STGYM_DATA_DIR", str(blocker))  # no log file, no spool possible
+    monkeypatch.setenv("STGYM_COLLECTOR_FORWARD_PORT", str(free_port()))  # and no collector
+    stream = io.StringIO()
+    logsetup.configure_logging("stgym-test", "json", "INFO", ship=True, stream=stream)
+    logging.getLogger("stgym.test").info("still logging")
+    logsetup.shutdown()
+    messages = [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+    assert messages[0].startswith("logging without the local log file")
+    assert messages[1] == "still logging"
