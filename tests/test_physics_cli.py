@@ -41,12 +41,13 @@ def test_json_report_of_the_reference_case(capsys):
 def test_flags_reach_the_simulation(capsys, tmp_path):
     trace = tmp_path / "trace.csv"
     plot = tmp_path / "m.png"
-    code, out, _ = run_cli(
-        capsys, "--device", "sot-pma", "--current-density", "1e11", "--duration", "1e-10", "--dt", "1e-13",
+    argv = [
+        "--device", "sot-pma", "--current-density", "1e11", "--duration", "1e-10", "--dt", "1e-13",
         "--method", "heun", "--theta0", "0.1", "--phi0", "1.0", "--temperature", "300", "--field", "2e4,0,0",
         "--param", "alpha=0.02", "--param", "spin_hall_angle=0.2", "--param", "hm_thickness=5e-9", "--seed", "7",
-        "--json", "--trace", str(trace), "--plot", str(plot),
-    )
+        "--json",
+    ]
+    code, out, _ = run_cli(capsys, *argv, "--trace", str(trace), "--plot", str(plot))
     assert code == 0
     report = json.loads(out)
     assert report["parameters"]["alpha"] == 0.02 and report["parameters"]["spin_hall_angle"] == 0.2
@@ -58,10 +59,7 @@ def test_flags_reach_the_simulation(capsys, tmp_path):
     first = [float(x) for x in rows[1]]
     assert first[1:] == pytest.approx([math.sin(0.1) * math.cos(1.0), math.sin(0.1) * math.sin(1.0), math.cos(0.1)])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    code, again, _ = run_cli(capsys, "--device", "sot-pma", "--current-density", "1e11", "--duration", "1e-10",
-                             "--method", "heun", "--theta0", "0.1", "--phi0", "1.0", "--temperature", "300",
-                             "--field", "2e4,0,0", "--param", "alpha=0.02", "--param", "spin_hall_angle=0.2",
-                             "--param", "hm_thickness=5e-9", "--seed", "7", "--json")
+    code, again, _ = run_cli(capsys, *argv)
     assert json.loads(again)["final_m"] == report["final_m"]  # seeded
 
 

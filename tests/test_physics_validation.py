@@ -36,6 +36,17 @@ def fit_precession(times, traj):
     return omega / (2.0 * math.pi), 1.0 / decay_rate
 
 
+def assert_kittel(params: px.DeviceParams, h_total: float, theta0: float) -> None:
+    """Fitted f and tau of a 2 ns free precession from theta0 within 1e-4 of the Kittel values."""
+    alpha = params.alpha
+    res = px.simulate(params, m_from_angle(theta0), 0.0, 2e-9, 1e-13, trace=True)
+    f, tau = fit_precession(res.times, res.trajectory)
+    f_kittel = GAMMA_MU0 * h_total / (2.0 * math.pi * (1.0 + alpha**2))
+    tau_kittel = (1.0 + alpha**2) / (alpha * GAMMA_MU0 * h_total)
+    assert abs(f / f_kittel - 1.0) <= 1e-4
+    assert abs(tau / tau_kittel - 1.0) <= 1e-4
+
+
 def m_from_angle(theta0, phi0=0.0):
     return (math.sin(theta0) * math.cos(phi0), math.sin(theta0) * math.sin(phi0), math.cos(theta0))
 
@@ -55,25 +66,14 @@ def test_kittel_precession_in_pure_field():
     h_z, alpha = 0.5 / c.MU0, 0.02
     params = zero_anisotropy_params(h_z, alpha)
     assert abs(params.hk_eff) < 1e-6 * h_z
-    res = px.simulate(params, m_from_angle(0.1), 0.0, 2e-9, 1e-13, trace=True)
-    f, tau = fit_precession(res.times, res.trajectory)
-    f_kittel = GAMMA_MU0 * h_z / (2.0 * math.pi * (1.0 + alpha**2))
-    tau_kittel = (1.0 + alpha**2) / (alpha * GAMMA_MU0 * h_z)
-    assert abs(f / f_kittel - 1.0) <= 1e-4
-    assert abs(tau / tau_kittel - 1.0) <= 1e-4
+    assert_kittel(params, h_z, theta0=0.1)
 
 
 def test_kittel_small_angle_precession_with_anisotropy_and_demag():
     """f = gamma mu0 (H + Hk_eff) / (2 pi (1 + alpha^2)) for the cylinder (Nx = Ny)."""
     h_z, alpha = 0.1 / c.MU0, 0.01
     params = px.make_params("stt-pma", alpha=alpha, field=(0.0, 0.0, h_z))
-    h_total = h_z + params.hk_eff
-    res = px.simulate(params, m_from_angle(1e-3), 0.0, 2e-9, 1e-13, trace=True)
-    f, tau = fit_precession(res.times, res.trajectory)
-    f_kittel = GAMMA_MU0 * h_total / (2.0 * math.pi * (1.0 + alpha**2))
-    tau_kittel = (1.0 + alpha**2) / (alpha * GAMMA_MU0 * h_total)
-    assert abs(f / f_kittel - 1.0) <= 1e-4
-    assert abs(tau / tau_kittel - 1.0) <= 1e-4
+    assert_kittel(params, h_z + params.hk_eff, theta0=1e-3)
 
 
 def test_no_switching_below_and_switching_above_jc0():
