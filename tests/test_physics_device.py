@@ -18,8 +18,8 @@ def demag_nz_by_bessel_integral(diameter, thickness):
     ratio = thickness / radius
     integrand = lambda x: special.j1(x) ** 2 * -np.expm1(-x * ratio) / (x * x)  # noqa: E731
     pieces = [integrate.quad(integrand, k * np.pi, (k + 1) * np.pi, epsabs=1e-15, epsrel=1e-13)[0]
-              for k in range(20000)]
-    tail_start = 20000 * np.pi  # J1(x)^2 ~ (1 + sin 2x) / (pi x) on average 1 / (pi x)
+              for k in range(4000)]
+    tail_start = 4000 * np.pi  # J1(x)^2 ~ (1 + sin 2x) / (pi x) on average 1 / (pi x)
     tail = -np.expm1(-tail_start * ratio) / (2 * np.pi * tail_start**2) if ratio > 0 else 0.0
     return 2.0 / ratio * (math.fsum(pieces) + tail)
 
