@@ -239,6 +239,13 @@ def _copy_field(value) -> str:
 
 def copy_text(rows: list[tuple]) -> str:
     """Rows in COPY's text format (tab-separated, \\N for NULL, backslash escapes)."""
+    strings = "".join([v for row in rows for v in row if type(v) is str])
+    plain = not any(c in strings for c in "\\\t\n\r") and not any(
+        type(v) is bool for row in rows[:1] for v in row)
+    if plain:  # the common case: no value needs escaping
+        return "".join(
+            "\t".join(["\\N" if v is None else (v if type(v) is str else repr(v)) for v in row])
+            + "\n" for row in rows)
     return "".join("\t".join(_copy_field(v) for v in row) + "\n" for row in rows)
 
 

@@ -135,6 +135,15 @@ def start_worker(bus_url: str, db_url: str, web_port: int, worker_id: int, app_i
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:

@@ -138,3 +138,16 @@ def test_concurrent_writers_with_overlapping_batches_stay_exact(db_url):
     testing.assert_matches_truth(sinks[0].query_kpis(experiment="exp-conc"), testing.ground_truth(episodes))
     for s in sinks:
         s.close()
+
+
+def test_names_with_tabs_backslashes_and_newlines_round_trip(sink):
+    odd = "exp\t\\N\nline\r\\"
+    episodes = [e.__class__(**{**{f: getattr(e, f) for f in e.__struct_fields__}, "worker_id": odd,
+                               "run_id": odd + "-r"})
+                for e in testing.make_episodes(200, odd, seed=9)]
+    result = sink.write_batch(batch_of(episodes))  # 200 rows: the COPY path on PostgreSQL
+    assert len(result.new_episodes) == 200
+    testing.assert_matches_truth(sink.query_kpis(experiment=odd), testing.ground_truth(episodes))
+    stored = sink._fetch(f"SELECT DISTINCT worker_id, run_id FROM episodes WHERE experiment_id = {sink.ph}",
+                         [odd])
+    assert stored == [(odd, odd + "-r")]
