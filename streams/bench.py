@@ -44,6 +44,26 @@ def _scrape_total(ports: list[int], experiment: str) -> int:
     return total
 
 
+def _publish_fast(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]]) -> None:
+    """Publish as fast as an aiokafka producer goes (acks=all, idempotent, lingering batches)."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    async def publish() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+                                    max_batch_size=512 * 1024, enable_idempotence=True,
+                                    client_id="stgym-bench-producer")
+        await producer.start()
+        try:
+            futures = [await producer.send(topic, value, key=key) for key, value in payloads]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    asyncio.run(publish())
+
+
 def _percentile(values: list[float], q: float) -> float:
     values = sorted(values)
     pos = q * (len(values) - 1)
@@ -52,7 +72,7 @@ def _percentile(values: list[float], q: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (pos - lo)
 
 
-def run_bench(quick: bool = False) -> dict:
+def run_bench(quick: bool = False, engine: str = "faust") -> dict:
     import psycopg2
 
     from sinks.base import open_sink
@@ -77,14 +97,15 @@ def run_bench(quick: bool = False) -> dict:
     db_url = _admin_url(settings.postgres_url, db_name)
     bus_url = settings.kafka_url
     ensure_topics(settings.kafka_bootstrap)
-    ports = [settings.stream_web_port + 20, settings.stream_web_port + 21]
+    ports = [testing.free_port(), testing.free_port()]
     logdir = Path(tempfile.mkdtemp(prefix="stgym-bench-"))
-    app_id = f"stgym-bench-{token}"
+    app_id = f"stgym-bench-{engine}-{token}"
     workers = [testing.start_worker(bus_url, db_url, ports[i], i, app_id, str(logdir / f"w{i}.log"),
-                                    extra=["--batch-size", "4000", "--offset-reset", "latest"])
+                                    extra=["--batch-size", "4000", "--offset-reset", "latest",
+                                           "--engine", engine])
                for i in range(2)]
     result: dict = {"target_events_per_s": TARGET_EVENTS_PER_S, "target_p99_s": TARGET_P99_S,
-                    "workers": 2, "quick": quick}
+                    "workers": 2, "quick": quick, "engine": engine}
     bus = open_bus(bus_url)
     sink = open_sink(db_url)
     try:
@@ -119,17 +140,15 @@ def run_bench(quick: bool = False) -> dict:
         experiment = f"bench-{token}-throughput"
         payloads = [(e.run_id.encode(), ev.encode(e)) for e in testing.make_episodes(n, experiment, seed=1)]
         t0 = time.perf_counter()
-        for key, value in payloads:
-            bus.publish_raw(ev.TOPIC_EPISODES, key, value)
-        bus.flush(120)
+        _publish_fast(settings.kafka_bootstrap, ev.TOPIC_EPISODES, payloads)
         produced_s = time.perf_counter() - t0
         testing.wait_until(lambda: stored(experiment) >= n, 600, interval_s=0.05,
                            what="all benchmark events committed")
         total_s = time.perf_counter() - t0
         result.update(events=n, producer_events_per_s=n / produced_s,
                       events_per_s=n / total_s, wall_s=total_s)
-        log.info("throughput: %d events in %.2f s = %.0f events/s (producer alone %.0f events/s)",
-                 n, total_s, n / total_s, n / produced_s)
+        log.info("%s: %d events in %.2f s = %.0f events/s (producer alone %.0f events/s)",
+                 engine, n, total_s, n / total_s, n / produced_s)
 
         # 2. Latency at a fixed rate.
         rate = 5000
@@ -193,23 +212,29 @@ def run_bench(quick: bool = False) -> dict:
 
 
 def main(args) -> int:
-    result = run_bench(quick=args.quick)
+    results = {engine: run_bench(quick=args.quick, engine=engine) for engine in ("faust", "aiokafka")}
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(results, indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="stgym bench pipeline (Kafka -> 2 Faust workers -> PostgreSQL KPIs)")
+    table = Table(title="stgym bench pipeline (Kafka -> 2 stream workers -> PostgreSQL KPIs)")
     table.add_column("measure")
-    table.add_column("value", justify="right")
+    for engine in results:
+        table.add_column(f"--engine {engine}", justify="right")
     table.add_column("target", justify="right")
-    table.add_row("sustained events/s (producer -> PG-committed KPIs)",
-                  f"{result['events_per_s']:,.0f}", f">= {TARGET_EVENTS_PER_S:,}")
-    table.add_row("producer alone, events/s", f"{result['producer_events_per_s']:,.0f}", "")
-    table.add_row(f"latency p50 at {result['latency_rate_events_per_s']:,} events/s",
-                  f"{result['latency_p50_s']:.3f} s", "")
-    table.add_row(f"latency p99 at {result['latency_rate_events_per_s']:,} events/s",
-                  f"{result['latency_p99_s']:.3f} s", f"<= {TARGET_P99_S} s")
-    Console(width=None if sys.stdout.isatty() else 120).print(table)
+    rows = [
+        ("sustained events/s (producer -> PG-committed KPIs)",
+         lambda r: f"{r['events_per_s']:,.0f}", f">= {TARGET_EVENTS_PER_S:,}"),
+        ("producer alone, events/s", lambda r: f"{r['producer_events_per_s']:,.0f}", ""),
+        ("latency p50 at 5,000 events/s (event -> /metrics)", lambda r: f"{r['latency_p50_s']:.3f} s", ""),
+        ("latency p99 at 5,000 events/s (event -> /metrics)", lambda r: f"{r['latency_p99_s']:.3f} s",
+         f"<= {TARGET_P99_S} s"),
+        ("offered rate achieved by the publisher", lambda r: f"{r['latency_achieved_rate']:,.0f}/s", ""),
+    ]
+    for label, cell, target in rows:
+        table.add_row(label, *(cell(r) for r in results.values()), target)
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
+    print("Latency is to the workers' /metrics; Prometheus adds up to one scrape interval (2 s).")
     return 0
