@@ -325,14 +325,14 @@ cdef int integrate_fixed(const double* par, const double* current, const double*
                 crossed = 1
                 t_cross = t_step + h * mz_prev / (mz_prev - mz)
             if unlikely(trace_cap > 0 and steps % stride == 0 and n_trace < trace_cap):
-                trace_t[n_trace] = t_step + h
+                trace_t[n_trace] = t_seg + seg if i == n_steps - 1 else t_step + h
                 trace_m[3 * n_trace] = mx
                 trace_m[3 * n_trace + 1] = my
                 trace_m[3 * n_trace + 2] = mz
                 n_trace += 1
             if unlikely(use_stop and (mz_prev < stop_mz) != (mz < stop_mz)):
                 stopped = 1
-                t_end = t_step + h
+                t_end = t_seg + seg if i == n_steps - 1 else t_step + h
                 break
         if stopped:
             break
@@ -777,7 +777,7 @@ cdef void integrate_lanes(const double* par, const double* current, const double
                     if not stopped[j] and (mzp[j] < stop_mz) != (mz[j] < stop_mz):
                         stopped[j] = 1
                         n_stopped += 1
-                        te[j] = t_step + h
+                        te[j] = t_seg + seg if i == n_steps - 1 else t_step + h
                         done[j] = total
                         fm[3 * j] = mx[j]
                         fm[3 * j + 1] = my[j]

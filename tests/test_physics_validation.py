@@ -195,3 +195,25 @@ def test_sot_positive_current_with_positive_bias_tilts_toward_minus_z():
     down = px.simulate(params, m_from_angle(math.pi - 0.05), -2.0 * params.jc0, 3e-9, 1e-13)
     assert up.m_final[2] < -0.05 and up.m_final[1] < -0.9  # m pulled toward the spin polarization -y
     assert down.m_final[2] > 0.05 and down.m_final[1] > 0.9
+
+
+def test_dp45_steps_exactly_onto_pulse_boundaries():
+    params = px.make_params("stt-pma", field_like=0.2)
+    pulses = np.array([4.0, 3.0, -1.0, 0.0]) * params.jc0
+    rk4 = px.simulate(params, m_from_angle(0.05), pulses, None, 2.5e-14, segment_duration=2.5e-9)
+    dp45 = px.simulate(params, m_from_angle(0.05), pulses, None, 1e-13, method="dp45", segment_duration=2.5e-9,
+                       rtol=1e-11, atol=1e-14)
+    assert dp45.t_final_s == rk4.t_final_s == pytest.approx(10e-9)
+    np.testing.assert_allclose(dp45.m_final, rk4.m_final, atol=1e-8)
+    assert rk4.switching_time_s is not None and rk4.switched
+    assert dp45.switching_time_s == pytest.approx(rk4.switching_time_s, rel=1e-7)
+    assert dp45.energy_j == pytest.approx(rk4.energy_j, rel=1e-8)
+
+
+def test_trace_stride_and_grid():
+    params = px.make_params("stt-pma")
+    every = px.simulate(params, m_from_angle(0.05), params.jc0, 1e-11, 1e-13, trace=True)
+    strided = px.simulate(params, m_from_angle(0.05), params.jc0, 1e-11, 1e-13, trace=10)
+    assert len(every.times) == 101 and len(strided.times) == 11
+    np.testing.assert_array_equal(strided.trajectory, every.trajectory[::10])
+    np.testing.assert_allclose(strided.times, np.arange(11) * 1e-12, rtol=1e-12, atol=1e-25)
