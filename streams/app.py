@@ -19,7 +19,6 @@ import concurrent.futures
 import logging
 import os
 import socket
-import time
 
 import faust
 
