@@ -23,6 +23,7 @@ def check_kafka(s: stgym_settings.Settings) -> None:
     admin = KafkaAdminClient(
         bootstrap_servers=s.kafka_bootstrap,
         request_timeout_ms=int(TIMEOUT_S * 1000),
+        bootstrap_timeout_ms=int(TIMEOUT_S * 1000),
         client_id="stgym-readiness",
     )
     try:

@@ -55,7 +55,7 @@ live_pid() {
     [[ -d "/proc/$pid" ]] || return 1
     local marker
     marker="$(sed -n 2p "$pf")"
-    if [[ -n "$marker" ]] && ! tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$marker"; then
+    if [[ -n "$marker" ]] && ! tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline" | grep -qF -- "$marker"; then
         return 1
     fi
     echo "$pid"
