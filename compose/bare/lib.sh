@@ -5,8 +5,9 @@
 #   svc_NAME_install   install binaries / downloads (idempotent, cached under ~/.cache/stgym)
 #   svc_NAME_start     start the process in the background, pid file under $RUN_DIR/pids
 #   svc_NAME_ready     one readiness probe speaking the service's real protocol (exit 0 = ready)
-#   svc_NAME_stop      (optional) stop; the default stops the pid of the pid file
-# and the generic svc_up / svc_down / svc_status below drive them.
+#   svc_NAME_stop      (optional) stop; the default sends TERM to the pid of the pid file
+#   svc_NAME_fingerprint, svc_NAME_reload  (optional) see config_changed below
+# and the generic svc_install / svc_start / svc_wait / svc_down / svc_status below drive them.
 
 set -euo pipefail
 # Sourced once even when services.sh sources every service script.
