@@ -604,7 +604,7 @@ def run_dp45(const double[::1] par, double[::1] m, const double[::1] current,
 # lane, so every device gets exactly its single-run bits; independent chains fill the pipeline)
 # ---------------------------------------------------------------------------------------------
 cdef enum:
-    LANES = 4
+    LANES = 8
 
 
 cdef void integrate_lanes(const double* par, const double* current, const double* seg_len,

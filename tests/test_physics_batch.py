@@ -4,7 +4,7 @@ import pytest
 
 import physics_ext as px
 
-N = 26  # six groups of 4 lock-step lanes and two devices on the scalar path
+N = 26  # three groups of 8 lock-step lanes and two devices on the scalar path
 SEGMENT = 0.5e-9
 
 
