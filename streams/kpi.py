@@ -53,6 +53,7 @@ class ParsedBatch:
     experiments: list[ev.ExperimentEvent] = dataclasses.field(default_factory=list)
     rejected: list[Rejected] = dataclasses.field(default_factory=list)
     processed_by_topic: dict[str, int] = dataclasses.field(default_factory=dict)
+    duplicates: int = 0  # repeated event ids inside this batch (kept once)
 
     def __len__(self) -> int:
         return len(self.episodes) + len(self.trainings) + len(self.experiments)
@@ -82,6 +83,7 @@ def parse_records(records: Iterable[tuple[str, int, int, bytes | None, bytes | N
             )
             continue
         if event.event_id in seen:
+            batch.duplicates += 1
             continue
         seen.add(event.event_id)
         if isinstance(event, ev.EpisodeEvent):

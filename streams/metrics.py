@@ -79,9 +79,10 @@ class ProcessMetrics:
             self.processed.labels(topic=topic).inc(n)
         for rejected in batch.rejected:
             self.rejected.labels(reason=rejected.reason).inc()
+        duplicates = batch.duplicates + (result.duplicates if result is not None else 0)
+        if duplicates:
+            self.duplicates.inc(duplicates)
         if result is not None:
-            if result.duplicates:
-                self.duplicates.inc(result.duplicates)
             newest = max((e.timestamp.timestamp() for e in batch.episodes), default=0.0)
             self.last_event_ts = max(self.last_event_ts, newest)
         self.batch_seconds.set(seconds)

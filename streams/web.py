@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from collections.abc import Callable
@@ -32,14 +33,14 @@ def serve(port: int, registry, ready: Callable[[], tuple[bool, dict]], host: str
             if path == "/metrics":
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif path == "/health":
-                self._json(200, {"status": "ok", "service": service})
+                self._json(200, {"status": "ok", "service": service, "pid": os.getpid()})
             elif path == "/ready":
                 try:
                     ok, details = ready()
                 except Exception as error:  # a readiness probe must answer, not crash
                     ok, details = False, {"error": str(error)}
-                self._json(200 if ok else 503,
-                           {"status": "ready" if ok else "not ready", "service": service, **details})
+                self._json(200 if ok else 503, {"status": "ready" if ok else "not ready",
+                                                "service": service, "pid": os.getpid(), **details})
             else:
                 self._json(404, {"error": "not found", "paths": ["/metrics", "/health", "/ready"]})
 

@@ -17,7 +17,7 @@ def test_parse_keeps_valid_events_and_deduplicates_event_ids():
     episodes = testing.make_episodes(50, "exp-a", seed=1)
     batch = kpi.parse_records(records(episodes + episodes[:10]))
     assert [e.event_id for e in batch.episodes] == [e.event_id for e in episodes]
-    assert batch.rejected == []
+    assert batch.rejected == [] and batch.duplicates == 10
     assert batch.processed_by_topic == {ev.TOPIC_EPISODES: 60}
 
 

@@ -1,6 +1,7 @@
 """The embedded pipeline (memory bus -> aggregation -> SQLite), DLQ envelopes, /metrics /health /ready."""
 import json
 import math
+import os
 import re
 
 import pytest
@@ -95,7 +96,8 @@ def test_ready_is_503_with_reasons_when_the_database_is_gone(sink):
         sink.close()
         status, body = testing.http_get(f"http://127.0.0.1:{port}/ready")
         assert status == 503
-        assert json.loads(body) == {"status": "not ready", "service": "stgym-stream", "database": False}
+        assert json.loads(body) == {"status": "not ready", "service": "stgym-stream",
+                                    "pid": os.getpid(), "database": False}
     finally:
         server.shutdown()
 
