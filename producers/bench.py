@@ -171,12 +171,22 @@ def quality(quick: bool) -> dict:
     evaluation_episodes = 2000 if quick else 10000
     options = TrainerOptions()
     task = gym.make("SpinTorque-v0").unwrapped.task
-    rng = np.random.default_rng(7)
-    constant = TRAINERS["constant"](task, options, rng)
-    constant_pulse = constant.run(len(constant.grid) * (100 if quick else 1000), Quiet())
-    cem = TRAINERS["cem"](task, options, rng, initial_mean=constant_pulse)
-    cem_pulse = cem.run(3000 if quick else 20000, Quiet())
-    report = {"evaluation_episodes": evaluation_episodes, "constant_scan": constant.summary()}
+    constant = TRAINERS["constant"](task, options, np.random.default_rng(7))
+    started = time.perf_counter()
+    constant_pulse = constant.run(
+        20000 if quick else 100000, Quiet(), should_stop=lambda: constant.finished
+    )
+    constant_s = time.perf_counter() - started
+    cem = TRAINERS["cem"](task, options, np.random.default_rng(8))
+    started = time.perf_counter()
+    cem_pulse = cem.run(8000 if quick else 40000, Quiet())
+    cem_s = time.perf_counter() - started
+    report = {
+        "evaluation_episodes": evaluation_episodes,
+        "constant_scan": constant.summary() | {"wall_time_s": constant_s},
+        "cem_training": cem.summary() | {"episodes_budget": 8000 if quick else 40000,
+                                         "wall_time_s": cem_s},
+    }
     for name, pulse in (("constant", constant_pulse), ("cem", cem_pulse)):
         started = time.perf_counter()
         batch = run_episodes(task, pulse, evaluation_episodes, seed=2026)

@@ -74,18 +74,53 @@ def test_trainers_beat_random_within_a_small_budget():
         assert scores[name][1] > scores["random"][1], scores
 
 
-def test_constant_baseline_picks_the_cheapest_pulse_meeting_the_target():
+def fake_batch(n, successes, energy_j):
+    from producers.rollout import EpisodeBatch
+
+    success = np.arange(n) < successes
+    zeros = np.zeros(n)
+    return EpisodeBatch(
+        seeds=np.arange(n), success=success, energy_j=np.full(n, energy_j),
+        switching_time_s=zeros, steps=zeros.astype(int), sim_steps=zeros.astype(int),
+        total_reward=zeros, wall_time_s=zeros, actions=np.zeros((n, 1)),
+    )
+
+
+@pytest.mark.parametrize("threshold, tail_failures", [(13, 0), (40, 0), (7, 1)])
+def test_shortest_pulse_search_finds_the_shortest_certified_duration(threshold, tail_failures):
+    """Levels >= threshold fail only `tail_failures` per certification batch (certification:
+    6 / 0.05 = 120 episodes without a failure)."""
+    from producers.trainers.certify import ShortestPulse
+
+    search = ShortestPulse(lambda level: np.full(1, level), 40, wer_target=0.05)
+    assert (search.screen_episodes, search.certify_episodes) == (8, 120)
+    while not search.done:
+        level = int(search.propose(1)[0, 0])
+        n = 20 if search.certifying else 8
+        ok = level >= threshold
+        failures = tail_failures if (ok and search.certifying) else (0 if ok else n)
+        search.record(fake_batch(n, n - failures, energy_j=level * 1e-15))
+    if tail_failures:
+        assert search.result is None
+    else:
+        assert search.result["level"] == threshold
+        assert search.result["energy_per_switch_j"] == pytest.approx(threshold * 1e-15)
+        assert search.result["episodes"] == 120 and search.result["failures"] == 0
+
+
+def test_constant_baseline_reports_the_cheapest_certified_pulse():
     task = gym.make("SpinTorque-v0").unwrapped.task
-    trainer = TRAINERS["constant"](task, TrainerOptions(wer_target=0.05), np.random.default_rng(1),
-                                   grid=[(1.0, 40), (0.6, 40), (0.3, 5)])
-    trainer.plan(3 * 100)
-    trainer.runs[:] = [100, 100, 100]
-    trainer.failures[:] = [0, 4, 100]
-    trainer.energy_sum[:] = [100 * 9e-14, 96 * 5e-14, 0]
-    assert trainer.best_point() == 1
+    trainer = TRAINERS["constant"](task, TrainerOptions(), np.random.default_rng(1))
+    trainer.certified = [
+        {"amplitude": 1.0, "duration": 40, "episodes": 5000, "failures": 1,
+         "write_error_rate": 2e-4, "energy_per_switch_j": 2e-13},
+        {"amplitude": 0.7, "duration": 70, "episodes": 5000, "failures": 2,
+         "write_error_rate": 4e-4, "energy_per_switch_j": 1.5e-13},
+    ]
+    assert list(trainer.best_pulse()[:71]) == [0.7] * 70 + [0.0]
     summary = trainer.summary()
-    assert summary["amplitude"] == 0.6 and summary["meets_wer_target"]
-    assert summary["energy_per_switch_j"] == pytest.approx(5e-14)
+    assert summary["amplitude"] == 0.7 and summary["meets_wer_target"]
+    assert summary["duration_s"] == pytest.approx(7e-9)
 
 
 def test_policy_round_trip_and_acts_toward_the_target(tmp_path):

@@ -21,13 +21,14 @@ from producers.rollout import EpisodeBatch, rollout
 class TrainerOptions:
     """Knobs shared by the trainers (defaults suit the default SpinTorque-v0)."""
 
-    segments: int = 40
+    segments: int = 80
     batch_size: int = 64
     wer_target: float = 1e-3
     learning_rate: float = 0.05
-    elite_fraction: float = 0.2
-    episodes_per_candidate: int = 8
-    failure_penalty: float = 20.0
+    elite_fraction: float = 0.25
+    episodes_per_candidate: int = 4
+    pieces: int = 8
+    failure_penalty: float = 100.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +88,7 @@ class PulseTrainer:
 
     def episode_scores(self, batch: EpisodeBatch) -> np.ndarray:
         """The quantity every trainer maximises, per episode: minus the energy (in units of the
-        env's energy budget) minus `failure_penalty` per failed write."""
+        env's energy budget) of a successful write, minus `failure_penalty` for a failed one
+        (whatever it spent: among failures, a weaker pulse is no better)."""
         energy = batch.energy_j / self.task.energy_budget_j
-        return -energy - self.options.failure_penalty * (~batch.success)
+        return np.where(batch.success, -energy, -self.options.failure_penalty)

@@ -1,9 +1,11 @@
 """`constant`: the physics baseline — the cheapest constant pulse that meets a write-error rate.
 
-Scans amplitude × duration of a constant pulse (one grid point after another, the episode
-budget shared evenly) and reports the minimum mean energy per switch among the points whose
-measured write-error rate is at most `wer_target`. A point is trusted only if it ran enough
-episodes to see the target: 1 / wer_target of them, else it must have had no failure at all.
+For each amplitude (strongest first) the shortest duration whose write error rate is certified
+at most `wer_target` is searched (`ShortestPulse`: screening by binary search, then 6 / target
+failure-free certification episodes); the baseline is the certified (amplitude, duration) with the least
+mean energy per switch. Episodes left once every amplitude is done go to the best pulse (a
+tighter estimate of its energy and error rate). Until something is certified, the best pulse
+is the one with the fewest failures seen.
 """
 from __future__ import annotations
 
@@ -11,88 +13,92 @@ import numpy as np
 
 from producers.rollout import EpisodeBatch
 from producers.trainers.base import PulseTrainer
+from producers.trainers.certify import ShortestPulse
 
-AMPLITUDES = np.round(np.linspace(0.3, 1.0, 8), 3)
+AMPLITUDES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
 
 
 class ConstantTrainer(PulseTrainer):
     name = "constant"
 
-    def __init__(self, task, options, rng, grid: list[tuple[float, int]] | None = None):
+    def __init__(self, task, options, rng, amplitudes=AMPLITUDES):
         super().__init__(task, options, rng)
-        segments = options.segments
-        durations = sorted({max(1, round(segments * f / 8)) for f in range(1, 9)})
-        self.grid = grid or [(a, d) for d in durations for a in AMPLITUDES]
-        self.runs = np.zeros(len(self.grid), dtype=np.int64)
-        self.failures = np.zeros(len(self.grid), dtype=np.int64)
-        self.energy_sum = np.zeros(len(self.grid))
-        self._queue: list[int] = []
-        self._planned = False
+        self.amplitudes = list(amplitudes)
+        self.certified: list[dict] = []
+        self._search = None
+        self._next_amplitude = 0
+        self._start_next_search()
+        self._fallback = (np.inf, self.pulse(self.amplitudes[0], options.segments))
 
-    def plan(self, episodes: int) -> None:
-        """Share `episodes` evenly over the grid (the first points get the remainder)."""
-        per_point, extra = divmod(episodes, len(self.grid))
-        self._queue = [
-            point for point in range(len(self.grid))
-            for _ in range(per_point + (point < extra))
-        ]
-        self._planned = True
-
-    def run(self, episodes, reporter, should_stop=bool):
-        if not self._planned:
-            self.plan(episodes)
-        return super().run(episodes, reporter, should_stop)
-
-    def pulse(self, point: int) -> np.ndarray:
-        amplitude, duration = self.grid[point]
+    def pulse(self, amplitude: float, duration: int) -> np.ndarray:
         pulse = np.zeros(self.options.segments)
         pulse[:duration] = amplitude
         return pulse
 
+    def _start_next_search(self) -> None:
+        if self._next_amplitude >= len(self.amplitudes):
+            self._search = None
+            return
+        amplitude = self.amplitudes[self._next_amplitude]
+        self._next_amplitude += 1
+        self._search = ShortestPulse(
+            lambda d: self.pulse(amplitude, d), self.options.segments, self.options.wer_target
+        )
+        self._search.amplitude = amplitude
+
+    @property
+    def finished(self) -> bool:
+        """Every amplitude has been searched."""
+        return self._search is None
+
     def propose(self, n: int) -> np.ndarray:
-        points, self._queue = self._queue[:n], self._queue[n:]
-        self._last_points = np.array(points, dtype=int)
-        return np.array([self.pulse(p) for p in points])
+        if self._search is None:
+            return np.tile(self.best_pulse(), (n, 1))
+        return self._search.propose(n)
 
     def learn(self, pulses: np.ndarray, batch: EpisodeBatch) -> tuple[float, float]:
-        points = self._last_points
-        np.add.at(self.runs, points, 1)
-        np.add.at(self.failures, points, ~batch.success)
-        np.add.at(self.energy_sum, points, np.where(batch.success, batch.energy_j, 0.0))
-        best = self.best_point()
-        objective = -self.energy_per_switch(best) / self.task.energy_budget_j
-        return (objective if np.isfinite(objective) else -self.options.failure_penalty), 0.0
+        search = self._search
+        if search is not None:
+            failures = int((~batch.success).sum())
+            if failures / len(batch) < self._fallback[0]:
+                self._fallback = (failures / len(batch), pulses[0].copy())
+            search.record(batch)
+            if search.done:
+                if search.result is not None:
+                    result = dict(search.result)
+                    self.certified.append(
+                        {"amplitude": search.amplitude, "duration": result.pop("level"), **result}
+                    )
+                self._start_next_search()
+        best = self.best()
+        energy = best["energy_per_switch_j"] if best else np.inf
+        objective = -energy / self.task.energy_budget_j if best else -self.options.failure_penalty
+        return objective, 0.0
 
-    def energy_per_switch(self, point: int) -> float:
-        switches = self.runs[point] - self.failures[point]
-        return self.energy_sum[point] / switches if switches else np.inf
-
-    def feasible(self) -> np.ndarray:
-        """Grid points whose measured write-error rate meets the target, trustworthily."""
-        wer = np.divide(self.failures, self.runs, out=np.ones(len(self.grid)), where=self.runs > 0)
-        enough = self.runs >= 1.0 / self.options.wer_target
-        return (self.runs > 0) & (wer <= self.options.wer_target) & (enough | (self.failures == 0))
-
-    def best_point(self) -> int:
-        """The cheapest feasible point; without one, the most reliable (then cheapest) point."""
-        energies = np.array([self.energy_per_switch(p) for p in range(len(self.grid))])
-        feasible = self.feasible()
-        if feasible.any():
-            return int(np.argmin(np.where(feasible, energies, np.inf)))
-        wer = np.divide(self.failures, self.runs, out=np.ones(len(self.grid)), where=self.runs > 0)
-        return int(np.lexsort((energies, wer))[0])
+    def best(self) -> dict | None:
+        """The certified pulse with the least energy per switch (None before the first)."""
+        return min(self.certified, key=lambda c: c["energy_per_switch_j"], default=None)
 
     def best_pulse(self) -> np.ndarray:
-        return self.pulse(self.best_point())
+        best = self.best()
+        if best is None:
+            return self._fallback[1]
+        return self.pulse(best["amplitude"], best["duration"])
 
     def summary(self) -> dict:
-        best = self.best_point()
-        amplitude, duration = self.grid[best]
+        best = self.best()
+        if best is None:
+            return {"meets_wer_target": False, "certified": []}
         return {
-            "amplitude": float(amplitude),
-            "duration_s": duration * self.task.control_interval,
-            "episodes": int(self.runs[best]),
-            "write_error_rate": float(self.failures[best] / max(self.runs[best], 1)),
-            "energy_per_switch_j": float(self.energy_per_switch(best)),
-            "meets_wer_target": bool(self.feasible()[best]),
+            "amplitude": best["amplitude"],
+            "duration_s": best["duration"] * self.task.control_interval,
+            "episodes": best["episodes"],
+            "write_error_rate": best["write_error_rate"],
+            "energy_per_switch_j": best["energy_per_switch_j"],
+            "meets_wer_target": True,
+            "certified": [
+                {key: c[key] for key in ("amplitude", "duration", "write_error_rate",
+                                         "energy_per_switch_j")}
+                for c in self.certified
+            ],
         }
