@@ -123,6 +123,55 @@ def malformed_records(n: int, seed: int = 0, tag: str = "x") -> list[tuple[bytes
     return out
 
 
+def partition_keys(tag: str, partitions: int = 4) -> dict[int, bytes]:
+    """One record key per partition (Kafka's default murmur2 partitioner)."""
+    from kafka.partitioner.default import murmur2
+
+    keys: dict[int, bytes] = {}
+    i = 0
+    while len(keys) < partitions:
+        key = f"{tag}-{i}".encode()
+        keys.setdefault((murmur2(key) & 0x7FFFFFFF) % partitions, key)
+        i += 1
+    return keys
+
+
+def warm_up(bus, sink, tag: str, timeout_s: float = 120.0, partitions: int = 4) -> None:
+    """For workers started with --offset-reset latest: publish one episode, training and
+    experiment event to every partition of the three topics, again and again, until the store
+    has one of each — then every partition's position is fixed and nothing later is skipped."""
+    experiment = f"warmup-{tag}"
+    keys = partition_keys(tag, partitions)
+    run_of = {p: key.decode() for p, key in keys.items()}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        now = ev.utc_now()
+        for p, run_id in run_of.items():
+            base = dict(event_id=ev.new_event_id(), timestamp=now, experiment_id=experiment,
+                        run_id=run_id, worker_id="warmup", device_type="warmup", algorithm="warmup")
+            episode = dict(base, episode=0, seed=0, success=True, energy_j=1e-13,
+                           switching_time_s=1e-9, steps=1, total_reward=0.0, sim_steps=1,
+                           wall_time_s=1e-3, sim_steps_per_s=1e3)
+            bus.publish_raw(ev.TOPIC_EPISODES, keys[p], ev.encode(ev.EpisodeEvent(**episode)))
+            bus.publish_raw(ev.TOPIC_TRAINING, keys[p], ev.encode(ev.TrainingEvent(
+                **dict(base, event_id=ev.new_event_id()), iteration=0, objective=0.0,
+                learning_rate=0.0, model_accuracy=0.0)))
+            bus.publish_raw(ev.TOPIC_EXPERIMENTS, keys[p], ev.encode(ev.ExperimentEvent(
+                **dict(base, event_id=ev.new_event_id()), status="started")))
+        bus.flush(60)
+        ph = sink.ph
+        got = [
+            {r[0] for r in sink._fetch(f"SELECT DISTINCT run_id FROM {table} WHERE experiment_id = {ph}",
+                                       [experiment])}
+            for table in ("episodes", "training_progress", "runs")
+        ]
+        if all(set(run_of.values()) <= runs for runs in got):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"stream workers did not consume the warm-up events in {timeout_s:.0f} s")
+        time.sleep(1.0)
+
+
 # -- stream worker processes -----------------------------------------------------------------
 def start_worker(bus_url: str, db_url: str, web_port: int, worker_id: int, app_id: str,
                  log_path: str, extra: list[str] | None = None) -> subprocess.Popen:

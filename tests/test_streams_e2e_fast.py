@@ -27,7 +27,8 @@ def test_aiokafka_engine_two_workers_sigkill_exact(kafka_bootstrap, postgres_url
     def start(i):
         return testing.start_worker(bus_url, postgres_url, ports[i], i, app_id,
                                     str(tmp_path / f"worker{i}.log"),
-                                    extra=["--engine", "aiokafka", "--batch-size", "500"])
+                                    extra=["--engine", "aiokafka", "--batch-size", "500",
+                                           "--offset-reset", "latest"])
 
     workers = [start(0), start(1)]
     bus = open_bus(bus_url)
@@ -37,6 +38,7 @@ def test_aiokafka_engine_two_workers_sigkill_exact(kafka_bootstrap, postgres_url
         for i, proc in enumerate(workers):
             testing.wait_ready(ports[i], 120, proc)
         sink.setup()
+        testing.warm_up(bus, sink, unique_id)
         dlq = TopicReader(kafka_bootstrap)
         dlq_start = dlq.end_offsets()
         episodes = testing.make_episodes(8000, experiment, seed=3)
