@@ -334,6 +334,11 @@ def _worker_process(config: TrainConfig, index: int, token: str, messages) -> No
         result = run_worker(config, index, token, bus, on_batch)
         bus.close()
         messages.send(("done", result))
+    except SystemExit as stop:  # SIGTERM (the bus turns it into SystemExit)
+        log.warning("worker w%d stopped (exit %s); published episodes flushed", index, stop.code)
+        messages.send(("failed", f"stopped (exit {stop.code})"))
+        bus.close()
+        raise
     except BaseException as error:
         log.error("worker w%d failed: %s", index, error, exc_info=True)
         messages.send(("failed", traceback.format_exc(limit=5)))
