@@ -35,10 +35,18 @@ PARTITIONS = 4
 def ensure_topics(bootstrap: str, partitions: int = PARTITIONS, timeout_s: float = 30.0) -> None:
     """Create the source topics and the DLQ (idempotent) so workers can share partitions."""
     from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="stgym-stream-admin",
-                             request_timeout_ms=int(timeout_s * 1000))
+    from stgym.errors import ServiceUnavailable
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="stgym-stream-admin",
+                                 request_timeout_ms=int(timeout_s * 1000),
+                                 bootstrap_timeout_ms=10_000)
+    except KafkaError as error:
+        raise ServiceUnavailable(
+            f"Kafka at {bootstrap} does not answer ({type(error).__name__}); "
+            "start it with `make services-up`") from None
     try:
         existing = set(admin.list_topics())
         wanted = [NewTopic(t, num_partitions=partitions, replication_factor=1)
