@@ -48,8 +48,8 @@ def _require_finite(event: msgspec.Struct, *names: str, non_negative: bool = Fal
             raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 
-class EpisodeEvent(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """One finished episode. Energies in J, times in s."""
+class _Envelope(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Fields every event carries: identity, version, time and the run it belongs to."""
 
     event_id: EventId
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -59,6 +59,11 @@ class EpisodeEvent(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     worker_id: Name
     device_type: Name
     algorithm: Name
+
+
+class EpisodeEvent(_Envelope, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """One finished episode. Energies in J, times in s."""
+
     episode: NonNegativeInt
     seed: int
     success: bool
@@ -78,17 +83,9 @@ class EpisodeEvent(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
         _require_finite(self, "total_reward")
 
 
-class TrainingEvent(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+class TrainingEvent(_Envelope, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Progress of a trainer after one iteration; model_accuracy is the evaluation success rate."""
 
-    event_id: EventId
-    schema_version: Literal[1] = SCHEMA_VERSION
-    timestamp: Timestamp
-    experiment_id: Name
-    run_id: Name
-    worker_id: Name
-    device_type: Name
-    algorithm: Name
     iteration: NonNegativeInt
     objective: float
     learning_rate: float
@@ -98,17 +95,9 @@ class TrainingEvent(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
         _require_finite(self, "objective", "learning_rate")
 
 
-class ExperimentEvent(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+class ExperimentEvent(_Envelope, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """A run started or ended (status 'started', 'finished' or 'failed')."""
 
-    event_id: EventId
-    schema_version: Literal[1] = SCHEMA_VERSION
-    timestamp: Timestamp
-    experiment_id: Name
-    run_id: Name
-    worker_id: Name
-    device_type: Name
-    algorithm: Name
     status: Literal["started", "finished", "failed"]
     config: dict[str, str | int | float | bool | None] = {}
 
