@@ -179,12 +179,12 @@ def quality(quick: bool) -> dict:
     constant_s = time.perf_counter() - started
     cem = TRAINERS["cem"](task, options, np.random.default_rng(8))
     started = time.perf_counter()
-    cem_pulse = cem.run(8000 if quick else 40000, Quiet())
+    cem_pulse = cem.run(8000 if quick else 60000, Quiet())
     cem_s = time.perf_counter() - started
     report = {
         "evaluation_episodes": evaluation_episodes,
         "constant_scan": constant.summary() | {"wall_time_s": constant_s},
-        "cem_training": cem.summary() | {"episodes_budget": 8000 if quick else 40000,
+        "cem_training": cem.summary() | {"episodes_budget": 8000 if quick else 60000,
                                          "wall_time_s": cem_s},
     }
     for name, pulse in (("constant", constant_pulse), ("cem", cem_pulse)):

@@ -10,8 +10,8 @@ integrator call per control interval. The elite fraction by mean score refits μ
 (smoothed); the reported rate is the mean spread σ.
 
 When the budget allows (at least twice the certification episodes in its last
-`CALIBRATION_SHARE`), the search ends with a calibration: the mean pulse is scaled (by
-1/50 ... 2 in steps of 2 %, amplitudes clipped at 1) to the weakest version whose write error rate is certified
+`CALIBRATION_SHARE`), the search ends with a calibration: the mean pulse is scaled (energy
+×0.01 ... ×4 in steps of 1 %, amplitudes clipped at 1) to the weakest version whose write error rate is certified
 at most `wer_target` — `ShortestPulse`, the procedure that certifies the constant baseline,
 so the final pulse is compared with the baseline at the same error rate.
 """
@@ -26,7 +26,7 @@ from producers.trainers.certify import ShortestPulse
 SMOOTHING = 0.7
 MIN_SPREAD = 0.02
 CALIBRATION_SHARE = 0.4
-SCALE_LEVELS = 50  # calibration scales the mean pulse by 1/50, 2/50, ... 100/50
+SCALE_LEVELS = 100  # calibration scales the pulse energy by 1/100, 2/100, ... 400/100
 
 
 class CEMTrainer(PulseTrainer):
@@ -48,8 +48,9 @@ class CEMTrainer(PulseTrainer):
         return pieces[..., owner]
 
     def scaled(self, level: int) -> np.ndarray:
-        """The mean pulse with its amplitudes scaled by level / SCALE_LEVELS (clipped to 1)."""
-        return np.clip(self.expand(self.mean) * level / SCALE_LEVELS, 0.0, 1.0)
+        """The mean pulse with its amplitudes scaled by sqrt(level / SCALE_LEVELS), clipped to
+        1: the Joule energy (∝ J²) grows about linearly with the level."""
+        return np.clip(self.expand(self.mean) * np.sqrt(level / SCALE_LEVELS), 0.0, 1.0)
 
     def run(self, episodes, reporter, should_stop=bool):
         certify = ShortestPulse(self.scaled, 1, self.options.wer_target).certify_episodes
@@ -61,7 +62,7 @@ class CEMTrainer(PulseTrainer):
         if self._episodes_seen >= self._search_episodes:
             if self._calibration is None:
                 self._calibration = ShortestPulse(
-                    self.scaled, 2 * SCALE_LEVELS, self.options.wer_target
+                    self.scaled, 4 * SCALE_LEVELS, self.options.wer_target
                 )
             if not self._calibration.done:
                 return self._calibration.propose(n)
@@ -101,7 +102,7 @@ class CEMTrainer(PulseTrainer):
         if self.certified is None:
             return {"meets_wer_target": False}
         return {
-            "amplitude_scale": self.certified["level"] / SCALE_LEVELS,
+            "amplitude_scale": float(np.sqrt(self.certified["level"] / SCALE_LEVELS)),
             "episodes": self.certified["episodes"],
             "write_error_rate": self.certified["write_error_rate"],
             "energy_per_switch_j": self.certified["energy_per_switch_j"],
