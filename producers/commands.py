@@ -23,7 +23,10 @@ def register(subparsers) -> None:
     train.add_argument("--segments", type=int, default=None, help="pulse segments (0.1 ns each)")
     train.add_argument("--batch-size", type=int, default=None, help="episodes per iteration")
     train.add_argument("--wer-target", type=float, default=None, help="write-error-rate target")
-    train.add_argument("--policy-out", default=None, help="save the final policy (JSON) here")
+    train.add_argument(
+        "--policy-out", default=None,
+        help="save the final policy (JSON) here (default: RUN_DIR/policy.json)",
+    )
     train.add_argument("--run-dir", default=None, help="worker ledgers and pid files go here")
     train.add_argument(
         "--metrics-port", type=int, default=None,
@@ -35,7 +38,7 @@ def register(subparsers) -> None:
     evaluate = subparsers.add_parser(
         "evaluate", help="measure a saved policy's write error rate and energy",
     )
-    evaluate.add_argument("policy", help="a policy file written by `stgym train --policy-out`")
+    evaluate.add_argument("policy", help="a policy file written by `stgym train`")
     evaluate.add_argument("--episodes", type=int, default=1000)
     evaluate.add_argument("--temperature", type=float, default=None, help="K (default: as trained)")
     evaluate.add_argument("--seed", type=int, default=12345)

@@ -65,8 +65,8 @@ class TrainConfig:
     seed: int = 0
     bus_url: str = "memory"
     options: TrainerOptions = TrainerOptions()
-    policy_out: str | None = None
-    run_dir: str | None = None
+    policy_out: str | None = None  # default: <run_dir>/policy.json
+    run_dir: str | None = None  # default: <settings.run_dir>/train/<experiment>-<token>
     metrics_port: int | None = None
     log_format: str | None = None
     log_level: str | None = None
@@ -465,13 +465,11 @@ def _summary(config: TrainConfig, results: dict, failed: list, live_totals: Work
             "run_id": best["run_id"],
             **best["extra"],
         }
-        if config.policy_out:
-            policy = PulsePolicy(
-                amplitudes=np.asarray(best["pulse"]), env_id=config.env_id,
-                env_kwargs=config.env_kwargs, algorithm=config.algorithm, metrics=policy_metrics,
-            )
-            policy.save(config.policy_out)
-            policy_path = config.policy_out
+        policy_path = config.policy_out or str(Path(config.run_dir) / "policy.json")
+        PulsePolicy(
+            amplitudes=np.asarray(best["pulse"]), env_id=config.env_id,
+            env_kwargs=config.env_kwargs, algorithm=config.algorithm, metrics=policy_metrics,
+        ).save(policy_path)
     return TrainSummary(
         experiment=config.experiment, algorithm=config.algorithm, env_id=config.env_id,
         wall_time_s=wall_s, run_ids=sorted(r["run_id"] for r in results.values()),
