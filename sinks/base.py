@@ -287,7 +287,6 @@ class SqlSink(Sink):
         """KPI rows per key (and per window when window_s is given), newest window first."""
         now = time.time() if now is None else now
         where, params = self._filters(experiment, device_type, algorithm)
-        sums = ", ".join(f"SUM({c})" for c in COUNTER_COLUMNS)
         if since_s is None and window_s is None:
             sql = (f"SELECT experiment_id, device_type, algorithm, {', '.join(COUNTER_COLUMNS)},"
                    " objective, learning_rate, model_accuracy, training_iterations, last_event_ts"

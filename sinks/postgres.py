@@ -134,23 +134,15 @@ class PostgresSink(SqlSink):
                 delay = min(delay * 2, self.max_backoff_s)
 
     def _drop_conn(self) -> None:
-        try:
-            if self.conn is not None:
-                self.conn.close()
-        except Exception:
-            pass
+        _close_quietly(self.conn)
         self.conn = None
 
     def close(self) -> None:
         self._closed = True
         self._drop_conn()
         with self._read_lock:
-            if self._read_conn is not None:
-                try:
-                    self._read_conn.close()
-                except Exception:
-                    pass
-                self._read_conn = None
+            _close_quietly(self._read_conn)
+            self._read_conn = None
 
     def ping(self) -> bool:
         try:
@@ -201,11 +193,7 @@ class PostgresSink(SqlSink):
                         cur.execute(sql, list(params))
                         return cur.fetchall()
                 except (psycopg2.OperationalError, psycopg2.InterfaceError):
-                    try:
-                        if self._read_conn is not None:
-                            self._read_conn.close()
-                    except Exception:
-                        pass
+                    _close_quietly(self._read_conn)
                     self._read_conn = None
                     if attempt == 2:
                         raise
@@ -222,6 +210,15 @@ class PostgresSink(SqlSink):
             (float(ws) if ws is not None else None, e, d, a): tuple(p)
             for ws, e, d, a, p in self._fetch(sql, params)
         }
+
+
+def _close_quietly(conn) -> None:
+    """Close a connection that may already be broken or None; errors do not matter here."""
+    try:
+        if conn is not None:
+            conn.close()
+    except Exception:
+        pass
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

@@ -112,7 +112,7 @@ def run_bench(quick: bool = False, engine: str = "faust") -> dict:
     from stgym.bus import open_bus
     from stgym.errors import ServiceUnavailable
     from streams import testing
-    from streams.app import ensure_topics
+    from streams.worker import ensure_topics
 
     settings = settings_module.load()
     token = secrets.token_hex(4)
@@ -140,16 +140,14 @@ def run_bench(quick: bool = False, engine: str = "faust") -> dict:
     bus = open_bus(bus_url)
     sink = open_sink(db_url)
     try:
-        for i, proc in enumerate(workers):
-            testing.wait_ready(ports[i], 120, proc)
-        sink.setup()
+        testing.wait_workers_ready(workers, ports, sink)
         # Let the group settle on its final assignment before timing anything.
         testing.wait_until(lambda: all(
             json.loads(testing.http_get(f"http://127.0.0.1:{p}/ready")[1]).get("recovered")
             for p in ports), 60, what="workers ready")
 
         def stored(experiment):
-            return sum(r["episodes_total"] for r in sink.query_kpis(experiment=experiment, percentiles=False))
+            return testing.stored_count(sink, experiment)
 
         # The workers start at the latest offsets: publish warm-up events until some arrive,
         # so every partition's position is fixed before anything is timed.
@@ -220,10 +218,7 @@ def run_bench(quick: bool = False, engine: str = "faust") -> dict:
         result["meets_throughput_target"] = result["events_per_s"] >= TARGET_EVENTS_PER_S
         result["meets_latency_target"] = result["latency_p99_s"] <= TARGET_P99_S
     finally:
-        for proc in workers:
-            testing.stop_worker(proc)
-        bus.close()
-        sink.close()
+        testing.stop_all(workers, bus, sink)
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         admin.close()

@@ -11,69 +11,41 @@ uncommitted tail, which the event_id upsert makes harmless. A group must not mix
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import os
 import signal
 
 from stgym import events as ev
-from streams import web
-from streams.app import SOURCE_TOPICS, _kafka_reachable, ensure_topics
-from streams.metrics import KpiCollector, ProcessMetrics
-from streams.pipeline import Processor, dlq_envelope, dlq_headers
+from streams.pipeline import dlq_envelope, dlq_headers
+from streams.worker import SOURCE_TOPICS, BaseWorker
 
 log = logging.getLogger(__name__)
 
 
-class AiokafkaWorker:
+class AiokafkaWorker(BaseWorker):
     """One stream worker process on aiokafka (see the module docstring)."""
+
+    engine = "aiokafka"
+    default_app_id = "stgym-stream-fast"
 
     def __init__(self, bus_url: str, db_url: str, web_port: int, worker_id: str = "0",
                  app_id: str = "stgym-stream-fast", window_s: int = 60, batch_size: int = 2000,
                  service: str | None = None, offset_reset: str = "earliest") -> None:
-        from sinks.base import open_sink
-        from stgym.errors import UserError
-
-        if not bus_url.startswith("kafka://"):
-            raise UserError(f"stgym stream needs a Kafka bus (kafka://HOST:PORT), got {bus_url!r}")
-        self.bootstrap = bus_url[len("kafka://"):]
-        self.worker_id = worker_id
-        self.app_id = app_id
-        self.service = service or f"stgym-stream-{worker_id}"
-        self.sink = open_sink(db_url, window_s=window_s)
-        self.metrics = ProcessMetrics(self.service)
-        self.exports_kpis = False
-        self.metrics.registry.register(KpiCollector(self.sink, enabled=lambda: self.exports_kpis))
-        self.processor = Processor(self.sink, self.metrics)
-        self.batch_size = batch_size
-        self.web_port = web_port
-        self.offset_reset = offset_reset
+        super().__init__(bus_url, db_url, web_port, worker_id, app_id, window_s, batch_size,
+                         service, offset_reset)
         self.consumer = None
-        self.started = False
         self._stop: asyncio.Event | None = None
-        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sink")
 
-    def ready(self) -> tuple[bool, dict]:
-        kafka_ok = _kafka_reachable(self.bootstrap)
-        db_ok = self.sink.ping()
-        assigned = bool(self.consumer is not None and self.consumer.assignment())
-        ok = kafka_ok and db_ok and self.started and assigned
-        return ok, {"kafka": kafka_ok, "database": db_ok, "recovered": self.started and assigned,
-                    "worker_id": self.worker_id, "exports_kpis": self.exports_kpis,
-                    "engine": "aiokafka"}
+    def engine_ready(self) -> bool:
+        return bool(self.consumer is not None and self.consumer.assignment())
 
     def _update_assignment_metrics(self, positions: dict) -> None:
-        assigned = self.consumer.assignment()
-        self.exports_kpis = any(tp.topic == ev.TOPIC_EPISODES and tp.partition == 0 for tp in assigned)
-        per_topic: dict[str, int] = {}
-        for tp in assigned:
+        def lag_of(tp):
             high = self.consumer.highwater(tp)
             position = positions.get(tp)
-            if high is None or position is None:
-                continue
-            per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(high - position, 0)
-        for topic in SOURCE_TOPICS:
-            self.metrics.consumer_lag.labels(topic=topic).set(per_topic.get(topic, 0))
+            return None if high is None or position is None else high - position
+
+        self.update_assignment(self.consumer.assignment(), lag_of)
 
     async def _consume(self) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -132,9 +104,7 @@ class AiokafkaWorker:
                                                        key=r.key, headers=dlq_headers(r))
                                    for r in batch.rejected]
                         await asyncio.gather(*futures)
-                        log.warning("sent %d invalid record(s) to %s (first: %s)",
-                                    len(batch.rejected), ev.TOPIC_EPISODES_DLQ,
-                                    batch.rejected[0].reason)
+                        self.log_rejected(batch.rejected)
                 await settle()
                 if batch is None:
                     self._update_assignment_metrics(positions)
@@ -146,12 +116,7 @@ class AiokafkaWorker:
             await producer.stop()
             await self.consumer.stop()
 
-    def run(self) -> int:
-        ensure_topics(self.bootstrap)
-        self.sink.setup()
-        server = web.serve(self.web_port, self.metrics.registry, self.ready, service=self.service)
-        log.info("stream worker %s: /metrics /health /ready on 127.0.0.1:%d", self.worker_id,
-                 self.web_port)
+    def consume(self) -> int:
         try:
             asyncio.run(self._consume())
         except BaseException:
@@ -159,7 +124,4 @@ class AiokafkaWorker:
                          exc_info=True)
             logging.shutdown()
             os._exit(70)
-        finally:
-            server.shutdown()
-            self.sink.close()
         return 0

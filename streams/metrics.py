@@ -4,7 +4,7 @@ KPI metrics (training_episodes_total, success_rate, the histograms, …) are exp
 collector that reads the committed KPI rows at scrape time. Every worker therefore exports
 the same, exact, restart-proof values; nothing is counted in process memory that a SIGKILL could lose
 or a replay double. In a group of stream workers only one exports them at a time (the owner
-of partition 0 of the episodes topic, see streams.app), so `sum by (...)` over instances is
+of partition 0 of the episodes topic, see streams.worker), so `sum by (...)` over instances is
 the true value, and the export moves to another worker when that one dies.
 Labels are bounded: experiment, device_type, algorithm, outcome, topic, reason, service.
 """

@@ -249,3 +249,107 @@ def stop_worker(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: fl
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+
+
+def wait_workers_ready(workers: list[subprocess.Popen], ports: list[int], sink,
+                       timeout_s: float = 120.0) -> None:
+    """Every worker answers /ready itself, then the checking sink connects (tables migrated)."""
+    for port, proc in zip(ports, workers):
+        wait_ready(port, timeout_s, proc)
+    sink.setup()
+
+
+def stop_all(workers: list[subprocess.Popen], *closables) -> None:
+    """SIGTERM every worker, then close the bus, sink and readers given (None is skipped)."""
+    for proc in workers:
+        stop_worker(proc)
+    for thing in closables:
+        if thing is not None:
+            thing.close()
+
+
+def stored_count(sink, experiment: str) -> int:
+    """Episodes the store has counted into the KPI rows of `experiment`."""
+    return sum(r["episodes_total"] for r in sink.query_kpis(experiment=experiment, percentiles=False))
+
+
+class TopicReader:
+    """Reads a topic by explicit partition assignment (no consumer-group join)."""
+
+    def __init__(self, bootstrap: str, topic: str = ev.TOPIC_EPISODES_DLQ) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                      max_partition_fetch_bytes=8 * 1024 * 1024)
+        partitions = self.consumer.partitions_for_topic(topic) or set()
+        assert partitions, f"topic {topic} exists (stream workers create it)"
+        self.partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
+        self.consumer.assign(self.partitions)
+
+    def end_offsets(self) -> dict:
+        return self.consumer.end_offsets(self.partitions)
+
+    def seek_to(self, offsets: dict) -> None:
+        for tp, offset in offsets.items():
+            self.consumer.seek(tp, offset)
+
+    def poll(self, **kwargs):
+        return self.consumer.poll(**kwargs)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def read_dlq(reader: TopicReader, start: dict, tag: str, expected: int,
+             timeout_s: float = 120.0) -> dict[bytes, str]:
+    """{original bytes: reason} of the DLQ envelopes after `start` whose original contains
+    `tag`, read until `expected` are found or time runs out."""
+    from streams.pipeline import read_dlq_envelope
+
+    found: dict[bytes, str] = {}
+    deadline = time.monotonic() + timeout_s
+    reader.seek_to(start)
+    while len(found) < expected and time.monotonic() < deadline:
+        for records in reader.poll(timeout_ms=1000, max_records=2000).values():
+            for record in records:
+                envelope = read_dlq_envelope(record.value)
+                if tag.encode() in envelope["original"]:
+                    found[envelope["original"]] = envelope["reason"]
+    return found
+
+
+class BackgroundPublisher:
+    """Publishes chunks of (events, raw episode records) in a thread, flushing and pausing
+    after each chunk, as a steady stream; errors are collected in `errors`."""
+
+    def __init__(self, bus, chunks: list[tuple[list, list[bytes]]], raw_key: bytes,
+                 pause_s: float) -> None:
+        import threading
+
+        self.bus = bus
+        self.chunks = chunks
+        self.raw_key = raw_key
+        self.pause_s = pause_s
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, name="stgym-test-publisher")
+
+    def _run(self) -> None:
+        try:
+            for events, raws in self.chunks:
+                for event in events:
+                    self.bus.publish(event)
+                for raw in raws:
+                    self.bus.publish_raw(ev.TOPIC_EPISODES, self.raw_key, raw)
+                self.bus.flush(60)
+                time.sleep(self.pause_s)
+        except Exception as error:  # reported by the test's assertion
+            self.errors.append(error)
+
+    def start(self) -> "BackgroundPublisher":
+        self.thread.start()
+        return self
+
+    def join(self, timeout_s: float) -> bool:
+        """True if it finished in time without an error."""
+        self.thread.join(timeout_s)
+        return not self.thread.is_alive() and not self.errors

@@ -12,7 +12,6 @@ import math
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 from collections import Counter
@@ -25,7 +24,7 @@ from stgym import events as ev
 from stgym import settings as settings_module
 from stgym.bus import open_bus
 from streams import testing
-from streams.pipeline import read_dlq_envelope
+from streams.testing import TopicReader, stored_count
 
 pytestmark = pytest.mark.services
 REPO = Path(__file__).resolve().parent.parent
@@ -38,42 +37,11 @@ def restart_postgres() -> None:
     subprocess.run(["bash", str(script), "up"], check=True, timeout=180)
 
 
-class TopicReader:
-    """Reads a topic by explicit partition assignment (no consumer-group join)."""
-
-    def __init__(self, bootstrap: str, topic: str = ev.TOPIC_EPISODES_DLQ) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                      max_partition_fetch_bytes=8 * 1024 * 1024)
-        partitions = self.consumer.partitions_for_topic(topic) or set()
-        assert partitions, f"topic {topic} exists (stream workers create it)"
-        self.partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self.consumer.assign(self.partitions)
-
-    def end_offsets(self) -> dict:
-        return self.consumer.end_offsets(self.partitions)
-
-    def seek_to(self, offsets: dict) -> None:
-        for tp, offset in offsets.items():
-            self.consumer.seek(tp, offset)
-
-    def poll(self, **kwargs):
-        return self.consumer.poll(**kwargs)
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
 def prom_query(prometheus_url: str, query: str) -> list[dict]:
     status, body = testing.http_get(
         f"{prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': query})}", timeout=5)
     assert status == 200, body
     return json.loads(body)["data"]["result"]
-
-
-def stored_count(sink, experiment: str) -> int:
-    return sum(r["episodes_total"] for r in sink.query_kpis(experiment=experiment, percentiles=False))
 
 
 def training_events(experiment: str, n: int) -> list[ev.Event]:
@@ -110,9 +78,7 @@ def test_two_workers_survive_sigkill_and_postgres_restart_exactly(
     bus = open_bus(bus_url)
     sink = open_sink(postgres_url)
     try:
-        for i, proc in enumerate(workers):
-            testing.wait_ready(ports[i], 120, proc)
-        sink.setup()
+        testing.wait_workers_ready(workers, ports, sink)
         testing.warm_up(bus, sink, unique_id)
 
         # Phase 0: the real trainer, 2 worker processes, into Kafka; the truth is what it sent.
@@ -158,25 +124,10 @@ def test_two_workers_survive_sigkill_and_postgres_restart_exactly(
         phase2 = testing.make_episodes(6000, experiment, seed=2,
                                        start=ev.utc_now() + dt.timedelta(seconds=5))
         bad = testing.malformed_records(1000, seed=3, tag=unique_id)
-        publish_errors = []
-
-        def publisher():
-            try:
-                for k in range(0, len(phase2), 200):
-                    for e in phase2[k:k + 200]:
-                        bus.publish(e)
-                    for raw, _ in bad[k // 6:(k + 200) // 6]:
-                        bus.publish_raw(ev.TOPIC_EPISODES, unique_id.encode(), raw)
-                    bus.flush(60)
-                    time.sleep(0.1)
-                for raw, _ in bad[len(phase2) // 6:]:
-                    bus.publish_raw(ev.TOPIC_EPISODES, unique_id.encode(), raw)
-                bus.flush(60)
-            except Exception as error:  # reported by the assertion below
-                publish_errors.append(error)
-
-        thread = threading.Thread(target=publisher)
-        thread.start()
+        chunks = [(phase2[k:k + 200], [raw for raw, _ in bad[k // 6:(k + 200) // 6]])
+                  for k in range(0, len(phase2), 200)]
+        chunks.append(([], [raw for raw, _ in bad[len(phase2) // 6:]]))
+        publisher = testing.BackgroundPublisher(bus, chunks, unique_id.encode(), 0.1).start()
         testing.wait_until(lambda: stored_count(sink, experiment) > 3600, 120, what="phase 2 flowing")
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait(30)
@@ -187,8 +138,7 @@ def test_two_workers_survive_sigkill_and_postgres_restart_exactly(
         restart_postgres()
         sink = open_sink(postgres_url)
         sink.setup()
-        thread.join(180)
-        assert not thread.is_alive() and publish_errors == []
+        assert publisher.join(180), publisher.errors
 
         everything = phase1 + phase2
         testing.wait_until(lambda: stored_count(sink, experiment) >= 9000, 180, what="all stored")
@@ -203,15 +153,7 @@ def test_two_workers_survive_sigkill_and_postgres_restart_exactly(
 
         # Every malformed record is in the DLQ with its reason (read from where the DLQ ended
         # before this test published anything malformed).
-        found = {}
-        deadline = time.monotonic() + 120
-        dlq.seek_to(dlq_start)
-        while len(found) < len(bad) and time.monotonic() < deadline:
-            for records in dlq.poll(timeout_ms=1000, max_records=2000).values():
-                for record in records:
-                    envelope = read_dlq_envelope(record.value)
-                    if unique_id.encode() in envelope["original"]:
-                        found[envelope["original"]] = envelope["reason"]
+        found = testing.read_dlq(dlq, dlq_start, unique_id, len(bad))
         assert found == {raw: reason for raw, reason in bad}
         assert set(Counter(found.values())) == {"bad_json", "invalid_field", "schema_version", "oversized"}
 
@@ -245,9 +187,4 @@ def test_two_workers_survive_sigkill_and_postgres_restart_exactly(
 
         testing.wait_until(prometheus_agrees, 90, interval_s=1.0, what="Prometheus to match the store")
     finally:
-        for proc in workers:
-            testing.stop_worker(proc)
-        bus.close()
-        sink.close()
-        if dlq is not None:
-            dlq.close()
+        testing.stop_all(workers, bus, sink, dlq)

@@ -1,18 +1,13 @@
 """The aiokafka engine of `stgym stream` on the real Kafka and PostgreSQL: two workers, one
 SIGKILLed mid-stream and restarted, malformed records to the DLQ, exact counts."""
 import signal
-import threading
-import time
 
 import pytest
 
 from sinks.base import open_sink
-from stgym import events as ev
 from stgym.bus import open_bus
 from streams import testing
-from streams.pipeline import read_dlq_envelope
-
-from test_streams_e2e import TopicReader, stored_count
+from streams.testing import TopicReader, stored_count
 
 pytestmark = pytest.mark.services
 
@@ -35,60 +30,29 @@ def test_aiokafka_engine_two_workers_sigkill_exact(kafka_bootstrap, postgres_url
     sink = open_sink(postgres_url)
     dlq = None
     try:
-        for i, proc in enumerate(workers):
-            testing.wait_ready(ports[i], 120, proc)
-        sink.setup()
+        testing.wait_workers_ready(workers, ports, sink)
         testing.warm_up(bus, sink, unique_id)
         dlq = TopicReader(kafka_bootstrap)
         dlq_start = dlq.end_offsets()
         episodes = testing.make_episodes(8000, experiment, seed=3)
         bad = testing.malformed_records(120, seed=4, tag=unique_id)
-        errors = []
-
-        def publisher():
-            try:
-                for k in range(0, len(episodes), 200):
-                    for e in episodes[k:k + 200]:
-                        bus.publish(e)
-                    for raw, _ in bad[k // 200 * 3:k // 200 * 3 + 3]:
-                        bus.publish_raw(ev.TOPIC_EPISODES, unique_id.encode(), raw)
-                    bus.flush(60)
-                    time.sleep(0.05)
-                for e in episodes[:500]:  # a producer retry: duplicates
-                    bus.publish(e)
-                bus.flush(60)
-            except Exception as error:  # reported below
-                errors.append(error)
-
-        thread = threading.Thread(target=publisher)
-        thread.start()
+        chunks = [(episodes[k:k + 200], [raw for raw, _ in bad[k // 200 * 3:k // 200 * 3 + 3]])
+                  for k in range(0, len(episodes), 200)]
+        chunks.append((episodes[:500], []))  # a producer retry: duplicates
+        publisher = testing.BackgroundPublisher(bus, chunks, unique_id.encode(), 0.05).start()
         testing.wait_until(lambda: stored_count(sink, experiment) > 1500, 120, what="flowing")
         workers[1].send_signal(signal.SIGKILL)
         workers[1].wait(30)
         workers[1] = start(1)
-        thread.join(180)
-        assert not thread.is_alive() and errors == []
+        assert publisher.join(180), publisher.errors
         testing.wait_until(lambda: stored_count(sink, experiment) >= 8000, 180, what="all stored")
         testing.assert_matches_truth(sink.query_kpis(experiment=experiment),
                                      testing.ground_truth(episodes))
 
-        found = {}
-        dlq.seek_to(dlq_start)
-        deadline = time.monotonic() + 120
-        while len(found) < len(bad) and time.monotonic() < deadline:
-            for records in dlq.poll(timeout_ms=1000, max_records=2000).values():
-                for record in records:
-                    envelope = read_dlq_envelope(record.value)
-                    if unique_id.encode() in envelope["original"]:
-                        found[envelope["original"]] = envelope["reason"]
+        found = testing.read_dlq(dlq, dlq_start, unique_id, len(bad))
         assert found == {raw: reason for raw, reason in bad}
         for i, proc in enumerate(workers):
             assert proc.poll() is None
             testing.wait_ready(ports[i], 120, proc)
     finally:
-        for proc in workers:
-            testing.stop_worker(proc)
-        bus.close()
-        sink.close()
-        if dlq is not None:
-            dlq.close()
+        testing.stop_all(workers, bus, sink, dlq)
