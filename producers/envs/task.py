@@ -49,6 +49,7 @@ class SwitchingTask:
     time_weight: float
     write_direction: str
     energy_budget_j: float
+    thermal_stability: float  # Δ at `temperature` (inf at 0 K)
 
     @classmethod
     def create(
@@ -109,6 +110,7 @@ class SwitchingTask:
             action_deadband=float(action_deadband), success_bonus=float(success_bonus),
             energy_weight=float(energy_weight), time_weight=float(time_weight),
             write_direction=write_direction, energy_budget_j=float(energy_budget_j),
+            thermal_stability=params.thermal_stability(temperature) if temperature > 0 else math.inf,
         )
 
     @property
@@ -139,8 +141,7 @@ class SwitchingTask:
         """Polar angles (rad) from p(θ) ∝ sin θ exp(−Δ sin²θ), small-angle form (Δ ≫ 1)."""
         if self.temperature == 0:
             return np.full(n, ZERO_KELVIN_TILT_RAD)
-        delta = self.params.thermal_stability(self.temperature)
-        return np.sqrt(-np.log1p(-rng.random(n)) / delta)
+        return np.sqrt(-np.log1p(-rng.random(n)) / self.thermal_stability)
 
     # --- physics --------------------------------------------------------------------------------
 
