@@ -12,6 +12,7 @@ Definitions (per key = (experiment_id, device_type, algorithm)):
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from collections.abc import Iterable, Sequence
@@ -101,14 +102,7 @@ def key_of(event) -> Key:
 
 def bucket_index(value: float, bounds: Sequence[float]) -> int:
     """Index of the first bound >= value (len(bounds) for the +Inf bucket)."""
-    lo, hi = 0, len(bounds)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if value <= bounds[mid]:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+    return bisect.bisect_left(bounds, value)
 
 
 @dataclasses.dataclass
@@ -127,22 +121,42 @@ class KpiDelta:
     energy_buckets: dict[int, int] = dataclasses.field(default_factory=dict)
     time_buckets: dict[int, int] = dataclasses.field(default_factory=dict)
 
-    def add(self, episode: ev.EpisodeEvent) -> None:
+    def add(self, episode: ev.EpisodeEvent, ts: float | None = None) -> None:
+        """Count one episode (ts: its timestamp in epoch seconds, if already known)."""
         self.episodes_total += 1
         self.sim_steps += episode.sim_steps
         self.wall_time_s += episode.wall_time_s
         self.reward_sum += episode.total_reward
-        self.last_event_ts = max(self.last_event_ts, episode.timestamp.timestamp())
+        if ts is None:
+            ts = episode.timestamp.timestamp()
+        if ts > self.last_event_ts:
+            self.last_event_ts = ts
         if episode.success:
             self.successes += 1
             self.energy_success_sum += episode.energy_j
-            b = bucket_index(episode.energy_j, ENERGY_BUCKETS_J)
+            b = bisect.bisect_left(ENERGY_BUCKETS_J, episode.energy_j)
             self.energy_buckets[b] = self.energy_buckets.get(b, 0) + 1
             if episode.switching_time_s is not None:
                 self.switch_time_sum += episode.switching_time_s
                 self.switch_time_count += 1
-                b = bucket_index(episode.switching_time_s, SWITCH_TIME_BUCKETS_S)
+                b = bisect.bisect_left(SWITCH_TIME_BUCKETS_S, episode.switching_time_s)
                 self.time_buckets[b] = self.time_buckets.get(b, 0) + 1
+
+    def merge(self, other: "KpiDelta") -> None:
+        """Add another delta's counters to this one."""
+        self.episodes_total += other.episodes_total
+        self.successes += other.successes
+        self.energy_success_sum += other.energy_success_sum
+        self.switch_time_sum += other.switch_time_sum
+        self.switch_time_count += other.switch_time_count
+        self.sim_steps += other.sim_steps
+        self.wall_time_s += other.wall_time_s
+        self.reward_sum += other.reward_sum
+        self.last_event_ts = max(self.last_event_ts, other.last_event_ts)
+        for mine, theirs in ((self.energy_buckets, other.energy_buckets),
+                             (self.time_buckets, other.time_buckets)):
+            for b, n in theirs.items():
+                mine[b] = mine.get(b, 0) + n
 
 
 def window_start(ts: float, window_s: int) -> float:
@@ -153,14 +167,24 @@ def window_start(ts: float, window_s: int) -> float:
 def aggregate(
     episodes: Iterable[ev.EpisodeEvent], window_s: int
 ) -> tuple[dict[Key, KpiDelta], dict[tuple[float, str, str, str], KpiDelta]]:
-    """Cumulative deltas per key and per (window_start, key)."""
-    cumulative: dict[Key, KpiDelta] = {}
+    """Cumulative deltas per key and per (window_start, key): each episode is counted once,
+    into its window; the cumulative delta of a key is the sum of its windows."""
     windows: dict[tuple[float, str, str, str], KpiDelta] = {}
+    floor = math.floor
     for episode in episodes:
-        key = key_of(episode)
-        cumulative.setdefault(key, KpiDelta()).add(episode)
-        wkey = (window_start(episode.timestamp.timestamp(), window_s), *key)
-        windows.setdefault(wkey, KpiDelta()).add(episode)
+        ts = episode.timestamp.timestamp()
+        wkey = (floor(ts / window_s) * window_s, episode.experiment_id, episode.device_type,
+                episode.algorithm)
+        delta = windows.get(wkey)
+        if delta is None:
+            delta = windows[wkey] = KpiDelta()
+        delta.add(episode, ts)
+    cumulative: dict[Key, KpiDelta] = {}
+    for (_, *key), delta in windows.items():
+        total = cumulative.get(tuple(key))
+        if total is None:
+            total = cumulative[tuple(key)] = KpiDelta()
+        total.merge(delta)
     return cumulative, windows
 
 

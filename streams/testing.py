@@ -21,10 +21,14 @@ ALGORITHMS = ("ppo", "cem")
 
 
 def make_episodes(n: int, experiment: str, seed: int = 0, runs: int = 4,
-                  start: dt.datetime | None = None) -> list[ev.EpisodeEvent]:
-    """n deterministic EpisodeEvents over 2 device types x 2 algorithms, a few runs each."""
+                  start: dt.datetime | None = None,
+                  run_ids: list[str] | None = None) -> list[ev.EpisodeEvent]:
+    """n deterministic EpisodeEvents over 2 device types x 2 algorithms, a few runs each
+    (named `{experiment}-run{i}`, or the given run_ids, taken in turn)."""
     rng = random.Random(f"{experiment}/{seed}")  # event ids unique per experiment and seed
     start = start or ev.utc_now()
+    run_ids = run_ids or [f"{experiment}-run{i}" for i in range(runs)]
+    runs = len(run_ids)
     out = []
     for i in range(n):
         success = rng.random() < 0.7
@@ -33,7 +37,7 @@ def make_episodes(n: int, experiment: str, seed: int = 0, runs: int = 4,
         out.append(ev.EpisodeEvent(
             event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
             timestamp=start + dt.timedelta(milliseconds=i),
-            experiment_id=experiment, run_id=f"{experiment}-run{i % runs}",
+            experiment_id=experiment, run_id=run_ids[i % runs],
             worker_id=f"w{i % runs}", device_type=device, algorithm=algorithm,
             episode=i, seed=seed * 1_000_003 + i, success=success,
             energy_j=rng.uniform(1e-14, 5e-12),
