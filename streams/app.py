@@ -54,6 +54,8 @@ class StreamWorker(BaseWorker):
             broker_commit_interval=1.0,
             broker_commit_every=self.batch_size,
             stream_buffer_maxsize=max(4 * batch_size, 4096),
+            broker_max_poll_records=batch_size,
+            consumer_max_fetch_size=4 * 1024 * 1024,
             producer_acks=-1,
             producer_linger_ms=5,
             worker_redirect_stdouts=False,
