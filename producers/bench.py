@@ -187,11 +187,13 @@ def quality(quick: bool) -> dict:
         "cem_training": cem.summary() | {"episodes_budget": 8000 if quick else 60000,
                                          "wall_time_s": cem_s},
     }
-    for name, pulse in (("constant", constant_pulse), ("cem", cem_pulse)):
+    for name, pulse, stop in (("constant", constant_pulse, None),
+                              ("cem", cem_pulse, cem.best_stop())):
         started = time.perf_counter()
-        batch = run_episodes(task, pulse, evaluation_episodes, seed=2026)
+        batch = run_episodes(task, pulse, evaluation_episodes, seed=2026, stop_alignment=stop)
         report[name] = describe(batch, task, time.perf_counter() - started)
         report[name]["pulse"] = [round(float(a), 3) for a in pulse]
+        report[name]["stop_alignment"] = stop
     baseline = report["constant"]["energy_per_switch_j"]
     if baseline and report["cem"]["energy_per_switch_j"]:
         report["cem_energy_vs_constant"] = report["cem"]["energy_per_switch_j"] / baseline

@@ -13,14 +13,16 @@ from producers.rollout import EpisodeBatch, PulsePolicy, rollout
 CHUNK = 2000
 
 
-def run_episodes(task, pulse: np.ndarray, episodes: int, seed: int) -> EpisodeBatch:
+def run_episodes(task, pulse: np.ndarray, episodes: int, seed: int,
+                 stop_alignment: float | None = None) -> EpisodeBatch:
     """`episodes` episodes of one pulse, in chunks (bounded memory), seeds from `seed`."""
     rng = np.random.default_rng(seed)
     batches = []
     for start in range(0, episodes, CHUNK):
         n = min(CHUNK, episodes - start)
         seeds = rng.integers(0, 2**63, size=n, dtype=np.int64)
-        batches.append(rollout(task, np.tile(pulse, (n, 1)), seeds))
+        stops = None if stop_alignment is None else np.full(n, stop_alignment)
+        batches.append(rollout(task, np.tile(pulse, (n, 1)), seeds, stops))
     return EpisodeBatch(**{
         name: np.concatenate([getattr(b, name) for b in batches])
         for name in EpisodeBatch.__dataclass_fields__
@@ -35,7 +37,7 @@ def evaluate_policy(policy: PulsePolicy, episodes: int, temperature: float | Non
         kwargs["temperature"] = temperature
     task = gym.make(policy.env_id, **kwargs).unwrapped.task
     started = time.perf_counter()
-    batch = run_episodes(task, policy.amplitudes, episodes, seed)
+    batch = run_episodes(task, policy.amplitudes, episodes, seed, policy.stop_alignment)
     wall = time.perf_counter() - started
     return describe(batch, task, wall) | {"algorithm": policy.algorithm, "env_id": policy.env_id}
 

@@ -2,7 +2,8 @@
 
 A pulse policy is a piecewise-constant current pulse: `amplitudes[k]` (fraction of j_max, signed
 relative to the write direction, so +1 always pushes toward the target) during control
-interval k, the current off afterwards. As a gymnasium policy it reads the step index from the
+interval k, the current off afterwards — and, with a `stop_alignment`, off as soon as the
+observed m·target has reached it (write-and-verify feedback). As a gymnasium policy it reads the step index from the
 observation's elapsed fraction and the write direction from its target, so it drives the
 single env, the native vector env, or any Sync/AsyncVectorEnv of them.
 
@@ -53,11 +54,17 @@ class EpisodeBatch:
         return float(self.energy_j[self.success].mean()) if self.success.any() else math.nan
 
 
-def rollout(task: SwitchingTask, pulses: np.ndarray, seeds: np.ndarray) -> EpisodeBatch:
+def rollout(task: SwitchingTask, pulses: np.ndarray, seeds: np.ndarray,
+            stop_alignment: np.ndarray | None = None) -> EpisodeBatch:
     """One episode per row of `pulses` (n, K), episode i seeded with `seeds[i]` like
-    `env.reset(seed=seeds[i])`; intervals past K (and actions in the dead band) are off."""
+    `env.reset(seed=seeds[i])`; intervals past K (and actions in the dead band) are off.
+    `stop_alignment` (n,): feedback — an interval that starts with m·target at or above it is
+    off (the write is done; the layer relaxes the rest of the way by itself)."""
     pulses = np.atleast_2d(np.asarray(pulses, dtype=float))
     n, segments = pulses.shape
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} pulses")
+    stop = None if stop_alignment is None else np.asarray(stop_alignment, dtype=np.float32)
     rngs = [np.random.default_rng(int(seed)) for seed in seeds]
     starts = [task.initial_states(rng, 1) for rng in rngs]
     step_seeds = np.array([task.step_seeds(rng) for rng in rngs])
@@ -74,6 +81,8 @@ def rollout(task: SwitchingTask, pulses: np.ndarray, seeds: np.ndarray) -> Episo
         amplitude = np.where(
             step < segments, pulses[active, np.minimum(step, segments - 1)], 0.0
         )
+        if stop is not None:
+            amplitude[aligned(state.m[active], state.target[active]) >= stop[active]] = 0.0
         # float32 like the actions an agent hands the env, so both give the same bits
         action = (amplitude * write_sign[active]).astype(np.float32).astype(float)
         seeds_now = step_seeds[active, step]
@@ -90,6 +99,11 @@ def rollout(task: SwitchingTask, pulses: np.ndarray, seeds: np.ndarray) -> Episo
     )
 
 
+def aligned(m: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """m·target as the policy sees it in a float32 observation (targets are ±z)."""
+    return m[:, 2].astype(np.float32) * target[:, 2].astype(np.float32)
+
+
 @dataclasses.dataclass
 class PulsePolicy:
     """A trained pulse with where it came from; saved as JSON (`save`/`load`)."""
@@ -99,6 +113,7 @@ class PulsePolicy:
     env_kwargs: dict
     algorithm: str
     metrics: dict = dataclasses.field(default_factory=dict)
+    stop_alignment: float | None = None  # feedback: current off once m·target reaches it
 
     def __call__(self, observation: np.ndarray, max_steps: int) -> np.ndarray:
         """Actions for observations (9,) or (n, 9) of a single-device env."""
@@ -106,6 +121,9 @@ class PulsePolicy:
         step = np.rint(obs[:, OBS_ELAPSED] * max_steps).astype(int)
         k = len(self.amplitudes)
         amplitude = np.where(step < k, self.amplitudes[np.minimum(step, k - 1)], 0.0)
+        if self.stop_alignment is not None:
+            done = obs[:, 2] * obs[:, 5] >= np.float32(self.stop_alignment)
+            amplitude = np.where(done, 0.0, amplitude)
         action = (amplitude * -obs[:, OBS_TARGET][:, 2]).astype(np.float32)[:, None]
         return action[0] if np.ndim(observation) == 1 else action
 
@@ -116,6 +134,7 @@ class PulsePolicy:
             "env_id": self.env_id,
             "env_kwargs": self.env_kwargs,
             "amplitudes": [float(a) for a in self.amplitudes],
+            "stop_alignment": self.stop_alignment,
             "metrics": self.metrics,
         }, indent=2, allow_nan=False) + "\n")
 
@@ -130,5 +149,5 @@ class PulsePolicy:
         return cls(
             amplitudes=np.asarray(data["amplitudes"], dtype=float), env_id=data["env_id"],
             env_kwargs=data["env_kwargs"], algorithm=data["algorithm"],
-            metrics=data.get("metrics", {}),
+            metrics=data.get("metrics", {}), stop_alignment=data.get("stop_alignment"),
         )

@@ -313,7 +313,8 @@ def run_worker(config: TrainConfig, index: int, token: str, bus: Bus,
     extra = trainer.summary() if hasattr(trainer, "summary") else {}
     return {
         "run_id": run_id, "stats": dataclasses.asdict(publisher.stats),
-        "pulse": [float(a) for a in pulse], "objective": publisher.last_objective,
+        "pulse": [float(a) for a in pulse], "stop": trainer.best_stop(),
+        "objective": publisher.last_objective,
         "extra": extra,
     }
 
@@ -469,6 +470,7 @@ def _summary(config: TrainConfig, results: dict, failed: list, live_totals: Work
         PulsePolicy(
             amplitudes=np.asarray(best["pulse"]), env_id=config.env_id,
             env_kwargs=config.env_kwargs, algorithm=config.algorithm, metrics=policy_metrics,
+            stop_alignment=best["stop"],
         ).save(policy_path)
     return TrainSummary(
         experiment=config.experiment, algorithm=config.algorithm, env_id=config.env_id,

@@ -99,12 +99,14 @@ def test_time_budget_truncates_and_never_terminates():
     assert obs[7] == 1.0
 
 
-def test_rollout_matches_the_single_env_episode_for_episode():
+@pytest.mark.parametrize("stop", [None, 0.3])
+def test_rollout_matches_the_single_env_episode_for_episode(stop):
     env = gym.make("SpinTorque-v0").unwrapped
     pulse = np.concatenate([np.full(30, 0.9), np.full(10, 0.4)])
-    policy = PulsePolicy(pulse, "SpinTorque-v0", {}, "test")
+    policy = PulsePolicy(pulse, "SpinTorque-v0", {}, "test", stop_alignment=stop)
     seeds = np.array([11, 12, 13, 14])
-    batch = rollout(env.task, np.tile(pulse, (4, 1)), seeds)
+    stops = None if stop is None else np.full(4, stop)
+    batch = rollout(env.task, np.tile(pulse, (4, 1)), seeds, stops)
     for i, seed in enumerate(seeds):
         obs, info = env.reset(seed=int(seed))
         total = 0.0

@@ -29,6 +29,7 @@ class TrainerOptions:
     episodes_per_candidate: int = 4
     pieces: int = 8
     failure_penalty: float = 100.0
+    stop_alignment: float | None = 0.9  # cem: current off once m·target reaches it (None: open loop)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +69,14 @@ class PulseTrainer:
     def best_pulse(self) -> np.ndarray:
         raise NotImplementedError
 
+    def stops(self, n: int) -> np.ndarray | None:
+        """Feedback thresholds (m·target) of the pulses just proposed; None: open loop."""
+        return None
+
+    def best_stop(self) -> float | None:
+        """The final policy's feedback threshold (None: open loop)."""
+        return None
+
     def episode_seeds(self, n: int) -> np.ndarray:
         return self.rng.integers(0, 2**63, size=n, dtype=np.int64)
 
@@ -76,7 +85,9 @@ class PulseTrainer:
         remaining, iteration = episodes, 0
         while remaining > 0 and not should_stop():
             pulses = self.propose(min(self.options.batch_size, remaining))
-            batch = rollout(self.task, pulses, self.episode_seeds(len(pulses)))
+            batch = rollout(
+                self.task, pulses, self.episode_seeds(len(pulses)), self.stops(len(pulses))
+            )
             reporter.episodes(batch)
             objective, rate = self.learn(pulses, batch)
             reporter.iteration(
