@@ -224,4 +224,8 @@ def _print_report(results: dict) -> None:
         print(f"{name:9s} policy    success {row['success_rate']:.4%} on {row['episodes']} episodes, "
               f"energy/switch {energy * 1e15 if energy else float('nan'):.1f} fJ")
     if "cem_energy_vs_constant" in quality_report:
-        print(f"cem / constant      {quality_report['cem_energy_vs_constant']:.3f}x energy per switch")
+        note = "" if quality_report["cem_training"]["meets_wer_target"] else (
+            " (CEM not certified at the WER target: budget too small, e.g. --quick)"
+        )
+        print(f"cem / constant      {quality_report['cem_energy_vs_constant']:.3f}x energy per "
+              f"switch{note}")
