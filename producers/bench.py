@@ -188,6 +188,7 @@ def quality(quick: bool) -> dict:
                                          "wall_time_s": cem_s},
     }
     for name, pulse, stop in (("constant", constant_pulse, None),
+                              ("constant_feedback", constant_pulse, cem.best_stop()),
                               ("cem", cem_pulse, cem.best_stop())):
         started = time.perf_counter()
         batch = run_episodes(task, pulse, evaluation_episodes, seed=2026, stop_alignment=stop)
@@ -197,6 +198,9 @@ def quality(quick: bool) -> dict:
     baseline = report["constant"]["energy_per_switch_j"]
     if baseline and report["cem"]["energy_per_switch_j"]:
         report["cem_energy_vs_constant"] = report["cem"]["energy_per_switch_j"] / baseline
+    feedback = report["constant_feedback"]["energy_per_switch_j"]
+    if feedback and report["cem"]["energy_per_switch_j"]:
+        report["cem_energy_vs_constant_feedback"] = report["cem"]["energy_per_switch_j"] / feedback
     report["goal"] = "cem success >= 99.9 % and energy/switch <= 1.0x constant"
     return report
 
@@ -218,10 +222,10 @@ def _print_report(results: dict) -> None:
     else:
         print(f"kafka producer      {kafka['events_per_s']:,.0f} events/s acknowledged")
     quality_report = results["quality"]
-    for name in ("constant", "cem"):
+    for name in ("constant", "constant_feedback", "cem"):
         row = quality_report[name]
         energy = row["energy_per_switch_j"]
-        print(f"{name:9s} policy    success {row['success_rate']:.4%} on {row['episodes']} episodes, "
+        print(f"{name:17s} success {row['success_rate']:.4%} on {row['episodes']} episodes, "
               f"energy/switch {energy * 1e15 if energy else float('nan'):.1f} fJ")
     if "cem_energy_vs_constant" in quality_report:
         note = "" if quality_report["cem_training"]["meets_wer_target"] else (
