@@ -46,10 +46,12 @@ test: build
 unit: build
 	$(VENV)/bin/pytest -m "not services" $(PYTEST_ARGS)
 
+# Physics needs nothing; the env bench measures Kafka producer throughput and the pipeline bench
+# the whole Kafka -> stream -> PostgreSQL path, so the services run for all three.
 bench: build
-	$(VENV)/bin/stgym bench physics
-	$(VENV)/bin/stgym bench envs
-	@bash compose/bare/services.sh up && $(VENV)/bin/stgym bench pipeline; rc=$$?; bash compose/bare/services.sh down; exit $$rc
+	@bash compose/bare/services.sh up || { bash compose/bare/services.sh down; exit 1; }; \
+	$(VENV)/bin/stgym bench physics && $(VENV)/bin/stgym bench envs && $(VENV)/bin/stgym bench pipeline; \
+	rc=$$?; bash compose/bare/services.sh down; exit $$rc
 
 clean:
 	rm -rf build physics_ext/*.so physics_ext/_*.c
