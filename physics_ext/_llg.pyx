@@ -599,6 +599,19 @@ def run_dp45(const double[::1] par, double[::1] m, const double[::1] current,
     return _result(res, rc)
 
 
+def run_interval(const double[::1] par, double[::1] m, double current_density, double duration,
+                 double dt, int method, uint64_t seed):
+    """The lean path of one control interval: constant current for ``duration`` s, no trace,
+    no stop event, arguments trusted (par from pack(), m (3,) finite and nonzero, dt and
+    duration > 0). m is overwritten by the final state; the bits equal run_fixed's with one
+    segment. Returns (t_cross, energy, steps); t_cross is NaN if mz kept its sign."""
+    cdef RunResult res
+    with nogil:
+        integrate_fixed(&par[0], &current_density, &duration, 1, dt, method, seed, NAN, &m[0],
+                        &res, NULL, NULL, 1, 0)
+    return res.t_cross, res.energy, res.steps
+
+
 # ---------------------------------------------------------------------------------------------
 # the batched path: LANES devices in lock step (the same expressions as integrate_fixed, lane by
 # lane, so every device gets exactly its single-run bits; independent chains fill the pipeline)

@@ -15,6 +15,7 @@ Sign convention of both: positive current density drives the free layer from +z 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -132,7 +133,13 @@ def check_positive(name: str, value, expected: str = "a finite number > 0") -> f
 
 @dataclass(frozen=True)
 class DeviceParams:
-    """One macrospin device, SI units (fields in A/m, lengths in m). Build with make_params()."""
+    """One macrospin device, SI units (fields in A/m, lengths in m). Build with make_params().
+
+    Frozen and validated once at construction; every derived quantity (demag factors -- two
+    elliptic integrals --, Hk_eff, jc0, resistances, the packed row of the compiled core) is
+    computed on first use and cached on the instance (functools.cached_property), so the
+    per-call cost of simulate() does not grow with the device model.
+    """
 
     device: str
     ms: float
@@ -172,54 +179,54 @@ class DeviceParams:
             raise ParameterError("spin_hall_angle", "expected a nonzero spin-Hall angle for sot-pma")
 
     # --- geometry ---------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def area(self) -> float:
         """Pillar cross-section pi d^2 / 4 [m^2]."""
         return math.pi * self.diameter**2 / 4.0
 
-    @property
+    @functools.cached_property
     def volume(self) -> float:
         """Free-layer volume [m^3]."""
         return self.area * self.thickness
 
-    @property
+    @functools.cached_property
     def demag_factors(self) -> tuple[float, float, float]:
         """Magnetometric (Nx, Ny, Nz) of the cylinder; Nx = Ny, sum 1."""
         return cylinder_demag_factors(self.diameter, self.thickness)
 
     # --- fields -----------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def hk(self) -> float:
         """Bare anisotropy field 2 Ku / (mu0 Ms) [A/m]."""
         return 2.0 * self.ku / (c.MU0 * self.ms)
 
-    @property
+    @functools.cached_property
     def hk_eff(self) -> float:
         """Effective anisotropy field Hk - (Nz - Nx) Ms [A/m] (the demag field -Nx Ms m is
         parallel to m when Nx = Ny and exerts no torque)."""
         nx, _, nz = self.demag_factors
         return self.hk - (nz - nx) * self.ms
 
-    @property
+    @functools.cached_property
     def current_area(self) -> float:
         """Cross-section the current density flows through [m^2]: pillar (STT) or HM strip (SOT)."""
         if self.device == "sot-pma":
             return self.hm_width * self.hm_thickness
         return self.area
 
-    @property
+    @functools.cached_property
     def h_dl_per_current_density(self) -> float:
         """Damping-like field per current density [A/m per A/m^2]:
         hbar eta / (2 e mu0 Ms t) (STT), hbar theta_SH / (2 e mu0 Ms t) (SOT)."""
         efficiency = self.spin_hall_angle if self.device == "sot-pma" else self.eta
         return c.HBAR * efficiency / (2.0 * c.E_CHARGE * c.MU0 * self.ms * self.thickness)
 
-    @property
+    @functools.cached_property
     def polarization(self) -> tuple[float, float, float]:
         """Spin-polarization unit vector p of the torque (positive J drives m toward +z -> -z)."""
         return (0.0, -1.0, 0.0) if self.device == "sot-pma" else (0.0, 0.0, -1.0)
 
-    @property
+    @functools.cached_property
     def jc0(self) -> float:
         """Zero-temperature critical current density [A/m^2].
 
@@ -247,17 +254,17 @@ class DeviceParams:
         )
 
     # --- resistances ------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def r_p(self) -> float:
         """Parallel MTJ resistance RA / area [Ohm]."""
         return self.ra_product / self.area
 
-    @property
+    @functools.cached_property
     def r_ap(self) -> float:
         """Antiparallel MTJ resistance R_P (1 + TMR) [Ohm]."""
         return self.r_p * (1.0 + self.tmr)
 
-    @property
+    @functools.cached_property
     def r_hm(self) -> float:
         """Heavy-metal strip resistance rho L / (w t) [Ohm]."""
         return self.hm_resistivity * self.hm_length / (self.hm_width * self.hm_thickness)
@@ -271,10 +278,20 @@ class DeviceParams:
 
     def conductance_model(self) -> tuple[float, float, tuple[float, float, float]]:
         """(g0, g1, ref) with G(m) = g0 + g1 (m . ref) of the Joule-heated path."""
+        return self._conductance
+
+    @functools.cached_property
+    def _conductance(self) -> tuple[float, float, tuple[float, float, float]]:
         if self.device == "sot-pma":
             return 1.0 / self.r_hm, 0.0, (0.0, 0.0, 1.0)
         g_p, g_ap = 1.0 / self.r_p, 1.0 / self.r_ap
         return 0.5 * (g_p + g_ap), 0.5 * (g_p - g_ap), self.polarization
+
+    @functools.cached_property
+    def packed_rows(self) -> dict:
+        """{temperature: the compiled core's read-only parameter row}, filled by
+        physics_ext.simulation (each row packed once per DeviceParams and temperature)."""
+        return {}
 
     def as_dict(self) -> dict:
         data = dataclasses.asdict(self)

@@ -1,7 +1,6 @@
 """simulate() and simulate_batch(): validated inputs, packed for the compiled core (_llg)."""
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Sequence
@@ -79,10 +78,14 @@ def pack(params: DeviceParams, temperature: float = 0.0) -> np.ndarray:
     return row
 
 
-@functools.lru_cache(maxsize=4096)
 def _packed(params: DeviceParams, temperature: float) -> np.ndarray:
-    row = pack(params, temperature)
-    row.flags.writeable = False
+    """pack() once per DeviceParams and temperature (cached on the instance), read-only."""
+    rows = params.packed_rows
+    row = rows.get(temperature)
+    if row is None:
+        row = pack(params, temperature)
+        row.flags.writeable = False
+        rows[temperature] = row
     return row
 
 
@@ -120,11 +123,13 @@ def _check_temperature(temperature, method: str) -> float:
 
 
 def _check_m0(m0) -> np.ndarray:
+    """A fresh float64 (3,) copy of m0 (the core overwrites it with the final state)."""
     try:
         m = np.array(m0, dtype=np.float64).reshape(3)
     except (TypeError, ValueError):
         raise ParameterError("m0", f"expected three components, got {m0!r}") from None
-    if not np.all(np.isfinite(m)) or not np.any(m != 0.0):
+    x, y, z = m.tolist()  # scalar checks: cheaper than three NumPy reductions on 3 numbers
+    if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(z)) or not (x or y or z):
         raise ParameterError("m0", f"expected a finite nonzero vector, got {m0!r}")
     return m
 
@@ -187,6 +192,34 @@ def simulate(
     method = _check_method(method)
     temperature = _check_temperature(temperature, method)
     m = _check_m0(m0)
+    if (
+        not trace and stop_mz is None and method != "dp45"
+        and isinstance(current_density, (float, int)) and isinstance(params, DeviceParams)
+    ):
+        # the common case (one constant-current interval, e.g. an RL control step): scalar
+        # checks, the cached packed row, one call of the compiled core, no trace buffers
+        current = check_finite("current_density", current_density, "a current density in A/m^2")
+        duration = check_positive("duration", duration, "a duration in s, > 0")
+        dt = check_positive("dt", dt, "a time step in s, > 0")
+        row = _packed(params, temperature)
+        seed = _check_seed(seed)
+        mz0 = m[2]
+        start = time.perf_counter()
+        t_cross, energy, steps = _llg.run_interval(
+            row, m, current, duration, dt, _FIXED_METHOD_CODES[method], seed
+        )
+        wall = time.perf_counter() - start
+        return SimulationResult(
+            m_final=m,
+            switched=bool((m[2] < 0.0) != (mz0 < 0.0)),
+            switching_time_s=None if t_cross != t_cross else t_cross,
+            energy_j=energy,
+            steps=steps,
+            wall_time_s=wall,
+            t_final_s=duration,
+            stopped=False,
+            method=method,
+        )
     currents, lengths, duration = _segments(current_density, duration, segment_duration)
     dt = check_positive("dt", dt, "a time step in s, > 0")
     stop = math.nan if stop_mz is None else check_finite("stop_mz", stop_mz)

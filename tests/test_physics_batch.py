@@ -96,3 +96,45 @@ def test_batch_stop_event_and_input_errors():
         px.simulate_batch(params, (0, 0, 1), np.full((2, 1), np.nan), 1e-9, 1e-13)
     with pytest.raises(px.ParameterError, match="seeds"):
         px.simulate_batch(params, (0, 0, 1), np.zeros((2, 1)), 1e-9, 1e-13, seeds=[1])
+
+
+@pytest.mark.parametrize("method,temperature", [("rk4", 0.0), ("heun", 300.0)])
+@pytest.mark.parametrize("device", ["stt-pma", "sot-pma"])
+def test_constant_interval_fast_path_equals_the_general_and_batched_paths(device, method, temperature):
+    """simulate() with a scalar current (the lean interval entry of the core, as the envs use)
+    gives the bits of the segment path, the batch and _llg.run_interval on the packed row."""
+    from physics_ext import _llg
+    from physics_ext.simulation import _packed
+
+    params = px.make_params(device)
+    m0 = np.array([0.3, -0.2, 0.93])
+    current, duration, dt, seed = 1.7 * params.jc0, 0.1e-9, 1e-12, 12345
+    fast = px.simulate(params, m0, current, duration, dt, method=method,
+                       temperature=temperature, seed=seed)
+    general = px.simulate(params, m0, [current], None, dt, method=method, temperature=temperature,
+                          seed=seed, segment_duration=duration)
+    batch = px.simulate_batch(params, m0[None], [[current]], duration, dt, method=method,
+                              temperature=temperature, seeds=[seed], threads=1)
+    m = m0.copy()
+    t_cross, energy, steps = _llg.run_interval(_packed(params, temperature), m, current, duration,
+                                               dt, {"rk4": 0, "heun": 1}[method], seed)
+    assert np.array_equal(fast.m_final, general.m_final)
+    assert np.array_equal(fast.m_final, batch.m_final[0])
+    assert np.array_equal(fast.m_final, m)
+    assert fast.energy_j == general.energy_j == batch.energy_j[0] == energy
+    assert fast.steps == general.steps == batch.steps[0] == steps == 100
+    assert fast.switching_time_s == general.switching_time_s
+    assert fast.t_final_s == general.t_final_s == duration
+    assert fast.switched == general.switched
+
+
+def test_derived_quantities_and_packed_row_are_computed_once_per_params():
+    params = px.make_params("stt-pma")
+    assert params.demag_factors is params.demag_factors
+    assert params.hk_eff == px.make_params("stt-pma").hk_eff
+    from physics_ext.simulation import _packed, pack
+
+    row = _packed(params, 300.0)
+    assert row is _packed(params, 300.0) and not row.flags.writeable
+    assert np.array_equal(row, pack(params, 300.0))
+    assert params == px.make_params("stt-pma") and hash(params) == hash(px.make_params("stt-pma"))

@@ -181,7 +181,7 @@ class SpinTorqueEnv(gym.Env):
     ) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         m0, target = self.task.initial_states(self.np_random, 1)
-        self._step_seeds = self.task.step_seeds(self.np_random)
+        self._step_seeds = self.task.step_seeds(self.np_random).tolist()
         self.state = EpisodeState.start(m0, target)
         self._history = [(0.0, m0[0].copy(), 0.0)]
         return self.task.observe_one(self.state), self.state.info(0, False)
@@ -189,21 +189,19 @@ class SpinTorqueEnv(gym.Env):
     def step(self, action) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self.state is None:
             raise RuntimeError("call reset() before step()")
-        step = int(self.state.steps[0])
+        step = self.state.steps.item(0)
         if step >= len(self._step_seeds):
             raise RuntimeError("the episode is over (time budget spent); call reset()")
-        action = np.ravel(action)[0] if np.ndim(action) else action
-        reward, terminated, truncated = self.task.step_one(
-            self.state, action, self._step_seeds[step]
-        )
+        if isinstance(action, np.ndarray):
+            action = action.item(0)
+        elif np.ndim(action):
+            action = np.ravel(action)[0]
+        result = self.task.step_one(self.state, action, self._step_seeds[step])
         if self.render_mode is not None:
             self._history.append(
                 (float(self.state.elapsed_s[0]), self.state.m[0].copy(), float(action))
             )
-        return (
-            self.task.observe_one(self.state), float(reward), bool(terminated), bool(truncated),
-            self.state.info(0, terminated),
-        )
+        return result
 
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:

@@ -8,11 +8,14 @@ current density in A/m^2, times in s, energies in J.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
 
 import physics_ext as px
+from physics_ext import _llg
+from physics_ext.simulation import _FIXED_METHOD_CODES, _packed
 
 OBS_M = slice(0, 3)
 OBS_TARGET = slice(3, 6)
@@ -177,32 +180,59 @@ class SwitchingTask:
         )
         return reward, terminated, truncated
 
-    def step_one(self, state: EpisodeState, action: float, seed: int) -> tuple[float, bool, bool]:
-        """`step` for a state of one copy, in scalar arithmetic (one `px.simulate` call and
-        no per-step array work, so the single env costs little more than the integrator)."""
+    @functools.cached_property
+    def _core(self) -> tuple[np.ndarray, int]:
+        """(packed parameter row at `temperature`, method code) of the compiled core: the
+        arguments `step_one` hands it without re-validating (create() validated them)."""
+        return _packed(self.params, self.temperature), _FIXED_METHOD_CODES[self.method]
+
+    def step_one(
+        self, state: EpisodeState, action: float, seed: int
+    ) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """`step` of a one-copy state, returning the env's whole step tuple (observation,
+        reward, terminated, truncated, info) built from Python floats: one call of the compiled
+        core's lean interval entry (`_llg.run_interval`: the bits of `px.simulate` and of the
+        batched integrator) on the state's m in place, no re-validation, no per-step array work
+        beyond the state writes and the observation, so the env costs little more than the
+        integrator."""
         action = min(max(float(action), -1.0), 1.0)
         current = 0.0 if abs(action) <= self.action_deadband else action * self.j_max
-        m0 = state.m[0]
-        result = px.simulate(
-            self.params, m0, current, self.control_interval, self.dt, method=self.method,
-            temperature=self.temperature, seed=int(seed),
+        row, method = self._core
+        m = state.m[0]  # a view: the core overwrites it with the final state
+        target_x, target_y, target_z = state.target[0].tolist()  # the poles ±z
+        before = m.item(2) * target_z
+        t_cross, energy, steps = _llg.run_interval(
+            row, m, current, self.control_interval, self.dt, method, seed
         )
-        m1 = result.m_final
-        target_z = state.target[0, 2]  # single-device targets are the poles ±z
-        before, after = float(m0[2] * target_z), float(m1[2] * target_z)
-        elapsed = float(state.elapsed_s[0])
-        if before <= 0.0 < after and math.isnan(state.switching_time_s[0]):
-            state.switching_time_s[0] = elapsed + self.crossing_time(
-                before, after, result.switching_time_s
-            )
+        x, y, z = m.tolist()
+        after = z * target_z
+        elapsed = state.elapsed_s.item(0)
+        switching_s = state.switching_time_s.item(0)
+        if before <= 0.0 < after and math.isnan(switching_s):
+            switching_s = elapsed + self.crossing_time(before, after, t_cross)
+            state.switching_time_s[0] = switching_s
         elapsed += self.control_interval
-        state.m[0] = m1
+        energy_j = state.energy_j.item(0) + energy
+        sim_steps = state.sim_steps.item(0) + steps
         state.last_action[0] = action
         state.elapsed_s[0] = elapsed
-        state.energy_j[0] += result.energy_j
-        state.sim_steps[0] += result.steps
+        state.energy_j[0] = energy_j
+        state.sim_steps[0] = sim_steps
         state.steps[0] += 1
-        return self.outcome(after, current, result.energy_j, elapsed)
+        reward, terminated, truncated = self.outcome(after, current, energy, elapsed)
+        # the layout and clipping of `observe` (the integrator keeps |m| = 1 to rounding)
+        observation = np.array([
+            min(max(x, -1.0), 1.0), min(max(y, -1.0), 1.0), min(max(z, -1.0), 1.0),
+            target_x, target_y, target_z, action,
+            min(elapsed / self.time_budget, 1.0), min(energy_j / self.energy_budget_j, 1.0),
+        ], dtype=np.float32)
+        info = {
+            "energy_j": energy_j,
+            "switching_time_s": None if math.isnan(switching_s) else switching_s,
+            "success": bool(terminated),
+            "sim_steps": sim_steps,
+        }
+        return observation, float(reward), bool(terminated), bool(truncated), info
 
     def step(self, state: EpisodeState, action: np.ndarray, seeds: np.ndarray, rows=slice(None),
              params=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
