@@ -129,10 +129,65 @@ def run(quick: bool = False) -> dict:
         "heun_vs_rk4": heun_rate / rk4_rate,
         "targets": TARGETS,
     }
+    report["call_overhead"] = call_overhead(quick)
     report["meets_targets"] = {
         name: (bool(report[name] >= target) if report[name] is not None else None) for name, target in TARGETS.items()
     }
     return report
+
+
+def call_overhead(quick: bool = False) -> dict:
+    """Per-call cost of the Python API for one RL control interval (0.1 ns of stochastic Heun
+    at dt 1 ps and 300 K: 100 steps), against the compiled core called with preallocated,
+    prepacked arrays (best of several runs of `calls` calls each, microseconds per call)."""
+    import physics_ext as px
+    from physics_ext import _llg
+    from physics_ext.simulation import _packed
+
+    params = px.make_params("stt-pma")
+    current, interval, dt, temperature = 1.5 * params.jc0, 1e-10, 1e-12, 300.0
+    m0 = np.array([math.sin(THETA0), 0.0, math.cos(THETA0)])
+    calls = 500 if quick else 3000
+    row, m = _packed(params, temperature), m0.copy()
+    currents, lengths = np.array([current]), np.array([interval])
+    trace_t, trace_m = np.zeros(0), np.zeros((0, 3))
+    m_batch, pulses = np.tile(m0, (64, 1)), np.full((64, 1), current)
+
+    def best_us(function, n=calls) -> float:
+        best = math.inf
+        for _ in range(3 if quick else 5):
+            start = time.perf_counter()
+            function(n)
+            best = min(best, time.perf_counter() - start)
+        return best / n * 1e6
+
+    def core(n):
+        for seed in range(n):
+            m[:] = m0
+            _llg.run_fixed(row, m, currents, lengths, dt, 1, seed, math.nan, 1, trace_t, trace_m)
+
+    def simulate(n):
+        for seed in range(n):
+            px.simulate(params, m0, current, interval, dt, method="heun", temperature=temperature, seed=seed)
+
+    def batch(threads):
+        def go(n):
+            for _ in range(n):
+                px.simulate_batch(params, m_batch, pulses, interval, dt, method="heun",
+                                  temperature=temperature, threads=threads)
+        return go
+
+    core_us, simulate_us = best_us(core), best_us(simulate)
+    batch_n = max(calls // 50, 10)
+    return {
+        "integrator_steps_per_call": int(round(interval / dt)),
+        "core_us_per_call": core_us,
+        "simulate_us_per_call": simulate_us,
+        "simulate_overhead_us": simulate_us - core_us,
+        "simulate_overhead_fraction": simulate_us / core_us - 1.0,
+        "batch64_default_threads_us_per_call": best_us(batch(None), batch_n),
+        "batch64_one_thread_us_per_call": best_us(batch(1), batch_n),
+    }
 
 
 def _compile_reference() -> dict:
@@ -248,6 +303,7 @@ def _print_report(report: dict) -> None:
         text = f"{value:8.2f}x"
         return text + (f"  (target >= {target}x: {'met' if value >= target else 'NOT met'})" if target else "")
 
+    overhead = report["call_overhead"]
     lines = [
         f"physics benchmark (reference case: RK4 dt 0.1 ps, 20 ns, J = 2 Jc0; mz = 0 at "
         f"{report['switching_time_s'] * 1e9:.4f} ns; {report['cpu_count']} CPUs, load {report['load_average_1min']:.1f})",
@@ -263,6 +319,11 @@ def _print_report(report: dict) -> None:
         f"  batched, per CPU-second     {rate(report['batched_device_steps_per_cpu_s'])}  (one thread; "
         "unaffected by other load)",
         f"  Heun 300 K vs RK4 per step  {ratio(report['heun_vs_rk4'], 0.5)}",
+        "  per call, one 0.1 ns control interval (100 Heun steps at 300 K):",
+        f"    compiled core {overhead['core_us_per_call']:.1f} us, px.simulate "
+        f"{overhead['simulate_us_per_call']:.1f} us (+{overhead['simulate_overhead_us']:.1f} us), "
+        f"simulate_batch of 64 {overhead['batch64_default_threads_us_per_call']:.0f} us "
+        f"(default threads) / {overhead['batch64_one_thread_us_per_call']:.0f} us (1 thread)",
     ]
     if report["c_reference_error"]:
         lines.append(f"  C reference unavailable: {report['c_reference_error']}")
