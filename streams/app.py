@@ -33,16 +33,14 @@ class StreamWorker(BaseWorker):
     engine = "faust"
     default_app_id = "stgym-stream"
 
-    def __init__(self, bus_url: str, db_url: str, web_port: int, worker_id: str = "0",
-                 app_id: str = "stgym-stream", window_s: int = 60, batch_size: int = 2000,
-                 batch_within_s: float = 0.2, service: str | None = None,
-                 offset_reset: str = "earliest") -> None:
-        super().__init__(bus_url, db_url, web_port, worker_id, app_id, window_s, batch_size,
-                         service, offset_reset)
+    def __init__(self, *args, batch_within_s: float = 0.2, **kwargs) -> None:
+        """BaseWorker's arguments, plus how long take_events waits to fill a batch."""
+        super().__init__(*args, **kwargs)
         self.batch_within_s = batch_within_s
+        batch_size, offset_reset = self.batch_size, self.offset_reset
         self.app = faust.App(
             self.app_id,
-            broker=bus_url,
+            broker=self.bus_url,
             store="memory://",
             web_enabled=False,
             value_serializer="raw",

@@ -28,11 +28,8 @@ class AiokafkaWorker(BaseWorker):
     engine = "aiokafka"
     default_app_id = "stgym-stream-fast"
 
-    def __init__(self, bus_url: str, db_url: str, web_port: int, worker_id: str = "0",
-                 app_id: str = "stgym-stream-fast", window_s: int = 60, batch_size: int = 2000,
-                 service: str | None = None, offset_reset: str = "earliest") -> None:
-        super().__init__(bus_url, db_url, web_port, worker_id, app_id, window_s, batch_size,
-                         service, offset_reset)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.consumer = None
         self._stop: asyncio.Event | None = None
 
