@@ -8,7 +8,24 @@ Two devices share one parameter set:
 * ``sot-pma`` -- the same free layer on a heavy-metal strip; the current flows through the
   strip (cross-section hm_width * hm_thickness), spin polarization along -y, Joule power
   I^2 R_HM with R_HM = rho L / (w t). An in-plane bias field along +x (default 16 kA/m)
-  makes the switching deterministic.
+  breaks the symmetry: during the pulse m is pulled toward the spin axis -y with an mz tilt
+  whose sign is sign(J Hx theta_SH) (Lee et al., APL 102, 112410 (2013)).
+
+  What the sot-pma defaults do and do not give (measured with simulate_batch, Heun, 300 K,
+  dt 1 ps, start 0.02 rad from +z): a constant pulse switched off abruptly leaves m near the
+  equator (about (-0.14, -0.98, -0.12) after 1 ns at 2 jc0), an energy far above the equator
+  saddle (-mu0 Ms Hx at m = +x), so the free precession that follows crosses the equator many
+  times before damping captures it and the final pole is a matter of phase: 28 % of 2000
+  write attempts at 2 jc0 for 1 ns, and 17-57 % (200-400 attempts each) for every 1 ns
+  constant pulse of 1.5-3 jc0 with alpha in {0.01, 0.03, 0.05, 0.1}, bias 20-40 mT and
+  field-like ratio in {-0.5, 0, 0.5} tried; no realistic choice of defaults makes
+  constant pulses reliable, so the defaults are kept. What does switch deterministically is a
+  ramp-down: the current-driven fixed point then moves continuously into the target
+  hemisphere. With field_like=0.5 (this code's sign: H_FL = +0.5 H_DL along p; heavy-metal/
+  CoFeB stacks have field-like torques of this size, Garello et al., Nat. Nanotech. 8, 587
+  (2013)) 1 ns at 2 jc0 followed by a 0.5 ns linear ramp to zero switched 2000/2000; without
+  a field-like torque even a 10 ns ramp gives only ~70 %. Agents on SpinTorqueSOT-v0 can
+  shape such ramps (0.1 ns control intervals); pass device_params={"field_like": 0.5}.
 
 Sign convention of both: positive current density drives the free layer from +z toward -z.
 """
@@ -307,7 +324,8 @@ def make_params(device: str = "stt-pma", **overrides) -> DeviceParams:
 
     Defaults: Ms 1e6 A/m, t 1.4 nm, d 40 nm, Ku such that mu0 Hk_eff = 0.2 T, alpha 0.01,
     eta 0.6, RA 5 Ohm um^2, TMR 100 %; sot-pma adds theta_SH 0.3, a 4 nm x 50 nm x 100 nm
-    beta-W strip (2e-6 Ohm m) and a 16 kA/m bias field along +x.
+    beta-W strip (2e-6 Ohm m) and a 16 kA/m bias field along +x (see the module docstring
+    for what that does and does not make deterministic).
     """
     if device not in DEVICE_DEFAULTS:
         raise ParameterError("device", f"unknown device {device!r} (expected one of {', '.join(DEVICES)})")
