@@ -77,6 +77,8 @@ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'user') \gexec
 SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'user')
 WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
 SELECT format('GRANT pg_monitor TO %I', :'user') \gexec
+-- Tests drop their databases WITH (FORCE): that may have to end sessions of other roles.
+SELECT format('GRANT pg_signal_backend TO %I', :'user') \gexec
 SQL
     rm -f "$base/.needs-bootstrap"
 }
