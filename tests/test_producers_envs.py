@@ -198,3 +198,37 @@ def test_bad_arguments_name_the_parameter():
         gym.make("SpinTorque-v0", write_direction="sideways")
     with pytest.raises(ValueError, match="alpha"):
         gym.make("SpinTorque-v0", device_params={"alpha": -1})
+
+
+def staircase(pieces, segments=100):
+    """An 8-piece pulse like CEM's (pieces spread over the segments) -> per-interval amplitudes."""
+    owner = np.arange(segments) * len(pieces) // segments
+    return np.asarray(pieces, dtype=float)[owner]
+
+
+def test_sot_env_defaults_to_a_field_like_torque_and_keeps_overrides():
+    assert px.make_params("sot-pma").field_like == 0.0  # the device's own default is unchanged
+    assert gym.make("SpinTorqueSOT-v0").unwrapped.task.params.field_like == 0.5
+    bare = gym.make("SpinTorqueSOT-v0", device_params={"field_like": 0.0, "alpha": 0.03})
+    assert bare.unwrapped.task.params.field_like == 0.0
+    assert bare.unwrapped.task.params.alpha == 0.03
+    vec = gym.make_vec("SpinTorqueSOT-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    assert vec.unwrapped.task.params.field_like == 0.5
+    stt = gym.make("SpinTorque-v0").unwrapped.task.params
+    assert stt == px.make_params("stt-pma")
+
+
+def test_sot_ramp_down_writes_both_directions_only_with_the_field_like_torque():
+    """CEM's 8-piece pulse can express the ramp-down (1, 0.5, 0.25, then off), and +1 relative
+    to the write direction is the right sign both ways: at 300 K every write succeeds with the
+    env's field-like torque; the bare device leaves the bit to the precession phase."""
+    seeds = np.arange(200) + 1000
+    pulses = np.tile(staircase([1.0, 0.5, 0.25, 0, 0, 0, 0, 0]), (len(seeds), 1))
+    task = gym.make("SpinTorqueSOT-v0").unwrapped.task
+    batch = rollout(task, pulses, seeds)
+    down = np.array([task.initial_states(np.random.default_rng(int(s)), 1)[1][0, 2] < 0
+                     for s in seeds])
+    assert 50 < down.sum() < 150  # both write directions are exercised
+    assert batch.success.all()
+    bare = gym.make("SpinTorqueSOT-v0", device_params={"field_like": 0.0}).unwrapped.task
+    assert rollout(bare, pulses, seeds).success_rate < 0.8
