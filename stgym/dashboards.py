@@ -142,7 +142,7 @@ def training_performance() -> dict[str, Any]:
     panels = [
         _panel(timeseries, "Training objective (loss)", "short",
                [(f"training_objective{{{KPI}}}", key)],
-               description="Latest objective reported by each trainer (PPO loss / CEM elite score)."),
+               description="Latest objective reported by each trainer (the mean episode score it maximises: CEM elite mean, REINFORCE batch mean)."),
         _panel(timeseries, "Learning rate", "short",
                [(f"training_learning_rate{{{KPI}}}", key)]),
         _panel(timeseries, "Model accuracy", "percentunit",
