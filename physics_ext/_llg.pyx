@@ -26,6 +26,15 @@ import numpy as np
 cdef extern from *:
     """
     #define STGYM_UNLIKELY(x) __builtin_expect(!!(x), 0)
+    #include <stdint.h>
+    /* (bits >> 11) 2^-52 - 1, exactly as the double arithmetic gives it: 1.f - 2 for bit 63
+       clear, 1.f - 1 for bit 63 set (f: bits 11..62), both exact (Sterbenz) */
+    static inline double stgym_zig_u(uint64_t bits) {
+        union { uint64_t i; double d; } f, c;
+        f.i = ((bits >> 11) & 0x000FFFFFFFFFFFFFULL) | 0x3FF0000000000000ULL;
+        c.i = 0x4000000000000000ULL - ((bits >> 63) << 52);
+        return f.d - c.d;
+    }
     /* 2^-52, the Dormand-Prince 5(4) tableau, its error weights E (5th - 4th order) and its
        dense-output weights D (Hairer, Norsett & Wanner, DOPRI5) */
     static const double TWO_M52 = 2.220446049250313e-16;
@@ -64,6 +73,7 @@ cdef extern from *:
     static const double D7 = 69997945.0 / 29380423.0;
     """
     bint unlikely "STGYM_UNLIKELY"(bint) nogil
+    double stgym_zig_u(uint64_t bits) nogil
     const double TWO_M52, TWO_M53, A21, A31, A32, A41, A42, A43, A51, A52, A53
     const double A54, A61, A62, A63, A64, A65, A71, A73, A74, A75
     const double A76, E1, E3, E4, E5, E6, E7, D1, D3, D4
@@ -147,21 +157,40 @@ cdef double rng_normal_slow(Rng* rng, int layer, double x, double u) noexcept no
     return NAN  # rejected: draw again
 
 
-cdef double rng_normal(Rng* rng) noexcept nogil:
-    """One standard normal: ziggurat, 98.8 % of draws cost one 64-bit number and a compare."""
+cdef double rng_normal_reject(Rng* rng, int layer, double x, double u) noexcept nogil:
+    """The rest of rng_normal after a first 64-bit number that missed the ziggurat's rectangles."""
     cdef uint64_t bits
-    cdef int layer
-    cdef double u, x
     while True:
-        bits = rng_next(rng)
-        layer = <int>(bits & 0xFF)
-        u = <double>(bits >> 11) * TWO_M52 - 1.0
-        x = u * ZIG_X[layer]
-        if fabs(x) < ZIG_X[layer + 1]:
-            return x
         x = rng_normal_slow(rng, layer, x, u)
         if not isnan(x):
             return x
+        bits = rng_next(rng)
+        layer = <int>(bits & 0xFF)
+        u = zig_u(bits)
+        x = u * ZIG_X[layer]
+        if fabs(x) < ZIG_X[layer + 1]:
+            return x
+
+
+cdef inline double zig_u(uint64_t bits) noexcept nogil:
+    """(bits >> 11) 2^-52 - 1 in [-1, 1), exactly, by integer operations only (vectorisable)."""
+    return stgym_zig_u(bits)
+
+
+cdef double rng_normal(Rng* rng) noexcept nogil:
+    """One standard normal: ziggurat, 98.8 % of draws cost one 64-bit number and a compare."""
+    return rng_normal_fast(rng)
+
+
+cdef inline double rng_normal_fast(Rng* rng) noexcept nogil:
+    """rng_normal with its common case inline; the rare rest out of line."""
+    cdef uint64_t bits = rng_next(rng)
+    cdef int layer = <int>(bits & 0xFF)
+    cdef double u = zig_u(bits)
+    cdef double x = u * ZIG_X[layer]
+    if fabs(x) < ZIG_X[layer + 1]:
+        return x
+    return rng_normal_reject(rng, layer, x, u)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,9 +262,9 @@ cdef inline void heun_step(const Torque* q, double h, double sigma, Rng* rng,
     cdef double ax = q.ax, ay = q.ay, az = q.az, bx = q.bx, by = q.by, bz = q.bz
     cdef double hh = 0.5 * h
     if sigma > 0.0:
-        hx = sigma * rng_normal(rng)
-        hy = sigma * rng_normal(rng)
-        hz = sigma * rng_normal(rng)
+        hx = sigma * rng_normal_fast(rng)
+        hy = sigma * rng_normal_fast(rng)
+        hz = sigma * rng_normal_fast(rng)
         ax = ax + q.noise_a * hx
         ay = ay + q.noise_a * hy
         az = az + q.noise_a * hz
