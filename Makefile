@@ -54,4 +54,4 @@ bench: build
 	rc=$$?; bash compose/bare/services.sh down; exit $$rc
 
 clean:
-	rm -rf build physics_ext/*.so physics_ext/_*.c
+	rm -rf build physics_ext/*.so physics_ext/_*.c producers/envs/*.so producers/envs/_*.c

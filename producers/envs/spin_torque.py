@@ -202,11 +202,11 @@ class SpinTorqueEnv(gym.Env):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        m0, target = self.task.initial_states(self.np_random, 1)
-        self._step_seeds = self.task.step_seeds(self.np_random).tolist()
+        m0, target, seeds = self.task.episode_starts([self.np_random])
+        self._step_seeds = seeds[0].tolist()
         self.state = EpisodeState.start(m0, target)
         self._history = [(0.0, m0[0].copy(), 0.0)]
-        return self.task.observe_one(self.state), self.state.info(0, False)
+        return self.task.observe(self.state)[0], self.state.info(0, False)
 
     def step(self, action) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self.state is None:

@@ -15,7 +15,8 @@ import numpy as np
 
 import physics_ext as px
 from physics_ext import _llg
-from physics_ext.simulation import _FIXED_METHOD_CODES, _packed
+from physics_ext.simulation import _FIXED_METHOD_CODES, _pack_rows, _packed
+from producers.envs import _intervals
 
 OBS_M = slice(0, 3)
 OBS_TARGET = slice(3, 6)
@@ -32,6 +33,7 @@ ZERO_KELVIN_TILT_RAD = 0.02
 
 # Below this many integrator steps per call, waking OpenMP threads costs more than they save.
 PARALLEL_MIN_STEPS = 200_000
+_THREADS = _llg.max_threads()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,14 +126,22 @@ class SwitchingTask:
     # --- start states -------------------------------------------------------------------------
 
     def initial_states(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Start magnetisations (n, 3) drawn from the thermal equilibrium around the stored bit,
-        and targets (n, 3): the opposite pole (each episode writes the bit)."""
+        """n start states drawn from `rng` (see `start_states`)."""
+        return self.start_states(rng.random((n, 3)))
+
+    def start_states(self, uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Start magnetisations (n, 3) from the thermal equilibrium around the stored bit, and
+        targets (n, 3): the opposite pole (each episode writes the bit). Row i of `uniforms`
+        (n, 3), uniform in [0, 1), picks the stored bit (write_direction 'random'), the polar
+        tilt and the azimuth."""
+        uniforms = np.asarray(uniforms, dtype=float)
+        n = len(uniforms)
         if self.write_direction == "random":
-            start_sign = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+            start_sign = np.where(uniforms[:, 0] < 0.5, 1.0, -1.0)
         else:
             start_sign = np.full(n, 1.0 if self.write_direction == "down" else -1.0)
-        theta = self.thermal_tilts(rng, n)
-        phi = rng.uniform(0.0, 2.0 * math.pi, n)
+        theta = self.thermal_tilts(uniforms[:, 1])
+        phi = 2.0 * math.pi * uniforms[:, 2]
         m0 = np.empty((n, 3))
         m0[:, 0] = np.sin(theta) * np.cos(phi)
         m0[:, 1] = np.sin(theta) * np.sin(phi)
@@ -140,163 +150,106 @@ class SwitchingTask:
         target[:, 2] = -start_sign
         return m0, target
 
-    def thermal_tilts(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """Polar angles (rad) from p(θ) ∝ sin θ exp(−Δ sin²θ), small-angle form (Δ ≫ 1)."""
+    def thermal_tilts(self, uniforms: np.ndarray) -> np.ndarray:
+        """Polar angles (rad) from p(θ) ∝ sin θ exp(−Δ sin²θ), small-angle form (Δ ≫ 1), by
+        inverting the distribution at `uniforms` in [0, 1)."""
         if self.temperature == 0:
-            return np.full(n, ZERO_KELVIN_TILT_RAD)
-        return np.sqrt(-np.log1p(-rng.random(n)) / self.thermal_stability)
+            return np.full(len(uniforms), ZERO_KELVIN_TILT_RAD)
+        return np.sqrt(-np.log1p(-uniforms) / self.thermal_stability)
+
+    def episode_starts(self, rngs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(start states (n, 3), targets (n, 3), integrator seeds (n, max_steps)) of n episodes:
+        episode i draws from `rngs[i]` as a reset does — its start state, then the seed of
+        every control interval."""
+        uniforms = np.empty((len(rngs), 3))
+        seeds = np.empty((len(rngs), self.max_steps), dtype=np.uint64)
+        for i, rng in enumerate(rngs):
+            uniforms[i] = rng.random(3)
+            seeds[i] = self.step_seeds(rng)
+        m0, target = self.start_states(uniforms)
+        return m0, target, seeds
+
+    def step_seeds(self, rng: np.random.Generator) -> np.ndarray:
+        """The integrator seed of every control interval of an episode, drawn at its reset
+        (63 random bits each, straight from the bit generator)."""
+        return rng.bit_generator.random_raw(self.max_steps) >> np.uint64(1)
 
     # --- physics --------------------------------------------------------------------------------
 
-    def current_density(self, action):
-        """A/m^2 for normalised actions already clipped to [-1, 1] (arrays or floats): inside the
-        dead band the current is off."""
-        return np.where(np.abs(action) <= self.action_deadband, 0.0, action * self.j_max)
+    @functools.cached_property
+    def packed_row(self) -> np.ndarray:
+        """The packed device row at `temperature` (1, NPAR) of the compiled core."""
+        return _packed(self.params, self.temperature)[None, :]
 
-    def step_seeds(self, rng: np.random.Generator) -> np.ndarray:
-        """The integrator seed of every control interval of an episode, drawn at its reset."""
-        return rng.integers(0, 2**63, size=self.max_steps, dtype=np.uint64)
+    @functools.cached_property
+    def kernel_row(self) -> np.ndarray:
+        """The task row of the compiled interval kernel (layout: `_intervals.pyx`, T_*):
+        create() validated it, the kernel trusts it."""
+        row = np.array([
+            self.j_max, self.action_deadband, self.control_interval, self.dt,
+            _FIXED_METHOD_CODES[self.method], self.success_threshold, self.time_budget,
+            self.success_bonus, self.energy_weight, self.time_weight, self.energy_budget_j,
+        ])
+        assert row.shape == (_intervals.task_row_size(),)
+        row.flags.writeable = False
+        return row
 
-    def crossing_time(self, before, after, integrator_crossing_s):
-        """When m·target went through zero inside the interval (s from its start): the
-        integrator's interpolated m_z sign change, else linear interpolation of m·target."""
-        if integrator_crossing_s is not None and integrator_crossing_s == integrator_crossing_s:
-            return integrator_crossing_s
-        return self.control_interval * before / (before - after)
+    def step(
+        self, state: EpisodeState, action, seeds, rows=None, params=None, obs=None,
+        threads: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Apply `action` (k,) to the copies `rows` (k indices; None: all) of `state` for one
+        control interval, in place, with the integrator seeds `seeds` (k,): one compiled call,
+        the rows on `threads` OpenMP threads (None: `parallel_threads`; `params`: one
+        DeviceParams per row of the state, for coupled devices).
 
-    def outcome(self, alignment, current, step_energy_j, elapsed_s):
-        """(reward, terminated, truncated) after a control interval, for arrays or scalars.
+        The action is clipped to [-1, 1]; inside the dead band the current is off. The
+        switching time is the first crossing of m·target through zero, from the episode start
+        (the integrator's interpolated m_z sign change). Success (terminated): the current was
+        off during the interval and m·target ≥ threshold at its end — the bit is written and
+        holds without drive. Truncated: the time budget is spent without success. Reward:
+        bonus on success − energy_weight · E_step / E_budget − time_weight · interval / budget.
 
-        Success (terminated): the current was off during the interval and m·target ≥ threshold
-        at its end — the bit is written and holds without drive. Truncated: the time budget is
-        spent without success.
+        Returns (reward, terminated, truncated) for every row of the state (zero outside
+        `rows`); `obs` (n, OBS_SIZE) float32, if given, receives every row's observation.
         """
-        terminated = (alignment >= self.success_threshold) & (current == 0.0)
-        truncated = (elapsed_s >= self.time_budget * (1 - 1e-9)) & (terminated ^ True)
-        reward = (
-            self.success_bonus * terminated
-            - self.energy_weight * step_energy_j / self.energy_budget_j
-            - self.time_weight * self.control_interval / self.time_budget
+        n = len(state.m)
+        rows = state.all_rows if rows is None else np.asarray(rows, dtype=np.intp)
+        par = self.packed_row if params is None else _pack_rows(
+            params, self.temperature, n, self.method
+        )
+        reward = np.empty(n)
+        terminated = np.empty(n, dtype=bool)
+        truncated = np.empty(n, dtype=bool)
+        state.compiled(self).step(
+            par, np.asarray(action, dtype=float).reshape(len(rows)),
+            np.asarray(seeds, dtype=np.uint64).reshape(len(rows)), rows,
+            self.parallel_threads(len(rows)) if threads is None else threads,
+            reward, terminated.view(np.int8), truncated.view(np.int8), obs,
         )
         return reward, terminated, truncated
 
-    @functools.cached_property
-    def _core(self) -> tuple[np.ndarray, int]:
-        """(packed parameter row at `temperature`, method code) of the compiled core: the
-        arguments `step_one` hands it without re-validating (create() validated them)."""
-        return _packed(self.params, self.temperature), _FIXED_METHOD_CODES[self.method]
+    def parallel_threads(self, copies: int) -> int:
+        """OpenMP threads for one interval of `copies` copies: all cores (OMP_NUM_THREADS) once
+        the integrator steps pay for waking them, else 1."""
+        return 1 if copies * self.control_interval / self.dt < PARALLEL_MIN_STEPS else _THREADS
 
     def step_one(
         self, state: EpisodeState, action: float, seed: int
     ) -> tuple[np.ndarray, float, bool, bool, dict]:
         """`step` of a one-copy state, returning the env's whole step tuple (observation,
-        reward, terminated, truncated, info) built from Python floats: one call of the compiled
-        core's lean interval entry (`_llg.run_interval`: the bits of `px.simulate` and of the
-        batched integrator) on the state's m in place, no re-validation, no per-step array work
-        beyond the state writes and the observation, so the env costs little more than the
-        integrator."""
-        action = min(max(float(action), -1.0), 1.0)
-        current = 0.0 if abs(action) <= self.action_deadband else action * self.j_max
-        row, method = self._core
-        m = state.m[0]  # a view: the core overwrites it with the final state
-        target_x, target_y, target_z = state.target[0].tolist()  # the poles ±z
-        before = m.item(2) * target_z
-        t_cross, energy, steps = _llg.run_interval(
-            row, m, current, self.control_interval, self.dt, method, seed
+        reward, terminated, truncated, info)."""
+        obs = np.empty((1, OBS_SIZE), dtype=np.float32)
+        reward, terminated, truncated = state.compiled(self).step_first(
+            self.packed_row, action, seed, obs
         )
-        x, y, z = m.tolist()
-        after = z * target_z
-        elapsed = state.elapsed_s.item(0)
-        switching_s = state.switching_time_s.item(0)
-        if before <= 0.0 < after and math.isnan(switching_s):
-            switching_s = elapsed + self.crossing_time(before, after, t_cross)
-            state.switching_time_s[0] = switching_s
-        elapsed += self.control_interval
-        energy_j = state.energy_j.item(0) + energy
-        sim_steps = state.sim_steps.item(0) + steps
-        state.last_action[0] = action
-        state.elapsed_s[0] = elapsed
-        state.energy_j[0] = energy_j
-        state.sim_steps[0] = sim_steps
-        state.steps[0] += 1
-        reward, terminated, truncated = self.outcome(after, current, energy, elapsed)
-        # the layout and clipping of `observe` (the integrator keeps |m| = 1 to rounding)
-        observation = np.array([
-            min(max(x, -1.0), 1.0), min(max(y, -1.0), 1.0), min(max(z, -1.0), 1.0),
-            target_x, target_y, target_z, action,
-            min(elapsed / self.time_budget, 1.0), min(energy_j / self.energy_budget_j, 1.0),
-        ], dtype=np.float32)
-        info = {
-            "energy_j": energy_j,
-            "switching_time_s": None if math.isnan(switching_s) else switching_s,
-            "success": bool(terminated),
-            "sim_steps": sim_steps,
-        }
-        return observation, float(reward), bool(terminated), bool(truncated), info
+        return obs[0], reward, terminated, truncated, state.info(0, terminated)
 
-    def step(self, state: EpisodeState, action: np.ndarray, seeds: np.ndarray, rows=slice(None),
-             params=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Apply `action` (n,) to the copies `rows` of `state` for one control interval, in place,
-        all of them in one `px.simulate_batch` call (`params`: one DeviceParams per row, for
-        coupled devices). Returns (reward, terminated, truncated) of those copies. The switching
-        time is the first crossing of m·target through zero, from the episode start.
-        """
-        action = np.clip(action, -1.0, 1.0)
-        m0, target = state.m[rows], state.target[rows]
-        current = self.current_density(action)
-        work = len(m0) * self.control_interval / self.dt
-        batch = px.simulate_batch(
-            self.params if params is None else params, m0, current[:, None],
-            self.control_interval, self.dt, method=self.method,
-            temperature=self.temperature, seeds=seeds,
-            threads=1 if work < PARALLEL_MIN_STEPS else None,
-        )
-        m1 = batch.m_final
-        before = np.einsum("ij,ij->i", m0, target)
-        after = np.einsum("ij,ij->i", m1, target)
-        elapsed = state.elapsed_s[rows]
-        first_crossing = np.isnan(state.switching_time_s[rows]) & (before <= 0) & (after > 0)
-        if first_crossing.any():
-            with np.errstate(invalid="ignore", divide="ignore"):
-                crossing_s = np.where(
-                    np.isfinite(batch.switching_time_s), batch.switching_time_s,
-                    self.control_interval * before / (before - after),
-                )
-            state.switching_time_s[rows] = np.where(
-                first_crossing, elapsed + crossing_s, state.switching_time_s[rows]
-            )
-        elapsed = elapsed + self.control_interval
-        state.m[rows] = m1
-        state.last_action[rows] = action
-        state.elapsed_s[rows] = elapsed
-        state.energy_j[rows] += batch.energy_j
-        state.sim_steps[rows] += batch.steps
-        state.steps[rows] += 1
-        return self.outcome(after, current, batch.energy_j, elapsed)
-
-    def observe(
-        self, m: np.ndarray, target: np.ndarray, last_action: np.ndarray,
-        elapsed_s: np.ndarray, energy_j: np.ndarray,
-    ) -> np.ndarray:
+    def observe(self, state: EpisodeState) -> np.ndarray:
         """Observation rows (n, OBS_SIZE), float32, in the layout of the class docstrings."""
-        obs = np.empty((len(m), OBS_SIZE), dtype=np.float32)
-        obs[:, OBS_M] = m
-        obs[:, OBS_TARGET] = target
-        obs[:, OBS_LAST_ACTION] = last_action
-        obs[:, OBS_ELAPSED] = elapsed_s / self.time_budget
-        obs[:, OBS_ENERGY] = energy_j / self.energy_budget_j
-        # the integrator keeps |m| = 1 to rounding; the time and energy fractions end at 1
-        return np.clip(obs, OBS_LOW, OBS_HIGH, out=obs)
-
-    def observe_one(self, state: EpisodeState) -> np.ndarray:
-        """`observe` of a one-copy state, (OBS_SIZE,), built from scalars (cheaper per step)."""
-        m, target = state.m[0], state.target[0]
-        return np.array([
-            min(max(m[0], -1.0), 1.0), min(max(m[1], -1.0), 1.0), min(max(m[2], -1.0), 1.0),
-            target[0], target[1], target[2], state.last_action[0],
-            min(state.elapsed_s[0] / self.time_budget, 1.0),
-            min(state.energy_j[0] / self.energy_budget_j, 1.0),
-        ], dtype=np.float32)
+        obs = np.empty((len(state.m), OBS_SIZE), dtype=np.float32)
+        state.compiled(self).observe(obs)
+        return obs
 
     def observation_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         return OBS_LOW.copy(), OBS_HIGH.copy()
@@ -325,15 +278,32 @@ class EpisodeState:
             switching_time_s=np.full(n, math.nan),
         )
 
-    def restart(self, row: int, m: np.ndarray, target: np.ndarray) -> None:
-        """Begin a new episode in copy `row` (the vector env's autoreset)."""
-        self.m[row], self.target[row] = m, target
-        self.last_action[row] = self.elapsed_s[row] = self.energy_j[row] = 0.0
-        self.sim_steps[row] = self.steps[row] = 0
-        self.switching_time_s[row] = math.nan
+    def restart(self, rows: np.ndarray, m: np.ndarray, target: np.ndarray) -> None:
+        """Begin new episodes in copies `rows` from m, target (len(rows), 3) (the vector env's
+        autoreset)."""
+        self.m[rows], self.target[rows] = m, target
+        self.last_action[rows] = self.elapsed_s[rows] = self.energy_j[rows] = 0.0
+        self.sim_steps[rows] = self.steps[rows] = 0
+        self.switching_time_s[rows] = math.nan
+
+    def compiled(self, task: SwitchingTask) -> _intervals.Copies:
+        """The interval kernel's view of these arrays for `task` (made once per state)."""
+        copies = self.__dict__.get("_compiled")
+        if copies is None or copies[0] is not task:
+            copies = (task, _intervals.Copies(
+                task.kernel_row, self.m, self.target, self.last_action, self.elapsed_s,
+                self.energy_j, self.sim_steps, self.steps, self.switching_time_s,
+            ))
+            self.__dict__["_compiled"] = copies
+        return copies[1]
+
+    @functools.cached_property
+    def all_rows(self) -> np.ndarray:
+        """Every row's index (intp)."""
+        return np.arange(len(self.m), dtype=np.intp)
 
     def observe(self, task: SwitchingTask) -> np.ndarray:
-        return task.observe(self.m, self.target, self.last_action, self.elapsed_s, self.energy_j)
+        return task.observe(self)
 
     def info(self, row: int, success: bool) -> dict:
         """The physical quantities of copy `row`'s episode so far (SI units)."""

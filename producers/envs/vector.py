@@ -8,13 +8,15 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from producers.envs.spin_torque import SpinTorqueEnv, SpinTorqueSOTEnv
-from producers.envs.task import EpisodeState
+from producers.envs.task import OBS_SIZE, EpisodeState
 
 
 class SpinTorqueVectorEnv(VectorEnv):
     """`num_envs` independent copies of `SpinTorque-v0` (or of `SpinTorqueSOT-v0` with
-    `device_env=SpinTorqueSOTEnv`), advanced together by one `physics_ext.simulate_batch` call
-    per step. Same spaces, rewards and episode ends as the single env (it shares its task).
+    `device_env=SpinTorqueSOTEnv`), advanced together by one call of the compiled interval
+    kernel per step (the physics core's integrator, copies in parallel on `threads` OpenMP
+    threads; default: all cores once a step's integrator work pays for waking them). Same
+    spaces, rewards and episode ends as the single env (it shares its task).
 
     Autoreset mode NEXT_STEP: the step after a copy's episode ended resets that copy (its
     action is ignored, reward 0, not terminated/truncated) and returns its first observation.
@@ -37,12 +39,16 @@ class SpinTorqueVectorEnv(VectorEnv):
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, num_envs: int = 1, device_env: type = SpinTorqueEnv, **env_kwargs) -> None:
+    def __init__(self, num_envs: int = 1, device_env: type = SpinTorqueEnv,
+                 threads: int | None = None, **env_kwargs) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         template = device_env(**env_kwargs)
         self.task = template.task
         self.num_envs = num_envs
+        self.threads = self.task.parallel_threads(num_envs) if threads is None else threads
         self.single_action_space = template.action_space
         self.single_observation_space = template.observation_space
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -62,11 +68,8 @@ class SpinTorqueVectorEnv(VectorEnv):
         elif seed is not None or not self._copy_rngs:
             children = np.random.SeedSequence(seed).spawn(self.num_envs)
             self._copy_rngs = [np.random.default_rng(child) for child in children]
-        starts = [self.task.initial_states(rng, 1) for rng in self._copy_rngs]
-        self._step_seeds = np.array([self.task.step_seeds(rng) for rng in self._copy_rngs])
-        self.state = EpisodeState.start(
-            np.concatenate([m for m, _ in starts]), np.concatenate([t for _, t in starts])
-        )
+        m0, target, self._step_seeds = self.task.episode_starts(self._copy_rngs)
+        self.state = EpisodeState.start(m0, target)
         self._ended[:] = False
         return self.state.observe(self.task), {}
 
@@ -74,26 +77,26 @@ class SpinTorqueVectorEnv(VectorEnv):
         if self.state is None:
             raise RuntimeError("call reset() before step()")
         actions = np.asarray(actions, dtype=float).reshape(self.num_envs)
-        rewards = np.zeros(self.num_envs)
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        truncated = np.zeros(self.num_envs, dtype=bool)
-        for row in np.flatnonzero(self._ended):
-            m0, target = self.task.initial_states(self._copy_rngs[row], 1)
-            self._step_seeds[row] = self.task.step_seeds(self._copy_rngs[row])
-            self.state.restart(row, m0[0], target[0])
-        active = np.flatnonzero(~self._ended)
-        infos: dict = {}
-        if len(active):
-            seeds = self._step_seeds[active, self.state.steps[active]]
-            r, term, trunc = self.task.step(self.state, actions[active], seeds, rows=active)
-            rewards[active], terminated[active], truncated[active] = r, term, trunc
-            infos = self._final_infos(terminated | truncated, terminated)
+        state = self.state
+        rows = state.all_rows
+        if self._ended.any():
+            ended = np.flatnonzero(self._ended)
+            m0, target, self._step_seeds[ended] = self.task.episode_starts(
+                [self._copy_rngs[row] for row in ended]
+            )
+            state.restart(ended, m0, target)
+            rows = np.flatnonzero(~self._ended)
+            actions = actions[rows]
+        obs = np.empty((self.num_envs, OBS_SIZE), dtype=np.float32)
+        seeds = self._step_seeds[rows, state.steps[rows]]
+        rewards, terminated, truncated = self.task.step(
+            state, actions, seeds, rows, obs=obs, threads=self.threads
+        )
         self._ended = terminated | truncated
-        return self.state.observe(self.task), rewards, terminated, truncated, infos
+        infos = self._final_infos(self._ended, terminated) if self._ended.any() else {}
+        return obs, rewards, terminated, truncated, infos
 
     def _final_infos(self, ended: np.ndarray, success: np.ndarray) -> dict:
-        if not ended.any():
-            return {}
         state = self.state
         values = {
             "energy_j": np.where(ended, state.energy_j, 0.0),
@@ -109,6 +112,6 @@ class SpinTorqueVectorEnv(VectorEnv):
 class SpinTorqueSOTVectorEnv(SpinTorqueVectorEnv):
     """`SpinTorqueSOT-v0` copies in one batched call (see SpinTorqueVectorEnv)."""
 
-    def __init__(self, num_envs: int = 1, **env_kwargs) -> None:
-        super().__init__(num_envs, device_env=SpinTorqueSOTEnv, **env_kwargs)
+    def __init__(self, num_envs: int = 1, threads: int | None = None, **env_kwargs) -> None:
+        super().__init__(num_envs, device_env=SpinTorqueSOTEnv, threads=threads, **env_kwargs)
 

@@ -1,0 +1,161 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""One control interval of many episode copies in one compiled call: the task's step.
+
+For every listed row: clip the action, turn it into a current density (off inside the dead
+band), integrate the interval with the physics core (`integrate_fixed`, the bits of
+`px.simulate`), record the first crossing of m·target through zero, add the interval's time,
+Joule energy and integrator steps, score it (reward, terminated, truncated) and write the
+observation. Rows run in parallel (OpenMP, no GIL) when asked for more than one thread; the
+result does not depend on the thread count. Units: SI (A/m^2, s, J).
+"""
+from cython.parallel cimport prange
+from libc.math cimport NAN, isnan
+from libc.stdint cimport int64_t, uint64_t
+
+from physics_ext._llg cimport NPAR, RunResult, integrate_fixed
+
+# Layout of the task row (float64), filled by producers.envs.task.SwitchingTask.
+cdef enum:
+    T_J_MAX             # A/m^2 per unit action
+    T_DEADBAND          # |action| at or below it: current off
+    T_INTERVAL          # control interval [s]
+    T_DT                # integrator step [s]
+    T_METHOD            # physics_ext method code
+    T_THRESHOLD         # m·target for success
+    T_TIME_BUDGET       # [s]
+    T_BONUS             # success bonus
+    T_ENERGY_WEIGHT
+    T_TIME_WEIGHT
+    T_ENERGY_BUDGET     # [J]
+    TASK_SIZE
+
+
+def task_row_size():
+    """Entries of the task row."""
+    return TASK_SIZE
+
+
+cdef inline double clip1(double x) noexcept nogil:
+    return -1.0 if x < -1.0 else (1.0 if x > 1.0 else x)
+
+
+cdef inline void step_row(Py_ssize_t i, const double* par, const double* task, double* m,
+                          const double* target, double* last_action, double* elapsed_s,
+                          double* energy_j, int64_t* sim_steps, int64_t* steps,
+                          double* switching_time_s, double action, uint64_t seed,
+                          double* reward, char* terminated, char* truncated) noexcept nogil:
+    """One interval of row i (every pointer is at row 0 of its array)."""
+    cdef RunResult res
+    cdef double interval = task[T_INTERVAL]
+    cdef double* mi = m + 3 * i
+    cdef const double* ti = target + 3 * i
+    cdef double a = clip1(action)
+    cdef double current = 0.0 if (a if a >= 0.0 else -a) <= task[T_DEADBAND] else a * task[T_J_MAX]
+    cdef double before = mi[0] * ti[0] + mi[1] * ti[1] + mi[2] * ti[2]
+    cdef double after, elapsed
+    cdef bint success
+    integrate_fixed(par, &current, &interval, 1, task[T_DT], <int>task[T_METHOD], seed, NAN, mi,
+                    &res, NULL, NULL, 1, 0)
+    after = mi[0] * ti[0] + mi[1] * ti[1] + mi[2] * ti[2]
+    elapsed = elapsed_s[i]
+    if before <= 0.0 < after and isnan(switching_time_s[i]):
+        # the integrator's interpolated m_z sign change (the poles are ±z), else linear in m·target
+        switching_time_s[i] = elapsed + (res.t_cross if not isnan(res.t_cross)
+                                         else interval * before / (before - after))
+    elapsed = elapsed + interval
+    elapsed_s[i] = elapsed
+    energy_j[i] += res.energy
+    sim_steps[i] += res.steps
+    steps[i] += 1
+    last_action[i] = a
+    success = after >= task[T_THRESHOLD] and current == 0.0
+    terminated[i] = success
+    truncated[i] = elapsed >= task[T_TIME_BUDGET] * (1 - 1e-9) and not success
+    reward[i] = (task[T_BONUS] * success - task[T_ENERGY_WEIGHT] * res.energy / task[T_ENERGY_BUDGET]
+                 - task[T_TIME_WEIGHT] * interval / task[T_TIME_BUDGET])
+
+
+cdef class Copies:
+    """The compiled view of an episode state (n copies; arrays of n rows, updated in place)."""
+
+    cdef const double[::1] task
+    cdef double[:, ::1] m
+    cdef const double[:, ::1] target
+    cdef double[::1] last_action, elapsed_s, energy_j, switching_time_s
+    cdef int64_t[::1] sim_steps, steps
+
+    def __init__(self, const double[::1] task, double[:, ::1] m, const double[:, ::1] target,
+                 double[::1] last_action, double[::1] elapsed_s, double[::1] energy_j,
+                 int64_t[::1] sim_steps, int64_t[::1] steps, double[::1] switching_time_s):
+        self.task, self.m, self.target = task, m, target
+        self.last_action, self.elapsed_s, self.energy_j = last_action, elapsed_s, energy_j
+        self.sim_steps, self.steps, self.switching_time_s = sim_steps, steps, switching_time_s
+
+    cdef inline void step_one_row(self, Py_ssize_t i, const double* par, double action,
+                                  uint64_t seed, double* reward, char* terminated,
+                                  char* truncated) noexcept nogil:
+        step_row(i, par, &self.task[0], &self.m[0, 0], &self.target[0, 0], &self.last_action[0],
+                 &self.elapsed_s[0], &self.energy_j[0], &self.sim_steps[0], &self.steps[0],
+                 &self.switching_time_s[0], action, seed, reward, terminated, truncated)
+
+    def step(self, const double[:, ::1] par, const double[::1] action,
+             const uint64_t[::1] seeds, const Py_ssize_t[::1] rows, int threads,
+             double[::1] reward, char[::1] terminated, char[::1] truncated, float[:, ::1] obs=None):
+        """Advance the copies `rows` by one interval: `action[k]`, `seeds[k]` belong to row
+        `rows[k]`; `par` holds one packed parameter row per copy, or one for all.
+        reward/terminated/truncated (n,) are zero outside `rows`; `obs` (n, 9), if given,
+        receives every row's observation afterwards."""
+        cdef Py_ssize_t k, i, n = self.m.shape[0], count = rows.shape[0]
+        cdef Py_ssize_t par_stride = NPAR if par.shape[0] > 1 else 0
+        if action.shape[0] != count or seeds.shape[0] != count or reward.shape[0] != n:
+            raise ValueError(f"{count} rows need {count} actions and seeds and {n} outputs")
+        with nogil:
+            for i in range(n):
+                reward[i] = 0.0
+                terminated[i] = 0
+                truncated[i] = 0
+            if threads > 1 and count > 1:
+                for k in prange(count, num_threads=threads, schedule="dynamic", chunksize=1):
+                    i = rows[k]
+                    self.step_one_row(i, &par[0, 0] + par_stride * i, action[k], seeds[k],
+                                      &reward[0], &terminated[0], &truncated[0])
+            else:
+                for k in range(count):
+                    i = rows[k]
+                    self.step_one_row(i, &par[0, 0] + par_stride * i, action[k], seeds[k],
+                                      &reward[0], &terminated[0], &truncated[0])
+        if obs is not None:
+            self.observe(obs)
+
+    def step_first(self, const double[:, ::1] par, double action, uint64_t seed,
+                   float[:, ::1] obs):
+        """`step` of row 0 alone (a single env), its observation into obs[0]: returns
+        (reward, terminated, truncated)."""
+        cdef double reward
+        cdef char terminated, truncated
+        with nogil:
+            self.step_one_row(0, &par[0, 0], action, seed, &reward, &terminated, &truncated)
+        self.observe(obs)
+        return reward, terminated != 0, truncated != 0
+
+    def observe(self, float[:, ::1] obs):
+        """Observation rows (n, 9) float32 in the layout of the env docstrings: m, target, last
+        action, elapsed fraction of the time budget, energy fraction of the energy budget (|m|
+        is 1 to rounding and clipped; both fractions end at 1)."""
+        cdef Py_ssize_t i, n = self.m.shape[0]
+        if obs.shape[0] != n or obs.shape[1] != 9:
+            raise ValueError(f"obs must have shape ({n}, 9), got {tuple(obs.shape)[:2]}")
+        cdef double budget = self.task[T_TIME_BUDGET], energy_budget = self.task[T_ENERGY_BUDGET], f
+        with nogil:
+            for i in range(n):
+                obs[i, 0] = <float>clip1(self.m[i, 0])
+                obs[i, 1] = <float>clip1(self.m[i, 1])
+                obs[i, 2] = <float>clip1(self.m[i, 2])
+                obs[i, 3] = <float>self.target[i, 0]
+                obs[i, 4] = <float>self.target[i, 1]
+                obs[i, 5] = <float>self.target[i, 2]
+                obs[i, 6] = <float>self.last_action[i]
+                f = self.elapsed_s[i] / budget
+                obs[i, 7] = <float>(f if f < 1.0 else 1.0)
+                f = self.energy_j[i] / energy_budget
+                obs[i, 8] = <float>(f if f < 1.0 else 1.0)
