@@ -13,7 +13,11 @@ def register(subparsers) -> None:
         "the bus; exits non-zero if a worker failed.",
     )
     train.add_argument("--algo", default="cem", help="constant, random, cem or reinforce")
-    train.add_argument("--env", default="SpinTorque-v0", help="SpinTorque-v0 or SpinTorqueSOT-v0")
+    train.add_argument(
+        "--env", default="SpinTorque-v0",
+        help="SpinTorque-v0, SpinTorqueSOT-v0 or SpinTorqueArray-v0 (N = 4 devices: each episode "
+        "writes a random pattern; the pulse drives every device that has to flip)",
+    )
     train.add_argument("--episodes", type=int, default=512, help="episodes over all workers")
     train.add_argument("--workers", type=int, default=1, help="worker processes")
     train.add_argument("--experiment", default="default", help="experiment id on every event")
@@ -99,9 +103,11 @@ def run_train(args) -> int:
 def _train_with_progress_bar(config, train):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    per_bit = config.env_id == "SpinTorqueArray-v0"  # an array episode writes up to N bits
     columns = (
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("success {task.fields[success]}"), TextColumn("E/switch {task.fields[energy]}"),
+        TextColumn("success {task.fields[success]}"),
+        TextColumn(("E/bit" if per_bit else "E/switch") + " {task.fields[energy]}"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, transient=False) as bar:
@@ -113,7 +119,9 @@ def _train_with_progress_bar(config, train):
         def update(progress):
             bar.update(
                 task, completed=progress.episodes, success=f"{progress.success_rate:6.1%}",
-                energy=_joules(progress.energy_per_switch_j),
+                energy=_joules(
+                    progress.energy_per_bit_j if per_bit else progress.energy_per_switch_j
+                ),
             )
 
         return train(config, progress=update)
@@ -131,6 +139,8 @@ def _print_summary(summary) -> None:
         f"episodes          {summary.episodes}",
         f"success rate      {summary.success_rate:.2%}",
         f"energy / switch   {_joules(summary.energy_per_switch_j)}",
+        *([f"energy / bit      {_joules(summary.energy_per_bit_j)}"]
+          if summary.env_id == "SpinTorqueArray-v0" else []),
         "switching time    " + (
             f"{summary.mean_switching_time_s * 1e9:.3f} ns"
             if math.isfinite(summary.mean_switching_time_s) else "-"

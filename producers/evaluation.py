@@ -4,11 +4,11 @@ from __future__ import annotations
 import math
 import time
 
-import gymnasium as gym
 import numpy as np
 
-import producers  # noqa: F401  (registers the envs)
-from producers.rollout import EpisodeBatch, PulsePolicy, rollout
+from producers.envs.array import ArrayTask
+from producers.rollout import EpisodeBatch, PulsePolicy, episode_task, rollout
+from stgym.errors import UserError
 
 CHUNK = 2000
 
@@ -35,7 +35,10 @@ def evaluate_policy(policy: PulsePolicy, episodes: int, temperature: float | Non
     kwargs = dict(policy.env_kwargs)
     if temperature is not None:
         kwargs["temperature"] = temperature
-    task = gym.make(policy.env_id, **kwargs).unwrapped.task
+    try:
+        task = episode_task(policy.env_id, kwargs)
+    except (ValueError, TypeError) as error:
+        raise UserError(f"policy {policy.env_id} {kwargs}: {error}") from None
     started = time.perf_counter()
     batch = run_episodes(task, policy.amplitudes, episodes, seed, policy.stop_alignment)
     wall = time.perf_counter() - started
@@ -43,8 +46,19 @@ def evaluate_policy(policy: PulsePolicy, episodes: int, temperature: float | Non
 
 
 def describe(batch: EpisodeBatch, task, wall_s: float) -> dict:
+    """Statistics of `batch`; on the array env an episode writes a whole pattern (a failure is
+    any device off its target bit), its energy is all devices', and `energy_per_bit_j` is that
+    energy per bit that had to flip."""
     failures = int((~batch.success).sum())
     switched = batch.switching_time_s[batch.success & np.isfinite(batch.switching_time_s)]
+    array = {}
+    if isinstance(task, ArrayTask):
+        array = {
+            "devices": task.num_devices,
+            "dipolar_coupling": task.dipolar_coupling,
+            "bits_per_episode": float(batch.bits.mean()),
+            "energy_per_bit_j": _finite(batch.energy_per_bit_j),
+        }
     return {
         "episodes": len(batch),
         "temperature_k": task.temperature,
@@ -56,6 +70,7 @@ def describe(batch: EpisodeBatch, task, wall_s: float) -> dict:
         "mean_episode_steps": float(batch.steps.mean()),
         "sim_steps_per_s": float(batch.sim_steps.sum() / wall_s) if wall_s > 0 else None,
         "wall_time_s": wall_s,
+        **array,
     }
 
 

@@ -3,13 +3,16 @@
 A pulse policy is a piecewise-constant current pulse: `amplitudes[k]` (fraction of j_max, signed
 relative to the write direction, so +1 always pushes toward the target) during control
 interval k, the current off afterwards — and, with a `stop_alignment`, off as soon as the
-observed m·target has reached it (write-and-verify feedback). As a gymnasium policy it reads the step index from the
-observation's elapsed fraction and the write direction from its target, so it drives the
-single env, the native vector env, or any Sync/AsyncVectorEnv of them.
+observed m·target has reached it (write-and-verify feedback). As a gymnasium policy it reads
+the step index from the observation's elapsed fraction and the write direction from its
+target, so it drives the single env, the native vector env, or any Sync/AsyncVectorEnv of them.
+On `SpinTorqueArray-v0` every device that has to flip gets the same pulse in its own write
+direction (and its own feedback stop); a device already holding its target bit gets none.
 
-`rollout` runs one episode per row of a pulse array with exactly the single env's semantics
-(same start states, integrator seeds, rewards and episode ends for the same episode seed) and
-advances all still-running episodes with one batched integrator call per control interval.
+`rollout` runs one episode per row of a pulse array with exactly the env's semantics (same
+start states, integrator seeds, rewards and episode ends for the same episode seed: the
+single-device envs' `SwitchingTask`, the array env's `ArrayTask`) and advances all
+still-running episodes with one batched integrator call per control interval.
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from producers.envs.task import OBS_ELAPSED, OBS_TARGET, EpisodeState, SwitchingTask
+from producers.envs.array import ArrayTask
+from producers.envs.task import OBS_ELAPSED, OBS_SIZE, OBS_TARGET, EpisodeState, SwitchingTask
 from stgym.errors import UserError
 
 POLICY_FORMAT = "stgym.pulse-policy.v1"
@@ -40,6 +44,7 @@ class EpisodeBatch:
     total_reward: np.ndarray
     wall_time_s: np.ndarray
     actions: np.ndarray  # (n, K) the amplitudes applied (relative to the write direction)
+    bits: np.ndarray | None = None  # bits each episode had to write (1 per single-device episode)
 
     def __len__(self) -> int:
         return len(self.seeds)
@@ -53,49 +58,98 @@ class EpisodeBatch:
         """Mean Joule energy of the successful episodes (NaN if none succeeded)."""
         return float(self.energy_j[self.success].mean()) if self.success.any() else math.nan
 
+    @property
+    def energy_per_bit_j(self) -> float:
+        """Joule energy of the successful episodes per bit they wrote (NaN if none wrote one)."""
+        written = int(self.bits[self.success].sum()) if self.bits is not None else 0
+        return float(self.energy_j[self.success].sum()) / written if written else math.nan
 
-def rollout(task: SwitchingTask, pulses: np.ndarray, seeds: np.ndarray,
+
+def episode_task(env_id: str, env_kwargs: dict | None = None) -> SwitchingTask | ArrayTask:
+    """What `rollout` runs `env_id`'s episodes with: the array env's `ArrayTask`, a
+    single-device env's `SwitchingTask` (ValueError for bad `env_kwargs`)."""
+    import gymnasium as gym
+
+    import producers  # noqa: F401  (registers the envs)
+
+    env = gym.make(env_id, **(env_kwargs or {})).unwrapped
+    return getattr(env, "array_task", env.task)
+
+
+def device_type(task: SwitchingTask | ArrayTask) -> str:
+    """The `device_type` of the episode events of `task`'s episodes."""
+    return task.device_type if isinstance(task, ArrayTask) else task.params.device
+
+
+class _OneDevice(ArrayTask):
+    """A single-device env's episodes in `ArrayTask`'s terms: one device, which always has a bit
+    to write (the target is the other pole), with the device task's own reward and episode end."""
+
+    def start(self, rng, pattern=None):
+        m0, target, seeds = self.device.episode_starts([rng])
+        return m0, target, np.ones(1, dtype=bool), seeds.T
+
+    def advance(self, state, action, seeds, rows=None):
+        reward, terminated, truncated = self.device.step(state, action, seeds, rows=rows)
+        return reward[rows], terminated[rows], truncated[rows]
+
+
+def rollout(task: SwitchingTask | ArrayTask, pulses: np.ndarray, seeds: np.ndarray,
             stop_alignment: np.ndarray | None = None) -> EpisodeBatch:
     """One episode per row of `pulses` (n, K), episode i seeded with `seeds[i]` like
     `env.reset(seed=seeds[i])`; intervals past K (and actions in the dead band) are off.
-    `stop_alignment` (n,): feedback — an interval that starts with m·target at or above it is
-    off (the write is done; the layer relaxes the rest of the way by itself)."""
+    `stop_alignment` (n,): feedback — a device whose m·target is at or above it when an interval
+    starts gets no current in it (the write is done; the layer relaxes the rest of the way).
+
+    `task`: a single-device env's `SwitchingTask`, or the array env's `ArrayTask` — then every
+    device that has to flip gets the pulse in its own write direction (with its own feedback
+    stop), a device already holding its target bit gets no current, and an episode's energy
+    and integrator steps are its devices' sums (`SpinTorqueArray-v0`'s episode semantics).
+    """
+    episodes = task if isinstance(task, ArrayTask) else _OneDevice(task, 1)
+    devices = episodes.num_devices
     pulses = np.atleast_2d(np.asarray(pulses, dtype=float))
     n, segments = pulses.shape
     if len(seeds) != n:
         raise ValueError(f"{len(seeds)} seeds for {n} pulses")
     stop = None if stop_alignment is None else np.asarray(stop_alignment, dtype=np.float32)
-    rngs = [np.random.default_rng(int(seed)) for seed in seeds]
-    starts = [task.initial_states(rng, 1) for rng in rngs]
-    step_seeds = np.array([task.step_seeds(rng) for rng in rngs])
-    state = EpisodeState.start(
-        np.concatenate([m for m, _ in starts]), np.concatenate([t for _, t in starts])
-    )
-    write_sign = -state.target[:, 2]
+    starts = [episodes.start(np.random.default_rng(int(seed))) for seed in seeds]
+    m0, target, must_flip, step_seeds = (np.stack([s[i] for s in starts]) for i in range(4))
+    state = EpisodeState.start(m0.reshape(-1, 3), target.reshape(-1, 3))
+    # per row: the write direction, or 0 for a device already holding its target bit
+    drive = np.where(must_flip.ravel(), -state.target[:, 2], 0.0)
+    device = np.arange(devices)
     total_reward = np.zeros(n)
     success = np.zeros(n, dtype=bool)
     active = np.arange(n)
     started = time.perf_counter()
     while len(active):
-        step = state.steps[active]
+        rows = (active[:, None] * devices + device).ravel()
+        episode = np.repeat(active, devices)
+        step = state.steps[rows]
         amplitude = np.where(
-            step < segments, pulses[active, np.minimum(step, segments - 1)], 0.0
+            step < segments, pulses[episode, np.minimum(step, segments - 1)], 0.0
         )
         if stop is not None:
-            amplitude[aligned(state.m[active], state.target[active]) >= stop[active]] = 0.0
+            amplitude[aligned(state.m[rows], state.target[rows]) >= stop[episode]] = 0.0
         # float32 like the actions an agent hands the env, so both give the same bits
-        action = (amplitude * write_sign[active]).astype(np.float32).astype(float)
-        seeds_now = step_seeds[active, step]
-        reward, terminated, truncated = task.step(state, action, seeds_now, rows=active)
+        action = (amplitude * drive[rows]).astype(np.float32).astype(float)
+        seeds_now = step_seeds[episode, step, np.tile(device, len(active))]
+        reward, terminated, truncated = episodes.advance(state, action, seeds_now, rows)
         total_reward[active] += reward
         success[active] = terminated
         active = active[~(terminated | truncated)]
     wall = time.perf_counter() - started
-    share = state.sim_steps / max(int(state.sim_steps.sum()), 1)
+    sim_steps = episodes.total(state.sim_steps.reshape(n, devices))
+    share = sim_steps / max(int(sim_steps.sum()), 1)
     return EpisodeBatch(
-        seeds=np.asarray(seeds, dtype=np.int64), success=success, energy_j=state.energy_j,
-        switching_time_s=state.switching_time_s, steps=state.steps, sim_steps=state.sim_steps,
-        total_reward=total_reward, wall_time_s=wall * share, actions=pulses,
+        seeds=np.asarray(seeds, dtype=np.int64), success=success,
+        energy_j=episodes.total(state.energy_j.reshape(n, devices)),
+        switching_time_s=episodes.switching_time(
+            state.switching_time_s.reshape(n, devices), must_flip
+        ),
+        steps=state.steps[::devices], sim_steps=sim_steps, total_reward=total_reward,
+        wall_time_s=wall * share, actions=pulses, bits=must_flip.sum(axis=1),
     )
 
 
@@ -114,17 +168,34 @@ class PulsePolicy:
     algorithm: str
     metrics: dict = dataclasses.field(default_factory=dict)
     stop_alignment: float | None = None  # feedback: current off once m·target reaches it
+    # array env: which devices of each copy's episode to drive (set by its first observation)
+    _must_flip: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __call__(self, observation: np.ndarray, max_steps: int) -> np.ndarray:
-        """Actions for observations (9,) or (n, 9) of a single-device env."""
+        """Actions for observations of a single-device env, (9,) or (n, 9), or of the array env,
+        (5N + 2,) or (n, 5N + 2). On the array, the devices to drive are those whose m is on
+        the other side of their target in the episode's first observation (elapsed 0): the
+        policy remembers them until the next episode's first observation."""
         obs = np.atleast_2d(observation)
-        step = np.rint(obs[:, OBS_ELAPSED] * max_steps).astype(int)
+        if obs.shape[1] == OBS_SIZE:
+            m_z, target_z, elapsed = obs[:, 2:3], obs[:, OBS_TARGET][:, 2:], obs[:, OBS_ELAPSED]
+            drive = -target_z
+        else:
+            devices = (obs.shape[1] - 2) // 5
+            m_z, target_z = obs[:, 2 : 3 * devices : 3], obs[:, 3 * devices : 4 * devices]
+            elapsed = obs[:, 5 * devices]
+            must_flip = m_z * target_z < 0
+            if self._must_flip is None or self._must_flip.shape != must_flip.shape:
+                self._must_flip = must_flip
+            first = elapsed == 0
+            self._must_flip[first] = must_flip[first]
+            drive = np.where(self._must_flip, -target_z, 0.0)
+        step = np.rint(elapsed * max_steps).astype(int)
         k = len(self.amplitudes)
-        amplitude = np.where(step < k, self.amplitudes[np.minimum(step, k - 1)], 0.0)
+        amplitude = np.where(step < k, self.amplitudes[np.minimum(step, k - 1)], 0.0)[:, None]
         if self.stop_alignment is not None:
-            done = obs[:, 2] * obs[:, 5] >= np.float32(self.stop_alignment)
-            amplitude = np.where(done, 0.0, amplitude)
-        action = (amplitude * -obs[:, OBS_TARGET][:, 2]).astype(np.float32)[:, None]
+            amplitude = np.where(m_z * target_z >= np.float32(self.stop_alignment), 0.0, amplitude)
+        action = (amplitude * drive).astype(np.float32)
         return action[0] if np.ndim(observation) == 1 else action
 
     def save(self, path: str | Path) -> None:

@@ -41,7 +41,8 @@ from typing import Callable
 
 import numpy as np
 
-from producers.rollout import EpisodeBatch, PulsePolicy
+from producers.envs import ENV_IDS
+from producers.rollout import EpisodeBatch, PulsePolicy, device_type, episode_task
 from producers.trainers import TRAINERS, Progress, TrainerOptions
 from stgym import events, settings as settings_module
 from stgym.bus import Bus, open_bus, parse_bus_url
@@ -49,7 +50,7 @@ from stgym.errors import UserError
 
 log = logging.getLogger(__name__)
 
-TRAINABLE_ENVS = ("SpinTorque-v0", "SpinTorqueSOT-v0")
+TRAINABLE_ENVS = ENV_IDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +77,7 @@ class TrainConfig:
             raise UserError(f"--algo {self.algorithm!r}: expected one of {', '.join(TRAINERS)}")
         if self.env_id not in TRAINABLE_ENVS:
             raise UserError(
-                f"--env {self.env_id!r}: the trainers drive one device; expected one of "
-                f"{', '.join(TRAINABLE_ENVS)}"
+                f"--env {self.env_id!r}: expected one of {', '.join(TRAINABLE_ENVS)}"
             )
         if self.episodes < 1:
             raise UserError(f"--episodes must be >= 1, got {self.episodes}")
@@ -86,6 +86,10 @@ class TrainConfig:
         parse_bus_url(self.bus_url)
         if not 1 <= len(self.experiment) <= 64:
             raise UserError(f"--experiment must be 1..64 characters, got {self.experiment!r}")
+        try:
+            episode_task(self.env_id, self.env_kwargs)
+        except (ValueError, TypeError) as error:
+            raise UserError(f"--env {self.env_id} {self.env_kwargs}: {error}") from None
 
 
 @dataclasses.dataclass
@@ -95,6 +99,7 @@ class WorkerStats:
     episodes: int = 0
     successes: int = 0
     energy_success_j: float = 0.0
+    bits_success: int = 0  # bits written by the successful episodes (1 per device episode)
     switching_time_sum_s: float = 0.0
     switching_time_count: int = 0
     sim_steps: int = 0
@@ -104,6 +109,7 @@ class WorkerStats:
         self.episodes += len(batch)
         self.successes += int(batch.success.sum())
         self.energy_success_j += float(batch.energy_j[batch.success].sum())
+        self.bits_success += int(batch.bits[batch.success].sum())
         switched = batch.success & np.isfinite(batch.switching_time_s)
         self.switching_time_sum_s += float(batch.switching_time_s[switched].sum())
         self.switching_time_count += int(switched.sum())
@@ -123,6 +129,7 @@ class RunProgress:
     total_episodes: int
     success_rate: float
     energy_per_switch_j: float
+    energy_per_bit_j: float = math.nan
 
 
 @dataclasses.dataclass
@@ -134,7 +141,8 @@ class TrainSummary:
     env_id: str
     episodes: int
     success_rate: float
-    energy_per_switch_j: float
+    energy_per_switch_j: float  # per successful episode (an array episode writes up to N bits)
+    energy_per_bit_j: float  # per bit the successful episodes wrote
     mean_switching_time_s: float
     sim_steps: int
     sim_steps_per_s: float
@@ -163,6 +171,8 @@ def summarise(stats: WorkerStats) -> dict:
         "success_rate": stats.successes / stats.episodes if stats.episodes else 0.0,
         "energy_per_switch_j": stats.energy_success_j / stats.successes
         if stats.successes else math.nan,
+        "energy_per_bit_j": stats.energy_success_j / stats.bits_success
+        if stats.bits_success else math.nan,
         "mean_switching_time_s": stats.switching_time_sum_s / stats.switching_time_count
         if stats.switching_time_count else math.nan,
         "sim_steps": stats.sim_steps,
@@ -277,25 +287,21 @@ def worker_episodes(config: TrainConfig, index: int) -> int:
 def run_worker(config: TrainConfig, index: int, token: str, bus: Bus,
                on_batch: Callable[[int, EpisodeBatch], None]) -> dict:
     """Train on worker `index`'s share; returns its stats, best pulse and final objective."""
-    import gymnasium as gym
-
-    import producers  # noqa: F401  (registers the envs)
     from stgym.logsetup import bound_context
 
     run_id = f"{config.experiment}.{token}.w{index}"
-    env = gym.make(config.env_id, **config.env_kwargs).unwrapped
-    task = env.task
+    task = episode_task(config.env_id, config.env_kwargs)
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, index]))
     trainer = TRAINERS[config.algorithm](task, config.options, rng)
     settings = settings_module.load()
     metrics = WorkerMetrics(
         None if config.metrics_port is None else config.metrics_port + index, settings.host,
-        {"experiment": config.experiment, "device_type": task.params.device,
+        {"experiment": config.experiment, "device_type": device_type(task),
          "algorithm": config.algorithm},
     )
     run_dir = Path(config.run_dir)
     publisher = EpisodePublisher(
-        config, index, run_id, task.params.device, bus, run_dir / f"worker-{index}.ledger",
+        config, index, run_id, device_type(task), bus, run_dir / f"worker-{index}.ledger",
         metrics, on_batch,
     )
     with bound_context(experiment_id=config.experiment, run_id=run_id):
@@ -377,6 +383,7 @@ def train(config: TrainConfig, bus: Bus | None = None,
                 totals.episodes, config.episodes,
                 totals.successes / totals.episodes if totals.episodes else 0.0,
                 totals.energy_success_j / totals.successes if totals.successes else math.nan,
+                totals.energy_success_j / totals.bits_success if totals.bits_success else math.nan,
             ))
 
     if bus is not None or parse_bus_url(config.bus_url)[0] == "memory":

@@ -9,7 +9,7 @@ from gymnasium.utils.env_checker import check_env
 import physics_ext as px
 import producers
 from producers.envs import array, spin_torque, vector
-from producers.rollout import PulsePolicy, rollout
+from producers.rollout import PulsePolicy, episode_task, rollout
 
 
 @pytest.mark.parametrize("env_id", producers.ENV_IDS)
@@ -99,19 +99,26 @@ def test_time_budget_truncates_and_never_terminates():
     assert obs[7] == 1.0
 
 
-@pytest.mark.parametrize("stop", [None, 0.3])
-def test_rollout_matches_the_single_env_episode_for_episode(stop):
-    env = gym.make("SpinTorque-v0").unwrapped
+@pytest.mark.parametrize("env_id, kwargs, stop", [
+    ("SpinTorque-v0", {}, None),
+    ("SpinTorque-v0", {}, 0.3),
+    ("SpinTorqueArray-v0", {"num_devices": 3}, None),
+    ("SpinTorqueArray-v0", {"num_devices": 3, "dipolar_coupling": True}, 0.5),
+])
+def test_rollout_matches_the_env_episode_for_episode(env_id, kwargs, stop):
+    """The trainers' rollout is the env, bit for bit: same actions (the policy's), same seeds."""
+    env = gym.make(env_id, **kwargs).unwrapped
+    task = episode_task(env_id, kwargs)
     pulse = np.concatenate([np.full(30, 0.9), np.full(10, 0.4)])
-    policy = PulsePolicy(pulse, "SpinTorque-v0", {}, "test", stop_alignment=stop)
-    seeds = np.array([11, 12, 13, 14])
-    stops = None if stop is None else np.full(4, stop)
-    batch = rollout(env.task, np.tile(pulse, (4, 1)), seeds, stops)
+    policy = PulsePolicy(pulse, env_id, kwargs, "test", stop_alignment=stop)
+    seeds = np.arange(11, 17)
+    stops = None if stop is None else np.full(len(seeds), stop)
+    batch = rollout(task, np.tile(pulse, (len(seeds), 1)), seeds, stops)
     for i, seed in enumerate(seeds):
         obs, info = env.reset(seed=int(seed))
         total = 0.0
         for steps in range(1, 1000):
-            obs, reward, terminated, truncated, info = env.step(policy(obs, env.task.max_steps))
+            obs, reward, terminated, truncated, info = env.step(policy(obs, task.max_steps))
             total += reward
             if terminated or truncated:
                 break
@@ -119,7 +126,12 @@ def test_rollout_matches_the_single_env_episode_for_episode(stop):
         assert info["success"] == batch.success[i]
         assert info["energy_j"] == batch.energy_j[i]
         assert info["sim_steps"] == batch.sim_steps[i]
+        switch = batch.switching_time_s[i]
+        assert info["switching_time_s"] == (None if np.isnan(switch) else switch)
         assert total == pytest.approx(batch.total_reward[i], rel=1e-12)
+    assert batch.success.any()
+    if env_id == "SpinTorqueArray-v0":  # patterns with 0 .. 3 bits to write
+        assert batch.bits.min() < batch.bits.max()
 
 
 def test_vector_env_copies_are_independent_and_reproducible_across_autoresets():

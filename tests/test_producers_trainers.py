@@ -8,7 +8,7 @@ import pytest
 
 import producers  # noqa: F401
 from producers.evaluation import run_episodes, wer_upper_bound
-from producers.rollout import PulsePolicy
+from producers.rollout import PulsePolicy, episode_task
 from producers.runner import TrainConfig, WorkerMetrics, train
 from producers.trainers import TRAINERS, TrainerOptions
 from stgym import cli, events
@@ -52,8 +52,9 @@ def test_every_episode_becomes_one_valid_event(algorithm, tmp_path):
     assert policy.algorithm == algorithm and len(policy.amplitudes) == TrainerOptions().segments
 
 
-def test_trainers_beat_random_within_a_small_budget():
-    task = gym.make("SpinTorque-v0").unwrapped.task
+@pytest.mark.parametrize("env_id, episodes", [("SpinTorque-v0", 640), ("SpinTorqueArray-v0", 320)])
+def test_trainers_beat_random_within_a_small_budget(env_id, episodes):
+    task = episode_task(env_id)
     options = TrainerOptions(batch_size=64)
 
     class Quiet:
@@ -66,8 +67,8 @@ def test_trainers_beat_random_within_a_small_budget():
     scores = {}
     for name, cls in TRAINERS.items():
         trainer = cls(task, options, np.random.default_rng(0))
-        pulse = trainer.run(640, Quiet())
-        batch = run_episodes(task, pulse, 256, seed=99)
+        pulse = trainer.run(episodes, Quiet())
+        batch = run_episodes(task, pulse, 256, seed=99, stop_alignment=trainer.best_stop())
         scores[name] = (batch.success_rate, trainer.episode_scores(batch).mean())
     for name in ("constant", "cem", "reinforce"):
         assert scores[name][0] >= scores["random"][0] + 0.3, scores
@@ -157,7 +158,7 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--algo", "dqn"], "--algo"),
-    (["train", "--env", "SpinTorqueArray-v0"], "--env"),
+    (["train", "--env", "CartPole-v1"], "--env"),
     (["train", "--episodes", "0"], "--episodes"),
     (["train", "--bus", "rabbit://x", "--episodes", "1"], "bus URL"),
     (["evaluate", "/nonexistent/policy.json"], "policy file"),

@@ -14,6 +14,118 @@ from producers.envs import render
 from producers.envs.task import EpisodeState, SwitchingTask
 
 
+@dataclasses.dataclass(frozen=True)
+class ArrayTask:
+    """`SpinTorqueArray-v0`'s episode semantics over one device's `SwitchingTask`: start states,
+    step seeds, coupling, reward and episode end of whole episodes of N devices. The env steps
+    one episode with it, `producers.rollout.rollout` many at once (E episodes are E·N rows of an
+    `EpisodeState`, device i of episode e in row e·N + i), so both give the same bits.
+
+    The scales trainers and evaluation read (`energy_budget_j`, `control_interval`,
+    `temperature`, `max_steps`, `params`) are per episode: the energy budget of all N devices.
+    """
+
+    device: SwitchingTask
+    num_devices: int
+    dipolar_coupling: bool = False
+    pitch: float = 1e-7
+
+    @property
+    def params(self) -> px.DeviceParams:
+        return self.device.params
+
+    @property
+    def device_type(self) -> str:
+        """The `device_type` of this array's episode events, e.g. "stt-pma-array4" (an episode
+        writes up to N bits: its energy is not comparable with one device's)."""
+        return f"{self.device.params.device}-array{self.num_devices}"
+
+    @property
+    def energy_budget_j(self) -> float:
+        return self.num_devices * self.device.energy_budget_j
+
+    @property
+    def control_interval(self) -> float:
+        return self.device.control_interval
+
+    @property
+    def temperature(self) -> float:
+        return self.device.temperature
+
+    @property
+    def max_steps(self) -> int:
+        return self.device.max_steps
+
+    def start(self, rng: np.random.Generator, pattern: np.ndarray | None = None):
+        """One episode's draws from its generator: start states m0 (N, 3), targets (N, 3) (the
+        pattern, random unless given), `must_flip` (N,) (m0 on the other side of its target:
+        what a policy sees in the first observation) and the integrator seeds of every control
+        interval (max_steps, N)."""
+        n = self.num_devices
+        m0, _ = self.device.initial_states(rng, n)
+        if pattern is None:
+            pattern = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+        target = np.zeros((n, 3))
+        target[:, 2] = pattern
+        must_flip = m0[:, 2] * pattern < 0
+        # 63 random bits each, straight from the bit generator (as SwitchingTask.step_seeds)
+        seeds = rng.bit_generator.random_raw(self.device.max_steps * n) >> np.uint64(1)
+        return m0, target, must_flip, seeds.reshape(self.device.max_steps, n)
+
+    def advance(self, state: EpisodeState, action: np.ndarray, seeds: np.ndarray,
+                rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Apply `action` (one per row) with integrator `seeds` (one per row) for one control
+        interval to the episodes made of `rows` (whole episodes, N consecutive rows each; None:
+        every row of `state`), all devices in one batched integrator call. Returns
+        (reward, terminated, truncated) of those episodes, in order."""
+        n, task = self.num_devices, self.device
+        if rows is None:
+            rows = np.arange(len(state.m), dtype=np.intp)
+        params = self.coupled_params(state.m) if self.dipolar_coupling else None
+        before = self.total(state.energy_j[rows].reshape(-1, n))
+        _, device_done, _ = task.step(state, action, seeds, rows=rows, params=params)
+        after = self.total(state.energy_j[rows].reshape(-1, n))
+        terminated = device_done[rows].reshape(-1, n).all(axis=1)
+        elapsed = state.elapsed_s[rows[::n]]
+        truncated = ~terminated & (elapsed >= task.time_budget * (1 - 1e-9))
+        reward = (
+            task.success_bonus * terminated
+            - task.energy_weight * (after - before) / self.energy_budget_j
+            - task.time_weight * task.control_interval / task.time_budget
+        )
+        return reward, terminated, truncated
+
+    def coupled_params(self, m: np.ndarray) -> list[px.DeviceParams]:
+        """One DeviceParams per row of m (E·N, 3): the device's, with the point-dipole field
+        (A/m) of its two neighbours in the row added, from their m at the interval's start."""
+        base = self.device.params
+        prefactor = base.ms * base.volume / (4 * math.pi * self.pitch**3)  # A m^2 per unit m
+        m = m.reshape(-1, self.num_devices, 3)
+        # Neighbours along x: H = prefactor (3 (m·x) x − m) for r = pitch along the row.
+        neighbour_field = prefactor * (3 * m[..., 0:1] * np.array([1.0, 0.0, 0.0]) - m)
+        stray = np.zeros_like(m)
+        stray[:, 1:] += neighbour_field[:, :-1]
+        stray[:, :-1] += neighbour_field[:, 1:]
+        fields = np.asarray(base.field, dtype=float) + stray.reshape(-1, 3)
+        return [dataclasses.replace(base, field=tuple(field)) for field in fields]
+
+    @staticmethod
+    def total(values: np.ndarray) -> np.ndarray:
+        """Per-episode sums (E,) of per-device values (E, N), added in device order (the env
+        and the rollout add the same way, so their energies agree to the bit)."""
+        total = values[:, 0].copy()
+        for i in range(1, values.shape[1]):
+            total += values[:, i]
+        return total
+
+    @staticmethod
+    def switching_time(switching_s: np.ndarray, must_flip: np.ndarray) -> np.ndarray:
+        """Per episode (E,): when the last device that had to flip first crossed (s), NaN until
+        all of them have, and NaN when none had to (nothing was switched)."""
+        latest = np.where(must_flip, switching_s, -np.inf).max(axis=1)
+        return np.where(latest > -np.inf, latest, np.nan)
+
+
 class SpinTorqueArrayEnv(gym.Env):
     """Write an N-bit pattern into a row of N STT perpendicular MTJs.
 
@@ -53,17 +165,22 @@ class SpinTorqueArrayEnv(gym.Env):
     ## Starting State
 
     Each device stores a random bit, tilted by a thermal polar angle as in `SpinTorque-v0`.
-    Devices whose stored bit already equals their target only need to stay put.
+    Devices whose stored bit already equals their target only need to stay put (no current:
+    the trainers' pulse policies drive only the devices that start on the other side of their
+    target, each in its own write direction). The integrator seeds of every step are drawn at
+    reset, after the start states and the pattern (as in `SpinTorque-v0`).
 
     ## Episode End
 
     - Termination (success): every device had its current off during the step and ends it
       with m_i·target_i ≥ `success_threshold`.
-    - Truncation: the time budget is spent without success.
+    - Truncation: the time budget is spent without success; stepping on raises RuntimeError
+      (call reset()).
 
     `info`: `energy_j` (J, all devices, episode so far), `switching_time_s` (s, when the last
-    device that had to flip first crossed, or None until all have), `success`, `sim_steps`
-    (integrator steps, all devices), `bit_errors` (devices not at their target bit now).
+    device that had to flip first crossed; None until all have, and None when none had to),
+    `success`, `sim_steps` (integrator steps, all devices), `bit_errors` (devices not at their
+    target bit now).
 
     ## Arguments
 
@@ -87,7 +204,9 @@ class SpinTorqueArrayEnv(gym.Env):
     ## Vectorized environment
 
     No native vector env: use `gymnasium.vector.SyncVectorEnv` (each copy already batches
-    its N devices into one integrator call).
+    its N devices into one integrator call). `ArrayTask` holds the episode semantics; the
+    trainers' `producers.rollout.rollout` runs many episodes of it per integrator call, with
+    the same results as this env for the same seeds and actions.
 
     ## Version History
 
@@ -134,15 +253,17 @@ class SpinTorqueArrayEnv(gym.Env):
             raise ValueError(f"pitch must be > 0 m, got {pitch!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        self.task = SwitchingTask.create(
+        task = SwitchingTask.create(
             "stt-pma", device_params, j_max, 5.0, control_interval, time_budget, dt, method,
             temperature, success_threshold, action_deadband, success_bonus, energy_weight,
             time_weight, "random",
         )
-        if dipolar_coupling and pitch <= self.task.params.diameter:
+        if dipolar_coupling and pitch <= task.params.diameter:
             raise ValueError(
-                f"pitch ({pitch} m) must exceed the device diameter ({self.task.params.diameter} m)"
+                f"pitch ({pitch} m) must exceed the device diameter ({task.params.diameter} m)"
             )
+        self.task = task  # one device's physics
+        self.array_task = ArrayTask(task, num_devices, dipolar_coupling, pitch)
         self.num_devices = num_devices
         self.dipolar_coupling = dipolar_coupling
         self.pitch = pitch
@@ -160,59 +281,32 @@ class SpinTorqueArrayEnv(gym.Env):
     ) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         n = self.num_devices
-        m0, opposite = self.task.initial_states(self.np_random, n)
-        stored_z = -opposite[:, 2]
+        pattern = None
         if options and "pattern" in options:
             pattern = np.asarray(options["pattern"], dtype=float)
             if pattern.shape != (n,) or not np.all(np.abs(pattern) == 1):
                 raise ValueError(f"options['pattern'] must be {n} values of ±1, got {pattern!r}")
-        else:
-            pattern = np.where(self.np_random.random(n) < 0.5, 1.0, -1.0)
-        target = np.zeros((n, 3))
-        target[:, 2] = pattern
+        m0, target, self._must_flip, self._step_seeds = self.array_task.start(self.np_random, pattern)
         self.state = EpisodeState.start(m0, target)
-        self._must_flip = stored_z != pattern
         self._history = [(0.0, m0.copy(), np.zeros(n))]
         return self._observe(), self._info(False)
 
     def step(self, action) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self.state is None:
             raise RuntimeError("call reset() before step()")
-        n = self.num_devices
-        action = np.asarray(action, dtype=float).reshape(n)
-        seeds = self.np_random.integers(0, 2**63, size=n, dtype=np.uint64)
-        params = self._coupled_params() if self.dipolar_coupling else [self.task.params] * n
-        energy_before = self.state.energy_j.sum()
-        _, device_done, _ = self.task.step(self.state, action, seeds, params=params)
-        task = self.task
-        terminated = bool(device_done.all())
-        elapsed = float(self.state.elapsed_s[0])
-        truncated = not terminated and elapsed >= task.time_budget * (1 - 1e-9)
-        reward = (
-            task.success_bonus * terminated
-            - task.energy_weight * (self.state.energy_j.sum() - energy_before)
-            / (n * task.energy_budget_j)
-            - task.time_weight * task.control_interval / task.time_budget
+        step = self.state.steps.item(0)
+        if step >= len(self._step_seeds):
+            raise RuntimeError("the episode is over (time budget spent); call reset()")
+        action = np.asarray(action, dtype=float).reshape(self.num_devices)
+        reward, terminated, truncated = self.array_task.advance(
+            self.state, action, self._step_seeds[step]
         )
         if self.render_mode is not None:
-            self._history.append((elapsed, self.state.m.copy(), action.copy()))
-        return self._observe(), float(reward), terminated, truncated, self._info(terminated)
-
-    def _coupled_params(self) -> list[px.DeviceParams]:
-        """Each device's params with its neighbours' point-dipole field added (A/m)."""
-        base = self.task.params
-        moment_volume = base.ms * base.volume  # A m^2 per unit m
-        prefactor = moment_volume / (4 * math.pi * self.pitch**3)
-        m = self.state.m
-        stray = np.zeros_like(m)
-        # Neighbours along x: H = prefactor (3 (m·x) x − m) for r = pitch along the row.
-        neighbour_field = prefactor * (3 * m[:, 0:1] * np.array([1.0, 0.0, 0.0]) - m)
-        stray[1:] += neighbour_field[:-1]
-        stray[:-1] += neighbour_field[1:]
-        applied = np.asarray(base.field, dtype=float)
-        return [
-            dataclasses.replace(base, field=tuple(applied + stray[i])) for i in range(len(m))
-        ]
+            self._history.append((float(self.state.elapsed_s[0]), self.state.m.copy(),
+                                  action.copy()))
+        terminated = bool(terminated[0])
+        return (self._observe(), float(reward[0]), terminated, bool(truncated[0]),
+                self._info(terminated))
 
     def _observe(self) -> np.ndarray:
         state, task = self.state, self.task
@@ -222,20 +316,19 @@ class SpinTorqueArrayEnv(gym.Env):
         obs[3 * n : 4 * n] = state.target[:, 2]
         obs[4 * n : 5 * n] = state.last_action
         obs[5 * n] = min(state.elapsed_s[0] / task.time_budget, 1.0)
-        obs[5 * n + 1] = min(state.energy_j.sum() / (n * task.energy_budget_j), 1.0)
+        obs[5 * n + 1] = min(self._energy_j() / self.array_task.energy_budget_j, 1.0)
         return obs
+
+    def _energy_j(self) -> float:
+        return float(self.array_task.total(self.state.energy_j[None])[0])
 
     def _info(self, success: bool) -> dict:
         state = self.state
-        flips = state.switching_time_s[self._must_flip]
-        if len(flips) and np.isnan(flips).any():
-            switching_time = None
-        else:
-            switching_time = float(flips.max()) if len(flips) else 0.0
+        switch = self.array_task.switching_time(state.switching_time_s[None], self._must_flip[None])
         aligned = np.einsum("ij,ij->i", state.m, state.target) >= self.task.success_threshold
         return {
-            "energy_j": float(state.energy_j.sum()),
-            "switching_time_s": switching_time,
+            "energy_j": self._energy_j(),
+            "switching_time_s": None if np.isnan(switch[0]) else float(switch[0]),
             "success": bool(success),
             "sim_steps": int(state.sim_steps.sum()),
             "bit_errors": int((~aligned).sum()),
