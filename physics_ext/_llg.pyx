@@ -27,6 +27,14 @@ cdef extern from *:
     """
     #define STGYM_UNLIKELY(x) __builtin_expect(!!(x), 0)
     #include <stdint.h>
+    /* the lock-step lane kernel in two builds picked at load time by the CPU (ifunc): AVX2 where
+       the CPU has it, else the baseline; AVX2 without FMA (and -ffp-contract=off) rounds every
+       operation as the baseline does, so the bits do not depend on the build */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define STGYM_CLONED_VOID __attribute__((target_clones("avx2", "default"))) void
+    #else
+    #define STGYM_CLONED_VOID void
+    #endif
     /* (bits >> 11) 2^-52 - 1, exactly as the double arithmetic gives it: 1.f - 2 for bit 63
        clear, 1.f - 1 for bit 63 set (f: bits 11..62), both exact (Sterbenz) */
     static inline double stgym_zig_u(uint64_t bits) {
@@ -74,6 +82,7 @@ cdef extern from *:
     """
     bint unlikely "STGYM_UNLIKELY"(bint) nogil
     double stgym_zig_u(uint64_t bits) nogil
+    ctypedef void cloned_void "STGYM_CLONED_VOID"
     const double TWO_M52, TWO_M53, A21, A31, A32, A41, A42, A43, A51, A52, A53
     const double A54, A61, A62, A63, A64, A65, A71, A73, A74, A75
     const double A76, E1, E3, E4, E5, E6, E7, D1, D3, D4
@@ -649,13 +658,81 @@ cdef enum:
     LANES = 8
 
 
-cdef void integrate_lanes(const double* par, const double* current, const double* seg_len,
+cdef inline void lanes_draw(uint64_t* rs, double* out) noexcept nogil:
+    """Three standard normals per lane (out[c LANES + j], c = 0, 1, 2): rng_normal three times on
+    each lane's own stream, so each lane draws exactly its single-run sequence. xoshiro256** and
+    the ziggurat's rectangle test run for all lanes at once (state as LANES-wide rows s0, s1, s2,
+    s3 of rs); a rejection is finished out of line for its lane before the next component."""
+    cdef uint64_t bits[LANES]
+    cdef uint64_t t
+    cdef Py_ssize_t j, c
+    cdef int layer
+    cdef long rejected
+    cdef double x
+    for c in range(3):
+        for j in range(LANES):
+            bits[j] = rotl(rs[LANES + j] * 5, 7) * 9
+            t = rs[LANES + j] << 17
+            rs[2 * LANES + j] ^= rs[j]
+            rs[3 * LANES + j] ^= rs[LANES + j]
+            rs[LANES + j] ^= rs[2 * LANES + j]
+            rs[j] ^= rs[3 * LANES + j]
+            rs[2 * LANES + j] ^= t
+            rs[3 * LANES + j] = rotl(rs[3 * LANES + j], 45)
+        rejected = 0
+        for j in range(LANES):
+            x = zig_u(bits[j]) * ZIG_X[bits[j] & 0xFF]
+            out[c * LANES + j] = x
+            rejected |= not (fabs(x) < ZIG_X[(bits[j] & 0xFF) + 1])
+        if unlikely(rejected):
+            for j in range(LANES):
+                layer = <int>(bits[j] & 0xFF)
+                if not (fabs(out[c * LANES + j]) < ZIG_X[layer + 1]):
+                    out[c * LANES + j] = lane_reject(rs, j, layer, out[c * LANES + j], zig_u(bits[j]))
+
+
+cdef double lane_reject(uint64_t* rs, Py_ssize_t j, int layer, double x, double u) noexcept nogil:
+    cdef Rng rng
+    rng.s0 = rs[j]
+    rng.s1 = rs[LANES + j]
+    rng.s2 = rs[2 * LANES + j]
+    rng.s3 = rs[3 * LANES + j]
+    x = rng_normal_reject(&rng, layer, x, u)
+    rs[j] = rng.s0
+    rs[LANES + j] = rng.s1
+    rs[2 * LANES + j] = rng.s2
+    rs[3 * LANES + j] = rng.s3
+    return x
+
+
+cdef double lane_normal(uint64_t* rs, Py_ssize_t j) noexcept nogil:
+    cdef Rng rng
+    cdef double x
+    rng.s0 = rs[j]
+    rng.s1 = rs[LANES + j]
+    rng.s2 = rs[2 * LANES + j]
+    rng.s3 = rs[3 * LANES + j]
+    x = rng_normal(&rng)
+    rs[j] = rng.s0
+    rs[LANES + j] = rng.s1
+    rs[2 * LANES + j] = rng.s2
+    rs[3 * LANES + j] = rng.s3
+    return x
+
+
+cdef cloned_void integrate_lanes(const double* par, const double* current, const double* seg_len,
                           Py_ssize_t n_seg, double dt, int method, const uint64_t* seeds,
                           double stop_mz, double* m, double* t_cross, double* energy,
                           int64_t* steps, double* t_end) noexcept nogil:
-    """LANES consecutive devices of a batch (rows of par, current, m), sharing segment lengths."""
+    """LANES consecutive devices of a batch (rows of par, current, m), sharing segment lengths.
+
+    Each step is a few loops over the lanes with no calls and no branches inside (the compiler
+    vectorises them); the thermal draws come first, component by component for all lanes.
+    Lanes with and without noise in one group (per-device temperatures) take the general loop.
+    """
     cdef Torque q
-    cdef Rng rng[LANES]
+    cdef Rng rng
+    cdef uint64_t rs[4 * LANES]
     cdef double ax[LANES]
     cdef double ay[LANES]
     cdef double az[LANES]
@@ -667,31 +744,16 @@ cdef void integrate_lanes(const double* par, const double* current, const double
     cdef double na[LANES]
     cdef double nb[LANES]
     cdef double isq[LANES]
-    cdef double sax[LANES]
-    cdef double say[LANES]
-    cdef double saz[LANES]
-    cdef double sbx[LANES]
-    cdef double sby[LANES]
-    cdef double sbz[LANES]
+    cdef double g0[LANES]
+    cdef double g1[LANES]
+    cdef double rx[LANES]
+    cdef double ry[LANES]
+    cdef double rz[LANES]
+    cdef double gn[3 * LANES]
     cdef double mx[LANES]
     cdef double my[LANES]
     cdef double mz[LANES]
     cdef double mzp[LANES]
-    cdef double k1x[LANES]
-    cdef double k1y[LANES]
-    cdef double k1z[LANES]
-    cdef double k2x[LANES]
-    cdef double k2y[LANES]
-    cdef double k2z[LANES]
-    cdef double k3x[LANES]
-    cdef double k3y[LANES]
-    cdef double k3z[LANES]
-    cdef double k4x[LANES]
-    cdef double k4y[LANES]
-    cdef double k4z[LANES]
-    cdef double nx[LANES]
-    cdef double ny[LANES]
-    cdef double nz[LANES]
     cdef double sigma_dt[LANES]
     cdef double sigma[LANES]
     cdef double r_prev[LANES]
@@ -703,22 +765,46 @@ cdef void integrate_lanes(const double* par, const double* current, const double
     cdef bint crossed[LANES]
     cdef bint stopped[LANES]
     cdef double t_seg = 0.0, t_step, h, hh, h6, seg, rem, norm, inv, r_new, hx, hy, hz
+    cdef double sax[LANES]
+    cdef double say[LANES]
+    cdef double saz[LANES]
+    cdef double sbx[LANES]
+    cdef double sby[LANES]
+    cdef double sbz[LANES]
+    cdef double k1x[LANES]
+    cdef double k1y[LANES]
+    cdef double k1z[LANES]
+    cdef double k2x[LANES]
+    cdef double k2y[LANES]
+    cdef double k2z[LANES]
+    cdef double x, y, z, nx, ny, nz, r1x, r1y, r1z, r2x, r2y, r2z, r3x, r3y, r3z, r4x, r4y, r4z
+    cdef bint plain = 0
     cdef long long n_full, n_steps, i, total = 0
-    cdef Py_ssize_t k, j, n_stopped = 0
-    cdef bint use_stop = not isnan(stop_mz), heun = method == METHOD_HEUN, joule
+    cdef Py_ssize_t k, j, n_stopped = 0, n_noisy, n_joule
+    cdef long flip
+    cdef bint use_stop = not isnan(stop_mz), heun = method == METHOD_HEUN
     for j in range(LANES):
         norm = sqrt(m[3 * j] * m[3 * j] + m[3 * j + 1] * m[3 * j + 1] + m[3 * j + 2] * m[3 * j + 2])
         mx[j] = m[3 * j] / norm
         my[j] = m[3 * j + 1] / norm
         mz[j] = m[3 * j + 2] / norm
-        rng_seed(&rng[j], seeds[j])
+        rng_seed(&rng, seeds[j])
+        rs[j] = rng.s0
+        rs[LANES + j] = rng.s1
+        rs[2 * LANES + j] = rng.s2
+        rs[3 * LANES + j] = rng.s3
         sigma_dt[j] = par[j * NPAR + P_NOISE] / sqrt(dt) if heun else 0.0
+        g0[j] = par[j * NPAR + P_G0]
+        g1[j] = par[j * NPAR + P_G1]
+        rx[j] = par[j * NPAR + P_RX]
+        ry[j] = par[j * NPAR + P_RY]
+        rz[j] = par[j * NPAR + P_RZ]
         e[j] = 0.0
         tc[j] = NAN
         crossed[j] = 0
         stopped[j] = 0
     for k in range(n_seg):
-        joule = 0
+        n_joule = 0
         for j in range(LANES):
             torque_setup(&par[j * NPAR], current[j * n_seg + k], &q)
             ax[j] = q.ax
@@ -732,16 +818,16 @@ cdef void integrate_lanes(const double* par, const double* current, const double
             na[j] = q.noise_a
             nb[j] = q.noise_b
             isq[j] = q.current_sq
-            joule = joule or q.current_sq != 0.0
+            n_joule += q.current_sq != 0.0
             r_prev[j] = resistance(&par[j * NPAR], mx[j], my[j], mz[j])
+            sigma[j] = sigma_dt[j]
+        plain = 0
         seg = seg_len[k]
         n_full = <long long>(seg / dt + 1e-9)
         rem = seg - n_full * dt
         n_steps = n_full + (1 if rem > 1e-9 * dt else 0)
+        h = dt
         for i in range(n_steps):
-            h = dt
-            for j in range(LANES):
-                sigma[j] = sigma_dt[j]
             if unlikely(i == n_full):
                 h = rem
                 if heun:
@@ -749,26 +835,51 @@ cdef void integrate_lanes(const double* par, const double* current, const double
                         sigma[j] = par[j * NPAR + P_NOISE] / sqrt(rem)
             t_step = t_seg + i * dt
             hh = 0.5 * h
-            for j in range(LANES):
-                mzp[j] = mz[j]
             if heun:
+                n_noisy = 0
                 for j in range(LANES):
-                    sax[j] = ax[j]
-                    say[j] = ay[j]
-                    saz[j] = az[j]
-                    sbx[j] = bx[j]
-                    sby[j] = by[j]
-                    sbz[j] = bz[j]
-                    if sigma[j] > 0.0:
-                        hx = sigma[j] * rng_normal(&rng[j])
-                        hy = sigma[j] * rng_normal(&rng[j])
-                        hz = sigma[j] * rng_normal(&rng[j])
-                        sax[j] = sax[j] + na[j] * hx
-                        say[j] = say[j] + na[j] * hy
-                        saz[j] = saz[j] + na[j] * hz
-                        sbx[j] = sbx[j] + nb[j] * hx
-                        sby[j] = sby[j] + nb[j] * hy
-                        sbz[j] = sbz[j] + nb[j] * hz
+                    n_noisy += sigma[j] > 0.0
+                if n_noisy == LANES:
+                    lanes_draw(rs, gn)
+                    for j in range(LANES):
+                        hx = sigma[j] * gn[j]
+                        hy = sigma[j] * gn[LANES + j]
+                        hz = sigma[j] * gn[2 * LANES + j]
+                        sax[j] = ax[j] + na[j] * hx
+                        say[j] = ay[j] + na[j] * hy
+                        saz[j] = az[j] + na[j] * hz
+                        sbx[j] = bx[j] + nb[j] * hx
+                        sby[j] = by[j] + nb[j] * hy
+                        sbz[j] = bz[j] + nb[j] * hz
+                    plain = 0
+                elif n_noisy > 0:  # mixed: lanes without noise draw nothing and add nothing
+                    for j in range(LANES):
+                        sax[j] = ax[j]
+                        say[j] = ay[j]
+                        saz[j] = az[j]
+                        sbx[j] = bx[j]
+                        sby[j] = by[j]
+                        sbz[j] = bz[j]
+                        if sigma[j] > 0.0:
+                            hx = sigma[j] * lane_normal(rs, j)
+                            hy = sigma[j] * lane_normal(rs, j)
+                            hz = sigma[j] * lane_normal(rs, j)
+                            sax[j] = sax[j] + na[j] * hx
+                            say[j] = say[j] + na[j] * hy
+                            saz[j] = saz[j] + na[j] * hz
+                            sbx[j] = sbx[j] + nb[j] * hx
+                            sby[j] = sby[j] + nb[j] * hy
+                            sbz[j] = sbz[j] + nb[j] * hz
+                    plain = 0
+                elif not plain:
+                    for j in range(LANES):
+                        sax[j] = ax[j]
+                        say[j] = ay[j]
+                        saz[j] = az[j]
+                        sbx[j] = bx[j]
+                        sby[j] = by[j]
+                        sbz[j] = bz[j]
+                    plain = 1
                 for j in range(LANES):
                     rhs(sax[j], say[j], saz[j], sbx[j], sby[j], sbz[j], kz[j], kbz[j],
                         mx[j], my[j], mz[j], &k1x[j], &k1y[j], &k1z[j])
@@ -776,42 +887,54 @@ cdef void integrate_lanes(const double* par, const double* current, const double
                     rhs(sax[j], say[j], saz[j], sbx[j], sby[j], sbz[j], kz[j], kbz[j],
                         mx[j] + h * k1x[j], my[j] + h * k1y[j], mz[j] + h * k1z[j], &k2x[j], &k2y[j], &k2z[j])
                 for j in range(LANES):
-                    nx[j] = mx[j] + hh * (k1x[j] + k2x[j])
-                    ny[j] = my[j] + hh * (k1y[j] + k2y[j])
-                    nz[j] = mz[j] + hh * (k1z[j] + k2z[j])
+                    nx = mx[j] + hh * (k1x[j] + k2x[j])
+                    ny = my[j] + hh * (k1y[j] + k2y[j])
+                    nz = mz[j] + hh * (k1z[j] + k2z[j])
+                    inv = 1.0 / sqrt(nx * nx + ny * ny + nz * nz)
+                    mzp[j] = mz[j]
+                    mx[j] = nx * inv
+                    my[j] = ny * inv
+                    mz[j] = nz * inv
             else:
                 h6 = h / 6.0
                 for j in range(LANES):
+                    x = mx[j]
+                    y = my[j]
+                    z = mz[j]
                     rhs(ax[j], ay[j], az[j], bx[j], by[j], bz[j], kz[j], kbz[j],
-                        mx[j], my[j], mz[j], &k1x[j], &k1y[j], &k1z[j])
-                for j in range(LANES):
+                        x, y, z, &r1x, &r1y, &r1z)
                     rhs(ax[j], ay[j], az[j], bx[j], by[j], bz[j], kz[j], kbz[j],
-                        mx[j] + hh * k1x[j], my[j] + hh * k1y[j], mz[j] + hh * k1z[j], &k2x[j], &k2y[j], &k2z[j])
-                for j in range(LANES):
+                        x + hh * r1x, y + hh * r1y, z + hh * r1z, &r2x, &r2y, &r2z)
                     rhs(ax[j], ay[j], az[j], bx[j], by[j], bz[j], kz[j], kbz[j],
-                        mx[j] + hh * k2x[j], my[j] + hh * k2y[j], mz[j] + hh * k2z[j], &k3x[j], &k3y[j], &k3z[j])
-                for j in range(LANES):
+                        x + hh * r2x, y + hh * r2y, z + hh * r2z, &r3x, &r3y, &r3z)
                     rhs(ax[j], ay[j], az[j], bx[j], by[j], bz[j], kz[j], kbz[j],
-                        mx[j] + h * k3x[j], my[j] + h * k3y[j], mz[j] + h * k3z[j], &k4x[j], &k4y[j], &k4z[j])
+                        x + h * r3x, y + h * r3y, z + h * r3z, &r4x, &r4y, &r4z)
+                    nx = x + h6 * (r1x + 2.0 * r2x + 2.0 * r3x + r4x)
+                    ny = y + h6 * (r1y + 2.0 * r2y + 2.0 * r3y + r4y)
+                    nz = z + h6 * (r1z + 2.0 * r2z + 2.0 * r3z + r4z)
+                    inv = 1.0 / sqrt(nx * nx + ny * ny + nz * nz)
+                    mzp[j] = z
+                    mx[j] = nx * inv
+                    my[j] = ny * inv
+                    mz[j] = nz * inv
+            if n_joule == LANES:
                 for j in range(LANES):
-                    nx[j] = mx[j] + h6 * (k1x[j] + 2.0 * k2x[j] + 2.0 * k3x[j] + k4x[j])
-                    ny[j] = my[j] + h6 * (k1y[j] + 2.0 * k2y[j] + 2.0 * k3y[j] + k4y[j])
-                    nz[j] = mz[j] + h6 * (k1z[j] + 2.0 * k2z[j] + 2.0 * k3z[j] + k4z[j])
-            for j in range(LANES):
-                inv = 1.0 / sqrt(nx[j] * nx[j] + ny[j] * ny[j] + nz[j] * nz[j])
-                mx[j] = nx[j] * inv
-                my[j] = ny[j] * inv
-                mz[j] = nz[j] * inv
-            if joule:
+                    r_new = 1.0 / (g0[j] + g1[j] * (mx[j] * rx[j] + my[j] * ry[j] + mz[j] * rz[j]))
+                    e[j] += isq[j] * 0.5 * (r_prev[j] + r_new) * h
+                    r_prev[j] = r_new
+            elif n_joule > 0:
                 for j in range(LANES):
                     if isq[j] != 0.0:
-                        r_new = resistance(&par[j * NPAR], mx[j], my[j], mz[j])
+                        r_new = 1.0 / (g0[j] + g1[j] * (mx[j] * rx[j] + my[j] * ry[j] + mz[j] * rz[j]))
                         e[j] += isq[j] * 0.5 * (r_prev[j] + r_new) * h
                         r_prev[j] = r_new
             total += 1
+            flip = 0
             for j in range(LANES):
-                if unlikely(not crossed[j] and (mzp[j] < 0.0) != (mz[j] < 0.0)):
-                    if not stopped[j]:
+                flip |= (mzp[j] < 0.0) != (mz[j] < 0.0)
+            if unlikely(flip):
+                for j in range(LANES):
+                    if not crossed[j] and not stopped[j] and (mzp[j] < 0.0) != (mz[j] < 0.0):
                         crossed[j] = 1
                         tc[j] = t_step + h * mzp[j] / (mzp[j] - mz[j])
             if unlikely(use_stop):
