@@ -9,7 +9,7 @@ observation. Rows run in parallel (OpenMP, no GIL) when asked for more than one 
 result does not depend on the thread count. Units: SI (A/m^2, s, J).
 """
 from cython.parallel cimport prange
-from libc.math cimport NAN, isnan
+from libc.math cimport NAN, cos, isnan, log1p, sin, sqrt, M_PI
 from libc.stdint cimport int64_t, uint64_t
 
 from physics_ext._llg cimport NPAR, RunResult, integrate_fixed
@@ -80,11 +80,11 @@ cdef class Copies:
 
     cdef const double[::1] task
     cdef double[:, ::1] m
-    cdef const double[:, ::1] target
+    cdef double[:, ::1] target
     cdef double[::1] last_action, elapsed_s, energy_j, switching_time_s
     cdef int64_t[::1] sim_steps, steps
 
-    def __init__(self, const double[::1] task, double[:, ::1] m, const double[:, ::1] target,
+    def __init__(self, const double[::1] task, double[:, ::1] m, double[:, ::1] target,
                  double[::1] last_action, double[::1] elapsed_s, double[::1] energy_j,
                  int64_t[::1] sim_steps, int64_t[::1] steps, double[::1] switching_time_s):
         self.task, self.m, self.target = task, m, target
@@ -137,6 +137,28 @@ cdef class Copies:
             self.step_one_row(0, &par[0, 0], action, seed, &reward, &terminated, &truncated)
         self.observe(obs)
         return reward, terminated != 0, truncated != 0
+
+    def restart(self, const Py_ssize_t[::1] rows, const double[::1] stored,
+                const double[::1] tilt, const double[::1] azimuth):
+        """Begin new episodes in copies `rows`: row k stores the bit `stored[k]` (±1, as m_z),
+        tilted by `tilt[k]` (rad) at azimuth `azimuth[k]` (rad); its target is the other pole;
+        time, energy, steps and the last action start at zero."""
+        cdef Py_ssize_t k, i
+        with nogil:
+            for k in range(rows.shape[0]):
+                i = rows[k]
+                self.m[i, 0] = sin(tilt[k]) * cos(azimuth[k])
+                self.m[i, 1] = sin(tilt[k]) * sin(azimuth[k])
+                self.m[i, 2] = cos(tilt[k]) * stored[k]
+                self.target[i, 0] = 0.0
+                self.target[i, 1] = 0.0
+                self.target[i, 2] = -stored[k]
+                self.last_action[i] = 0.0
+                self.elapsed_s[i] = 0.0
+                self.energy_j[i] = 0.0
+                self.sim_steps[i] = 0
+                self.steps[i] = 0
+                self.switching_time_s[i] = NAN
 
     def observe(self, float[:, ::1] obs):
         """Observation rows (n, 9) float32 in the layout of the env docstrings: m, target, last

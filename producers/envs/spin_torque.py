@@ -202,10 +202,10 @@ class SpinTorqueEnv(gym.Env):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        m0, target, seeds = self.task.episode_starts([self.np_random])
+        uniforms, seeds = self.task.episode_draws([self.np_random])
         self._step_seeds = seeds[0].tolist()
-        self.state = EpisodeState.start(m0, target)
-        self._history = [(0.0, m0[0].copy(), 0.0)]
+        self.state = self.task.new_state(uniforms)
+        self._history = [(0.0, self.state.m[0].copy(), 0.0)]
         return self.task.observe(self.state)[0], self.state.info(0, False)
 
     def step(self, action) -> tuple[np.ndarray, float, bool, bool, dict]:

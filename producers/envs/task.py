@@ -126,29 +126,30 @@ class SwitchingTask:
     # --- start states -------------------------------------------------------------------------
 
     def initial_states(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """n start states drawn from `rng` (see `start_states`)."""
-        return self.start_states(rng.random((n, 3)))
+        """Start magnetisations and targets (n, 3) of n episodes drawn from `rng` (see
+        `restart`)."""
+        state = self.new_state(rng.random((n, 3)))
+        return state.m, state.target
 
-    def start_states(self, uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Start magnetisations (n, 3) from the thermal equilibrium around the stored bit, and
-        targets (n, 3): the opposite pole (each episode writes the bit). Row i of `uniforms`
-        (n, 3), uniform in [0, 1), picks the stored bit (write_direction 'random'), the polar
-        tilt and the azimuth."""
+    def new_state(self, uniforms: np.ndarray) -> EpisodeState:
+        """An episode state of len(uniforms) copies at their start (see `restart`)."""
+        state = EpisodeState.empty(len(uniforms))
+        self.restart(state, state.all_rows, uniforms)
+        return state
+
+    def restart(self, state: EpisodeState, rows: np.ndarray, uniforms: np.ndarray) -> None:
+        """Begin new episodes in copies `rows` of `state`: m from the thermal equilibrium
+        around the stored bit, the target the opposite pole (each episode writes the bit),
+        time, energy and steps at zero. Row k of `uniforms` (len(rows), 3), uniform in [0, 1),
+        picks the stored bit (write_direction 'random'), the polar tilt and the azimuth."""
         uniforms = np.asarray(uniforms, dtype=float)
-        n = len(uniforms)
         if self.write_direction == "random":
-            start_sign = np.where(uniforms[:, 0] < 0.5, 1.0, -1.0)
+            stored = np.where(uniforms[:, 0] < 0.5, 1.0, -1.0)
         else:
-            start_sign = np.full(n, 1.0 if self.write_direction == "down" else -1.0)
-        theta = self.thermal_tilts(uniforms[:, 1])
-        phi = 2.0 * math.pi * uniforms[:, 2]
-        m0 = np.empty((n, 3))
-        m0[:, 0] = np.sin(theta) * np.cos(phi)
-        m0[:, 1] = np.sin(theta) * np.sin(phi)
-        m0[:, 2] = np.cos(theta) * start_sign
-        target = np.zeros((n, 3))
-        target[:, 2] = -start_sign
-        return m0, target
+            stored = np.full(len(uniforms), 1.0 if self.write_direction == "down" else -1.0)
+        state.compiled(self).restart(
+            rows, stored, self.thermal_tilts(uniforms[:, 1]), 2.0 * math.pi * uniforms[:, 2]
+        )
 
     def thermal_tilts(self, uniforms: np.ndarray) -> np.ndarray:
         """Polar angles (rad) from p(θ) ∝ sin θ exp(−Δ sin²θ), small-angle form (Δ ≫ 1), by
@@ -157,17 +158,23 @@ class SwitchingTask:
             return np.full(len(uniforms), ZERO_KELVIN_TILT_RAD)
         return np.sqrt(-np.log1p(-uniforms) / self.thermal_stability)
 
-    def episode_starts(self, rngs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(start states (n, 3), targets (n, 3), integrator seeds (n, max_steps)) of n episodes:
-        episode i draws from `rngs[i]` as a reset does — its start state, then the seed of
-        every control interval."""
+    def episode_draws(self, rngs) -> tuple[np.ndarray, np.ndarray]:
+        """(start uniforms (n, 3), integrator seeds (n, max_steps)) of n episodes: episode i
+        draws from `rngs[i]` as a reset does — its start state, then the seed of every control
+        interval."""
         uniforms = np.empty((len(rngs), 3))
         seeds = np.empty((len(rngs), self.max_steps), dtype=np.uint64)
         for i, rng in enumerate(rngs):
             uniforms[i] = rng.random(3)
             seeds[i] = self.step_seeds(rng)
-        m0, target = self.start_states(uniforms)
-        return m0, target, seeds
+        return uniforms, seeds
+
+    def episode_starts(self, rngs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(start states (n, 3), targets (n, 3), integrator seeds (n, max_steps)) of n episodes
+        drawn as `episode_draws` does."""
+        uniforms, seeds = self.episode_draws(rngs)
+        state = self.new_state(uniforms)
+        return state.m, state.target, seeds
 
     def step_seeds(self, rng: np.random.Generator) -> np.ndarray:
         """The integrator seed of every control interval of an episode, drawn at its reset
@@ -278,13 +285,14 @@ class EpisodeState:
             switching_time_s=np.full(n, math.nan),
         )
 
-    def restart(self, rows: np.ndarray, m: np.ndarray, target: np.ndarray) -> None:
-        """Begin new episodes in copies `rows` from m, target (len(rows), 3) (the vector env's
-        autoreset)."""
-        self.m[rows], self.target[rows] = m, target
-        self.last_action[rows] = self.elapsed_s[rows] = self.energy_j[rows] = 0.0
-        self.sim_steps[rows] = self.steps[rows] = 0
-        self.switching_time_s[rows] = math.nan
+    @classmethod
+    def empty(cls, n: int) -> EpisodeState:
+        """n copies, every array allocated and not yet filled (see SwitchingTask.restart)."""
+        return cls(
+            m=np.empty((n, 3)), target=np.empty((n, 3)), last_action=np.empty(n),
+            elapsed_s=np.empty(n), energy_j=np.empty(n), sim_steps=np.empty(n, dtype=np.int64),
+            steps=np.empty(n, dtype=np.int64), switching_time_s=np.empty(n),
+        )
 
     def compiled(self, task: SwitchingTask) -> _intervals.Copies:
         """The interval kernel's view of these arrays for `task` (made once per state)."""

@@ -68,8 +68,8 @@ class SpinTorqueVectorEnv(VectorEnv):
         elif seed is not None or not self._copy_rngs:
             children = np.random.SeedSequence(seed).spawn(self.num_envs)
             self._copy_rngs = [np.random.default_rng(child) for child in children]
-        m0, target, self._step_seeds = self.task.episode_starts(self._copy_rngs)
-        self.state = EpisodeState.start(m0, target)
+        uniforms, self._step_seeds = self.task.episode_draws(self._copy_rngs)
+        self.state = self.task.new_state(uniforms)
         self._ended[:] = False
         return self.state.observe(self.task), {}
 
@@ -79,12 +79,12 @@ class SpinTorqueVectorEnv(VectorEnv):
         actions = np.asarray(actions, dtype=float).reshape(self.num_envs)
         state = self.state
         rows = state.all_rows
-        if self._ended.any():
+        if np.count_nonzero(self._ended):
             ended = np.flatnonzero(self._ended)
-            m0, target, self._step_seeds[ended] = self.task.episode_starts(
+            uniforms, self._step_seeds[ended] = self.task.episode_draws(
                 [self._copy_rngs[row] for row in ended]
             )
-            state.restart(ended, m0, target)
+            self.task.restart(state, ended, uniforms)
             rows = np.flatnonzero(~self._ended)
             actions = actions[rows]
         obs = np.empty((self.num_envs, OBS_SIZE), dtype=np.float32)
@@ -93,7 +93,7 @@ class SpinTorqueVectorEnv(VectorEnv):
             state, actions, seeds, rows, obs=obs, threads=self.threads
         )
         self._ended = terminated | truncated
-        infos = self._final_infos(self._ended, terminated) if self._ended.any() else {}
+        infos = self._final_infos(self._ended, terminated) if np.count_nonzero(self._ended) else {}
         return obs, rewards, terminated, truncated, infos
 
     def _final_infos(self, ended: np.ndarray, success: np.ndarray) -> dict:
