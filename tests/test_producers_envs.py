@@ -244,3 +244,35 @@ def test_sot_ramp_down_writes_both_directions_only_with_the_field_like_torque():
     assert batch.success.all()
     bare = gym.make("SpinTorqueSOT-v0", device_params={"field_like": 0.0}).unwrapped.task
     assert rollout(bare, pulses, seeds).success_rate < 0.8
+
+
+def test_vector_env_copy_is_the_single_env_with_its_seed_on_any_thread_count():
+    seeds = [5, 6, 7, 8, 9]
+    kwargs = {"time_budget": 3e-9}
+    actions = np.random.default_rng(3).uniform(-1, 1, (40, len(seeds), 1)).astype(np.float32)
+
+    def vector_run(threads):
+        envs = gym.make_vec("SpinTorque-v0", num_envs=len(seeds),
+                            vectorization_mode="vector_entry_point", threads=threads, **kwargs)
+        steps = [envs.reset(seed=seeds)[0]]
+        for action in actions:
+            obs, reward, terminated, truncated, infos = envs.step(action)
+            steps.append((obs, reward, terminated, truncated))
+        return steps
+
+    one, two = vector_run(1), vector_run(2)
+    assert np.array_equal(one[0], two[0])
+    for a, b in zip(one[1:], two[1:]):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    for i, seed in enumerate(seeds):  # copy i's first episode is the single env's, bit for bit
+        env = gym.make("SpinTorque-v0", **kwargs)
+        obs, _ = env.reset(seed=seed)
+        assert np.array_equal(obs, one[0][i])
+        for k, action in enumerate(actions):
+            obs, reward, terminated, truncated, _ = env.step(action[i])
+            vector_obs, vector_reward, vector_terminated, vector_truncated = one[k + 1]
+            assert np.array_equal(obs, vector_obs[i]) and reward == vector_reward[i]
+            assert (terminated, truncated) == (vector_terminated[i], vector_truncated[i])
+            if terminated or truncated:
+                break
+        assert k >= 2
