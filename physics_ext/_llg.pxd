@@ -1,6 +1,6 @@
 # cython: language_level=3
 """C-level declarations of the macrospin LLGS core (see _llg.pyx)."""
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int64_t, uint64_t
 
 # Layout of one device's packed parameter row (float64), filled by physics_ext.simulation.pack().
 cdef enum:
@@ -23,6 +23,9 @@ cdef enum:
     P_RZ
     P_AREA          # current cross-section [m^2]
     NPAR
+
+cdef enum:
+    LANES = 8       # devices the batched path integrates in lock step
 
 cdef enum:
     METHOD_RK4 = 0
@@ -58,3 +61,8 @@ cdef int integrate_dp45(const double* par, const double* current, const double* 
                         Py_ssize_t n_seg, double dt, double rtol, double atol,
                         double stop_mz, double* m, RunResult* res,
                         double* trace_t, double* trace_m, Py_ssize_t trace_cap) noexcept nogil
+
+cdef void run_lanes(const double* par, const double* current, const double* seg_len,
+                    Py_ssize_t n_seg, double dt, int method, const uint64_t* seeds,
+                    double stop_mz, double* m, double* t_cross, double* energy,
+                    int64_t* steps, double* t_end) noexcept nogil

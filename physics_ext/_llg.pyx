@@ -27,6 +27,7 @@ cdef extern from *:
     """
     #define STGYM_UNLIKELY(x) __builtin_expect(!!(x), 0)
     #include <stdint.h>
+    #include <math.h>
     /* the lock-step lane kernel in two builds picked at load time by the CPU (ifunc): AVX2 where
        the CPU has it, else the baseline; AVX2 without FMA (and -ffp-contract=off) rounds every
        operation as the baseline does, so the bits do not depend on the build */
@@ -42,6 +43,36 @@ cdef extern from *:
         f.i = ((bits >> 11) & 0x000FFFFFFFFFFFFFULL) | 0x3FF0000000000000ULL;
         c.i = 0x4000000000000000ULL - ((bits >> 63) << 52);
         return f.d - c.d;
+    }
+    /* lock-step lanes (loops the compiler vectorises): one xoshiro256** output per lane, the
+       state as four rows s0..s3 of n lanes (x 5 and x 9 written as shifts and adds) */
+    static inline void stgym_xoshiro_lanes(uint64_t *restrict s0, uint64_t *restrict s1,
+                                           uint64_t *restrict s2, uint64_t *restrict s3,
+                                           uint64_t *restrict bits, int n) {
+        #pragma GCC unroll 1
+        for (int j = 0; j < n; j++) {
+            uint64_t a = s0[j], b = s1[j], c = s2[j], d = s3[j];
+            uint64_t r = (b << 2) + b;
+            r = (r << 7) | (r >> 57);
+            bits[j] = (r << 3) + r;
+            uint64_t t = b << 17;
+            c ^= a; d ^= b; b ^= c; a ^= d; c ^= t;
+            d = (d << 45) | (d >> 19);
+            s0[j] = a; s1[j] = b; s2[j] = c; s3[j] = d;
+        }
+    }
+    /* the ziggurat's rectangle test per lane: out[j] = u x[layer]; nonzero if any lane missed */
+    static inline long stgym_zig_lanes(const double *restrict zx, const uint64_t *restrict bits,
+                                       double *restrict out, int n) {
+        long missed = 0;
+        #pragma GCC unroll 1
+        for (int j = 0; j < n; j++) {
+            uint64_t layer = bits[j] & 0xFF;
+            double x = stgym_zig_u(bits[j]) * zx[layer];
+            out[j] = x;
+            missed |= !(fabs(x) < zx[layer + 1]);
+        }
+        return missed;
     }
     /* 2^-52, the Dormand-Prince 5(4) tableau, its error weights E (5th - 4th order) and its
        dense-output weights D (Hairer, Norsett & Wanner, DOPRI5) */
@@ -82,6 +113,9 @@ cdef extern from *:
     """
     bint unlikely "STGYM_UNLIKELY"(bint) nogil
     double stgym_zig_u(uint64_t bits) nogil
+    void stgym_xoshiro_lanes(uint64_t* s0, uint64_t* s1, uint64_t* s2, uint64_t* s3,
+                             uint64_t* bits, int n) nogil
+    long stgym_zig_lanes(const double* zx, const uint64_t* bits, double* out, int n) nogil
     ctypedef void cloned_void "STGYM_CLONED_VOID"
     const double TWO_M52, TWO_M53, A21, A31, A32, A41, A42, A43, A51, A52, A53
     const double A54, A61, A62, A63, A64, A65, A71, A73, A74, A75
@@ -654,8 +688,7 @@ def run_interval(const double[::1] par, double[::1] m, double current_density, d
 # the batched path: LANES devices in lock step (the same expressions as integrate_fixed, lane by
 # lane, so every device gets exactly its single-run bits; independent chains fill the pipeline)
 # ---------------------------------------------------------------------------------------------
-cdef enum:
-    LANES = 8
+# LANES (devices in lock step) is declared in _llg.pxd, for the modules that call run_lanes.
 
 
 cdef inline void lanes_draw(uint64_t* rs, double* out) noexcept nogil:
@@ -664,26 +697,12 @@ cdef inline void lanes_draw(uint64_t* rs, double* out) noexcept nogil:
     the ziggurat's rectangle test run for all lanes at once (state as LANES-wide rows s0, s1, s2,
     s3 of rs); a rejection is finished out of line for its lane before the next component."""
     cdef uint64_t bits[LANES]
-    cdef uint64_t t
     cdef Py_ssize_t j, c
     cdef int layer
     cdef long rejected
-    cdef double x
     for c in range(3):
-        for j in range(LANES):
-            bits[j] = rotl(rs[LANES + j] * 5, 7) * 9
-            t = rs[LANES + j] << 17
-            rs[2 * LANES + j] ^= rs[j]
-            rs[3 * LANES + j] ^= rs[LANES + j]
-            rs[LANES + j] ^= rs[2 * LANES + j]
-            rs[j] ^= rs[3 * LANES + j]
-            rs[2 * LANES + j] ^= t
-            rs[3 * LANES + j] = rotl(rs[3 * LANES + j], 45)
-        rejected = 0
-        for j in range(LANES):
-            x = zig_u(bits[j]) * ZIG_X[bits[j] & 0xFF]
-            out[c * LANES + j] = x
-            rejected |= not (fabs(x) < ZIG_X[(bits[j] & 0xFF) + 1])
+        stgym_xoshiro_lanes(rs, &rs[LANES], &rs[2 * LANES], &rs[3 * LANES], bits, LANES)
+        rejected = stgym_zig_lanes(ZIG_X, bits, &out[c * LANES], LANES)
         if unlikely(rejected):
             for j in range(LANES):
                 layer = <int>(bits[j] & 0xFF)
@@ -1001,6 +1020,16 @@ def run_batch(const double[:, ::1] par, double[:, ::1] m, const double[:, ::1] c
         for i in prange(groups * LANES, n, schedule="static", chunksize=1):
             _batch_one(&par[i, 0], &m[i, 0], &current[i, 0], &seg_len[0], n_seg, dt, method,
                        seeds[i], stop_mz, &t_cross[i], &energy[i], &steps[i], &t_end[i])
+
+
+cdef void run_lanes(const double* par, const double* current, const double* seg_len,
+                    Py_ssize_t n_seg, double dt, int method, const uint64_t* seeds,
+                    double stop_mz, double* m, double* t_cross, double* energy,
+                    int64_t* steps, double* t_end) noexcept nogil:
+    """integrate_lanes (this CPU's build of it) for other compiled modules: LANES consecutive
+    devices (rows of par, current, m), the bits of integrate_fixed for each."""
+    integrate_lanes(par, current, seg_len, n_seg, dt, method, seeds, stop_mz, m, t_cross,
+                    energy, steps, t_end)
 
 
 def normal_samples(uint64_t seed, Py_ssize_t n):

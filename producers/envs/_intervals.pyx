@@ -2,17 +2,17 @@
 """One control interval of many episode copies in one compiled call: the task's step.
 
 For every listed row: clip the action, turn it into a current density (off inside the dead
-band), integrate the interval with the physics core (`integrate_fixed`, the bits of
-`px.simulate`), record the first crossing of m·target through zero, add the interval's time,
+band), integrate the interval with the physics core (its batched lanes or its single-device
+path: the bits of `px.simulate` either way), record the first crossing of m·target through zero, add the interval's time,
 Joule energy and integrator steps, score it (reward, terminated, truncated) and write the
 observation. Rows run in parallel (OpenMP, no GIL) when asked for more than one thread; the
 result does not depend on the thread count. Units: SI (A/m^2, s, J).
 """
 from cython.parallel cimport prange
-from libc.math cimport NAN, cos, isnan, log1p, sin, sqrt, M_PI
+from libc.math cimport NAN, cos, isnan, sin
 from libc.stdint cimport int64_t, uint64_t
 
-from physics_ext._llg cimport NPAR, RunResult, integrate_fixed
+from physics_ext._llg cimport LANES, NPAR, RunResult, integrate_fixed, run_lanes
 
 # Layout of the task row (float64), filled by producers.envs.task.SwitchingTask.
 cdef enum:
@@ -39,42 +39,6 @@ cdef inline double clip1(double x) noexcept nogil:
     return -1.0 if x < -1.0 else (1.0 if x > 1.0 else x)
 
 
-cdef inline void step_row(Py_ssize_t i, const double* par, const double* task, double* m,
-                          const double* target, double* last_action, double* elapsed_s,
-                          double* energy_j, int64_t* sim_steps, int64_t* steps,
-                          double* switching_time_s, double action, uint64_t seed,
-                          double* reward, char* terminated, char* truncated) noexcept nogil:
-    """One interval of row i (every pointer is at row 0 of its array)."""
-    cdef RunResult res
-    cdef double interval = task[T_INTERVAL]
-    cdef double* mi = m + 3 * i
-    cdef const double* ti = target + 3 * i
-    cdef double a = clip1(action)
-    cdef double current = 0.0 if (a if a >= 0.0 else -a) <= task[T_DEADBAND] else a * task[T_J_MAX]
-    cdef double before = mi[0] * ti[0] + mi[1] * ti[1] + mi[2] * ti[2]
-    cdef double after, elapsed
-    cdef bint success
-    integrate_fixed(par, &current, &interval, 1, task[T_DT], <int>task[T_METHOD], seed, NAN, mi,
-                    &res, NULL, NULL, 1, 0)
-    after = mi[0] * ti[0] + mi[1] * ti[1] + mi[2] * ti[2]
-    elapsed = elapsed_s[i]
-    if before <= 0.0 < after and isnan(switching_time_s[i]):
-        # the integrator's interpolated m_z sign change (the poles are ±z), else linear in m·target
-        switching_time_s[i] = elapsed + (res.t_cross if not isnan(res.t_cross)
-                                         else interval * before / (before - after))
-    elapsed = elapsed + interval
-    elapsed_s[i] = elapsed
-    energy_j[i] += res.energy
-    sim_steps[i] += res.steps
-    steps[i] += 1
-    last_action[i] = a
-    success = after >= task[T_THRESHOLD] and current == 0.0
-    terminated[i] = success
-    truncated[i] = elapsed >= task[T_TIME_BUDGET] * (1 - 1e-9) and not success
-    reward[i] = (task[T_BONUS] * success - task[T_ENERGY_WEIGHT] * res.energy / task[T_ENERGY_BUDGET]
-                 - task[T_TIME_WEIGHT] * interval / task[T_TIME_BUDGET])
-
-
 cdef class Copies:
     """The compiled view of an episode state (n copies; arrays of n rows, updated in place)."""
 
@@ -91,12 +55,86 @@ cdef class Copies:
         self.last_action, self.elapsed_s, self.energy_j = last_action, elapsed_s, energy_j
         self.sim_steps, self.steps, self.switching_time_s = sim_steps, steps, switching_time_s
 
-    cdef inline void step_one_row(self, Py_ssize_t i, const double* par, double action,
-                                  uint64_t seed, double* reward, char* terminated,
-                                  char* truncated) noexcept nogil:
-        step_row(i, par, &self.task[0], &self.m[0, 0], &self.target[0, 0], &self.last_action[0],
-                 &self.elapsed_s[0], &self.energy_j[0], &self.sim_steps[0], &self.steps[0],
-                 &self.switching_time_s[0], action, seed, reward, terminated, truncated)
+    cdef inline double alignment(self, Py_ssize_t i) noexcept nogil:
+        return (self.m[i, 0] * self.target[i, 0] + self.m[i, 1] * self.target[i, 1]
+                + self.m[i, 2] * self.target[i, 2])
+
+    cdef inline double current(self, double action) noexcept nogil:
+        """A/m^2 for a clipped action: off inside the dead band."""
+        return 0.0 if (action if action >= 0.0 else -action) <= self.task[T_DEADBAND] \
+            else action * self.task[T_J_MAX]
+
+    cdef inline void finish(self, Py_ssize_t i, double action, double current, double before,
+                            double t_cross, double energy, int64_t integrator_steps,
+                            double* reward, char* terminated, char* truncated) noexcept nogil:
+        """Row i's bookkeeping once the physics has moved its m: the first crossing of m·target
+        through zero, time, energy, steps, reward and episode end."""
+        cdef double interval = self.task[T_INTERVAL], budget = self.task[T_TIME_BUDGET]
+        cdef double after = self.alignment(i), elapsed = self.elapsed_s[i]
+        cdef bint success
+        if before <= 0.0 < after and isnan(self.switching_time_s[i]):
+            # the integrator's interpolated m_z sign change (the poles are ±z), else linear
+            self.switching_time_s[i] = elapsed + (t_cross if not isnan(t_cross)
+                                                  else interval * before / (before - after))
+        elapsed = elapsed + interval
+        self.elapsed_s[i] = elapsed
+        self.energy_j[i] += energy
+        self.sim_steps[i] += integrator_steps
+        self.steps[i] += 1
+        self.last_action[i] = action
+        success = after >= self.task[T_THRESHOLD] and current == 0.0
+        terminated[i] = success
+        truncated[i] = elapsed >= budget * (1 - 1e-9) and not success
+        reward[i] = (self.task[T_BONUS] * success
+                     - self.task[T_ENERGY_WEIGHT] * energy / self.task[T_ENERGY_BUDGET]
+                     - self.task[T_TIME_WEIGHT] * interval / budget)
+
+    cdef void step_row(self, Py_ssize_t i, const double* par, double action, uint64_t seed,
+                       double* reward, char* terminated, char* truncated) noexcept nogil:
+        """One interval of row i on the single-device path of the core."""
+        cdef RunResult res
+        cdef double interval = self.task[T_INTERVAL]
+        cdef double a = clip1(action)
+        cdef double current = self.current(a)
+        cdef double before = self.alignment(i)
+        integrate_fixed(par, &current, &interval, 1, self.task[T_DT], <int>self.task[T_METHOD],
+                        seed, NAN, &self.m[i, 0], &res, NULL, NULL, 1, 0)
+        self.finish(i, a, current, before, res.t_cross, res.energy, res.steps, reward,
+                    terminated, truncated)
+
+    cdef void step_lanes(self, const Py_ssize_t* rows, const double* par, Py_ssize_t par_stride,
+                         const double* action, const uint64_t* seeds, double* reward,
+                         char* terminated, char* truncated) noexcept nogil:
+        """One interval of LANES rows in lock step on the core's batched path (each row gets
+        the bits of `step_row`)."""
+        cdef double lane_par[LANES * NPAR]
+        cdef double lane_m[3 * LANES]
+        cdef double a[LANES]
+        cdef double current[LANES]
+        cdef double before[LANES]
+        cdef double t_cross[LANES]
+        cdef double energy[LANES]
+        cdef double t_end[LANES]
+        cdef int64_t integrator_steps[LANES]
+        cdef double interval = self.task[T_INTERVAL]
+        cdef Py_ssize_t j, c, i
+        for j in range(LANES):
+            i = rows[j]
+            for c in range(NPAR):
+                lane_par[j * NPAR + c] = par[par_stride * i + c]
+            for c in range(3):
+                lane_m[3 * j + c] = self.m[i, c]
+            a[j] = clip1(action[j])
+            current[j] = self.current(a[j])
+            before[j] = self.alignment(i)
+        run_lanes(lane_par, current, &interval, 1, self.task[T_DT], <int>self.task[T_METHOD],
+                  seeds, NAN, lane_m, t_cross, energy, integrator_steps, t_end)
+        for j in range(LANES):
+            i = rows[j]
+            for c in range(3):
+                self.m[i, c] = lane_m[3 * j + c]
+            self.finish(i, a[j], current[j], before[j], t_cross[j], energy[j],
+                        integrator_steps[j], reward, terminated, truncated)
 
     def step(self, const double[:, ::1] par, const double[::1] action,
              const uint64_t[::1] seeds, const Py_ssize_t[::1] rows, int threads,
@@ -104,8 +142,10 @@ cdef class Copies:
         """Advance the copies `rows` by one interval: `action[k]`, `seeds[k]` belong to row
         `rows[k]`; `par` holds one packed parameter row per copy, or one for all.
         reward/terminated/truncated (n,) are zero outside `rows`; `obs` (n, 9), if given,
-        receives every row's observation afterwards."""
-        cdef Py_ssize_t k, i, n = self.m.shape[0], count = rows.shape[0]
+        receives every row's observation afterwards. Rows go LANES at a time through the
+        core's batched path, the rest one by one; groups run on `threads` OpenMP threads."""
+        cdef Py_ssize_t k, g, i, n = self.m.shape[0], count = rows.shape[0]
+        cdef Py_ssize_t groups = count // LANES
         cdef Py_ssize_t par_stride = NPAR if par.shape[0] > 1 else 0
         if action.shape[0] != count or seeds.shape[0] != count or reward.shape[0] != n:
             raise ValueError(f"{count} rows need {count} actions and seeds and {n} outputs")
@@ -114,16 +154,18 @@ cdef class Copies:
                 reward[i] = 0.0
                 terminated[i] = 0
                 truncated[i] = 0
-            if threads > 1 and count > 1:
-                for k in prange(count, num_threads=threads, schedule="dynamic", chunksize=1):
-                    i = rows[k]
-                    self.step_one_row(i, &par[0, 0] + par_stride * i, action[k], seeds[k],
-                                      &reward[0], &terminated[0], &truncated[0])
+            if threads > 1 and groups > 1:
+                for g in prange(groups, num_threads=threads, schedule="dynamic", chunksize=1):
+                    self.step_lanes(&rows[g * LANES], &par[0, 0], par_stride, &action[g * LANES],
+                                    &seeds[g * LANES], &reward[0], &terminated[0], &truncated[0])
             else:
-                for k in range(count):
-                    i = rows[k]
-                    self.step_one_row(i, &par[0, 0] + par_stride * i, action[k], seeds[k],
-                                      &reward[0], &terminated[0], &truncated[0])
+                for g in range(groups):
+                    self.step_lanes(&rows[g * LANES], &par[0, 0], par_stride, &action[g * LANES],
+                                    &seeds[g * LANES], &reward[0], &terminated[0], &truncated[0])
+            for k in range(groups * LANES, count):
+                i = rows[k]
+                self.step_row(i, &par[0, 0] + par_stride * i, action[k], seeds[k], &reward[0],
+                              &terminated[0], &truncated[0])
         if obs is not None:
             self.observe(obs)
 
@@ -134,7 +176,7 @@ cdef class Copies:
         cdef double reward
         cdef char terminated, truncated
         with nogil:
-            self.step_one_row(0, &par[0, 0], action, seed, &reward, &terminated, &truncated)
+            self.step_row(0, &par[0, 0], action, seed, &reward, &terminated, &truncated)
         self.observe(obs)
         return reward, terminated != 0, truncated != 0
 
