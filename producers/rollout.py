@@ -86,8 +86,8 @@ class _OneDevice(ArrayTask):
     to write (the target is the other pole), with the device task's own reward and episode end."""
 
     def start(self, rng, pattern=None):
-        m0, target, seeds = self.device.episode_starts([rng])
-        return m0, target, np.ones(1, dtype=bool), seeds.T
+        m0, target = self.device.initial_states(rng, 1)
+        return m0, target, np.ones(1, dtype=bool), self.device.step_seeds(rng)[:, None]
 
     def advance(self, state, action, seeds, rows=None):
         reward, terminated, truncated = self.device.step(state, action, seeds, rows=rows)

@@ -26,7 +26,9 @@ episode, and at most its one unacknowledged batch may be on the bus beyond its l
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import math
 import multiprocessing
@@ -274,7 +276,8 @@ class EpisodePublisher:
             event_id=events.new_event_id(), timestamp=events.utc_now(), **self.common,
             status=status,
             config={"env_id": config.env_id, "episodes": config.episodes,
-                    "workers": config.workers, "seed": config.seed},
+                    "workers": config.workers, "seed": config.seed,
+                    "env_kwargs": json.dumps(config.env_kwargs, sort_keys=True)},
         ))
         self.bus.flush()
 
@@ -403,6 +406,19 @@ def train(config: TrainConfig, bus: Bus | None = None,
     return _summary(config, results, failed, totals, time.perf_counter() - started)
 
 
+@contextlib.contextmanager
+def _worker_threads(workers: int):
+    """While a worker process starts: its OpenMP threads are its share of the cores (unless
+    OMP_NUM_THREADS is set) — workers that each wake every core wait on each other's threads."""
+    previous = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = previous or str(max(1, (os.cpu_count() or 1) // workers))
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["OMP_NUM_THREADS"]
+
+
 def _run_processes(config, token, results, failed, on_batch) -> None:
     """One spawned process per worker, each with its own pipe (a worker killed mid-message
     cannot block the others, as it could while holding a shared queue's lock)."""
@@ -416,7 +432,8 @@ def _run_processes(config, token, results, failed, on_batch) -> None:
             target=_worker_process, args=(config, index, token, sender),
             name=f"stgym-train-w{index}",
         )
-        process.start()
+        with _worker_threads(config.workers):
+            process.start()
         sender.close()
         workers[receiver] = (index, process)
 

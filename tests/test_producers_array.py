@@ -33,6 +33,10 @@ def test_runner_publishes_array_episodes_with_the_array_device_type(tmp_path):
     assert bits == pytest.approx(round(bits), rel=1e-9) and 0 < round(bits) <= 2 * len(won)
     policy = PulsePolicy.load(summary.policy_path)
     assert policy.env_id == ARRAY and policy.env_kwargs == {"num_devices": 2}
+    runs = [events.decode(r.value, events.ExperimentEvent)
+            for r in bus.records(events.TOPIC_EXPERIMENTS)]
+    assert len(runs) == 4 and all(json.loads(r.config["env_kwargs"]) == {"num_devices": 2}
+                                  and r.device_type == "stt-pma-array2" for r in runs)
 
 
 def test_cli_train_and_evaluate_the_array(tmp_path, capsys):
