@@ -25,7 +25,7 @@ cdef enum:
     NPAR
 
 cdef enum:
-    LANES = 8       # devices the batched path integrates in lock step
+    LANES = 16      # devices the batched path integrates in lock step
 
 cdef enum:
     METHOD_RK4 = 0

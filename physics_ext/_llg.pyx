@@ -18,6 +18,7 @@ Random numbers: xoshiro256** seeded by splitmix64(seed), normals by a 256-layer 
 from cython.parallel cimport prange, parallel
 from libc.math cimport sqrt, log, exp, fabs, NAN, isnan
 from libc.stdint cimport uint64_t, int64_t
+from libc.stdlib cimport malloc, free
 cimport openmp
 
 import numpy as np
@@ -1006,18 +1007,74 @@ cdef void _batch_one(const double* par, double* m, const double* current, const 
     t_end[0] = res.t_end
 
 
+cdef int lanes_padded(const double* par, const double* current, const double* seg_len,
+                      Py_ssize_t n_seg, double dt, int method, const uint64_t* seeds,
+                      double stop_mz, double* m, double* t_cross, double* energy,
+                      int64_t* steps, double* t_end, Py_ssize_t n) noexcept nogil:
+    """integrate_lanes for n < LANES devices: the free lanes repeat the last device (each lane's
+    bits depend on its own row only) and their results are dropped. Returns -1 if out of memory."""
+    cdef double* lane_par = <double*>malloc(LANES * (NPAR + n_seg) * sizeof(double))
+    cdef double* lane_current
+    cdef uint64_t lane_seeds[LANES]
+    cdef double lane_m[3 * LANES]
+    cdef double lane_t_cross[LANES]
+    cdef double lane_energy[LANES]
+    cdef double lane_t_end[LANES]
+    cdef int64_t lane_steps[LANES]
+    cdef Py_ssize_t j, src, c
+    if lane_par == NULL:
+        return -1
+    lane_current = lane_par + LANES * NPAR
+    for j in range(LANES):
+        src = j if j < n else n - 1
+        for c in range(NPAR):
+            lane_par[j * NPAR + c] = par[src * NPAR + c]
+        for c in range(n_seg):
+            lane_current[j * n_seg + c] = current[src * n_seg + c]
+        for c in range(3):
+            lane_m[3 * j + c] = m[3 * src + c]
+        lane_seeds[j] = seeds[src]
+    integrate_lanes(lane_par, lane_current, seg_len, n_seg, dt, method, lane_seeds, stop_mz,
+                    lane_m, lane_t_cross, lane_energy, lane_steps, lane_t_end)
+    for j in range(n):
+        for c in range(3):
+            m[3 * j + c] = lane_m[3 * j + c]
+        t_cross[j] = lane_t_cross[j]
+        energy[j] = lane_energy[j]
+        steps[j] = lane_steps[j]
+        t_end[j] = lane_t_end[j]
+    free(lane_par)
+    return 0
+
+
 def run_batch(const double[:, ::1] par, double[:, ::1] m, const double[:, ::1] current,
               const double[::1] seg_len, double dt, int method, const uint64_t[::1] seeds,
               double stop_mz, int threads, double[::1] t_cross, double[::1] energy,
               int64_t[::1] steps, double[::1] t_end):
-    """N devices in parallel (OpenMP, no GIL); m (N,3) is overwritten by the final states."""
+    """N devices in parallel (OpenMP, no GIL); m (N,3) is overwritten by the final states.
+
+    Devices go LANES at a time through integrate_lanes; the last N mod LANES too (lanes padded)
+    when there are at least LANES / 3 of them (fewer run faster one by one on the single path).
+    """
     cdef Py_ssize_t g, i, n = m.shape[0], n_seg = current.shape[1], groups = n // LANES
+    cdef Py_ssize_t rest = n - groups * LANES
+    cdef Py_ssize_t padded = 1 if rest > 0 and 3 * rest >= LANES else 0
+    cdef Py_ssize_t single_from = n if padded else groups * LANES
     with nogil, parallel(num_threads=threads):
-        for g in prange(groups, schedule="dynamic", chunksize=1):
+        for g in prange(groups + padded, schedule="dynamic", chunksize=1):
             i = g * LANES
-            integrate_lanes(&par[i, 0], &current[i, 0], &seg_len[0], n_seg, dt, method, &seeds[i],
-                            stop_mz, &m[i, 0], &t_cross[i], &energy[i], &steps[i], &t_end[i])
-        for i in prange(groups * LANES, n, schedule="static", chunksize=1):
+            if g < groups:
+                integrate_lanes(&par[i, 0], &current[i, 0], &seg_len[0], n_seg, dt, method,
+                                &seeds[i], stop_mz, &m[i, 0], &t_cross[i], &energy[i], &steps[i],
+                                &t_end[i])
+            elif lanes_padded(&par[i, 0], &current[i, 0], &seg_len[0], n_seg, dt, method,
+                              &seeds[i], stop_mz, &m[i, 0], &t_cross[i], &energy[i], &steps[i],
+                              &t_end[i], rest) != 0:
+                for i in range(groups * LANES, n):
+                    _batch_one(&par[i, 0], &m[i, 0], &current[i, 0], &seg_len[0], n_seg, dt,
+                               method, seeds[i], stop_mz, &t_cross[i], &energy[i], &steps[i],
+                               &t_end[i])
+        for i in prange(single_from, n, schedule="static", chunksize=1):
             _batch_one(&par[i, 0], &m[i, 0], &current[i, 0], &seg_len[0], n_seg, dt, method,
                        seeds[i], stop_mz, &t_cross[i], &energy[i], &steps[i], &t_end[i])
 
