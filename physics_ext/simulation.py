@@ -92,7 +92,12 @@ def _packed(params: DeviceParams, temperature: float) -> np.ndarray:
 def _pack_rows(params, temperature, n: int, method: str) -> np.ndarray:
     """(n, NPAR) parameter rows of a batch: one DeviceParams or n, scalar or (n,) temperature."""
     if np.ndim(temperature) == 0:
-        temperatures = [_check_temperature(temperature, method)] * n
+        temperature = _check_temperature(temperature, method)
+        if isinstance(params, DeviceParams):  # the common case: one row for every device
+            rows = np.empty((n, _NPAR))
+            rows[:] = _packed(params, temperature)
+            return rows
+        temperatures = [temperature] * n
     else:
         array = np.asarray(temperature, dtype=np.float64)
         if array.shape != (n,):
@@ -101,7 +106,9 @@ def _pack_rows(params, temperature, n: int, method: str) -> np.ndarray:
         temperatures = [checked[t] for t in array.tolist()]
     if isinstance(params, DeviceParams):
         if len(set(temperatures)) == 1:
-            return np.tile(_packed(params, temperatures[0]), (n, 1))
+            rows = np.empty((n, _NPAR))
+            rows[:] = _packed(params, temperatures[0])
+            return rows
         params = [params] * n
     if len(params) != n:
         raise ParameterError("params", f"expected one DeviceParams or {n}, got {len(params)}")
@@ -306,13 +313,13 @@ def simulate_batch(
     pulse_array = np.ascontiguousarray(pulses, dtype=np.float64)
     if pulse_array.ndim == 1:
         pulse_array = pulse_array[:, None]
-    if pulse_array.ndim != 2 or pulse_array.shape[1] == 0 or not np.all(np.isfinite(pulse_array)):
+    if pulse_array.ndim != 2 or pulse_array.shape[1] == 0 or not np.isfinite(pulse_array).all():
         raise ParameterError("pulses", "expected an (N, K) array of finite current densities in A/m^2")
     n = pulse_array.shape[0]
     m = np.array(m0, dtype=np.float64)
     if m.shape == (3,):
         m = np.tile(m, (n, 1))
-    if m.shape != (n, 3) or not np.all(np.isfinite(m)) or np.any(np.all(m == 0.0, axis=1)):
+    if m.shape != (n, 3) or not np.isfinite(m).all() or (m == 0.0).all(axis=1).any():
         raise ParameterError("m0", f"expected ({n}, 3) finite nonzero vectors, got shape {m.shape}")
     m = np.ascontiguousarray(m)
     rows = _pack_rows(params, temperature, n, method)
@@ -322,9 +329,10 @@ def simulate_batch(
         seed_array = np.arange(n, dtype=np.uint64)
     else:
         seed_array = np.ascontiguousarray(seeds)
-        if seed_array.shape != (n,) or not np.issubdtype(seed_array.dtype, np.integer) or np.any(seed_array < 0):
+        kind = seed_array.dtype.kind
+        if seed_array.shape != (n,) or kind not in "iu" or (kind == "i" and (seed_array < 0).any()):
             raise ParameterError("seeds", f"expected ({n},) non-negative integers")
-        seed_array = seed_array.astype(np.uint64)
+        seed_array = seed_array.astype(np.uint64, copy=False)
     if threads is None:
         # a parallel region costs a thread wake-up (milliseconds on a busy machine): small
         # batches (an RL control interval) run on one thread, ~1 thread per 500,000 device-steps
