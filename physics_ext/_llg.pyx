@@ -797,7 +797,13 @@ cdef cloned_void integrate_lanes(const double* par, const double* current, const
     cdef double k2x[LANES]
     cdef double k2y[LANES]
     cdef double k2z[LANES]
-    cdef double x, y, z, nx, ny, nz, r1x, r1y, r1z, r2x, r2y, r2z, r3x, r3y, r3z, r4x, r4y, r4z
+    cdef double k3x[LANES]
+    cdef double k3y[LANES]
+    cdef double k3z[LANES]
+    cdef double k4x[LANES]
+    cdef double k4y[LANES]
+    cdef double k4z[LANES]
+    cdef double nx, ny, nz
     cdef bint plain = 0
     cdef long long n_full, n_steps, i, total = 0
     cdef Py_ssize_t k, j, n_stopped = 0, n_noisy, n_joule
@@ -918,22 +924,26 @@ cdef cloned_void integrate_lanes(const double* par, const double* current, const
             else:
                 h6 = h / 6.0
                 for j in range(LANES):
-                    x = mx[j]
-                    y = my[j]
-                    z = mz[j]
                     rhs(ax[j], ay[j], az[j], bx[j], by[j], bz[j], kz[j], kbz[j],
-                        x, y, z, &r1x, &r1y, &r1z)
+                        mx[j], my[j], mz[j], &k1x[j], &k1y[j], &k1z[j])
+                for j in range(LANES):
                     rhs(ax[j], ay[j], az[j], bx[j], by[j], bz[j], kz[j], kbz[j],
-                        x + hh * r1x, y + hh * r1y, z + hh * r1z, &r2x, &r2y, &r2z)
+                        mx[j] + hh * k1x[j], my[j] + hh * k1y[j], mz[j] + hh * k1z[j],
+                        &k2x[j], &k2y[j], &k2z[j])
+                for j in range(LANES):
                     rhs(ax[j], ay[j], az[j], bx[j], by[j], bz[j], kz[j], kbz[j],
-                        x + hh * r2x, y + hh * r2y, z + hh * r2z, &r3x, &r3y, &r3z)
+                        mx[j] + hh * k2x[j], my[j] + hh * k2y[j], mz[j] + hh * k2z[j],
+                        &k3x[j], &k3y[j], &k3z[j])
+                for j in range(LANES):
                     rhs(ax[j], ay[j], az[j], bx[j], by[j], bz[j], kz[j], kbz[j],
-                        x + h * r3x, y + h * r3y, z + h * r3z, &r4x, &r4y, &r4z)
-                    nx = x + h6 * (r1x + 2.0 * r2x + 2.0 * r3x + r4x)
-                    ny = y + h6 * (r1y + 2.0 * r2y + 2.0 * r3y + r4y)
-                    nz = z + h6 * (r1z + 2.0 * r2z + 2.0 * r3z + r4z)
+                        mx[j] + h * k3x[j], my[j] + h * k3y[j], mz[j] + h * k3z[j],
+                        &k4x[j], &k4y[j], &k4z[j])
+                for j in range(LANES):
+                    nx = mx[j] + h6 * (k1x[j] + 2.0 * k2x[j] + 2.0 * k3x[j] + k4x[j])
+                    ny = my[j] + h6 * (k1y[j] + 2.0 * k2y[j] + 2.0 * k3y[j] + k4y[j])
+                    nz = mz[j] + h6 * (k1z[j] + 2.0 * k2z[j] + 2.0 * k3z[j] + k4z[j])
                     inv = 1.0 / sqrt(nx * nx + ny * ny + nz * nz)
-                    mzp[j] = z
+                    mzp[j] = mz[j]
                     mx[j] = nx * inv
                     my[j] = ny * inv
                     mz[j] = nz * inv
