@@ -76,11 +76,17 @@ def test_kafka_bus_round_trip_keeps_key_order(kafka_bootstrap, unique_id):
         assert values == list(range(run, 300, 3))
 
 
-def test_train_delivers_exactly_the_episodes_it_ran(kafka_bootstrap, unique_id, tmp_path):
+@pytest.mark.parametrize("env_id, device_type", [
+    ("SpinTorque-v0", "stt-pma"), ("SpinTorqueArray-v0", "stt-pma-array4"),
+])
+def test_train_delivers_exactly_the_episodes_it_ran(
+    env_id, device_type, kafka_bootstrap, unique_id, tmp_path
+):
     experiment = f"kafka-exact-{unique_id}"
     since_ms = int(time.time() * 1000) - 5000
     result = subprocess.run(
-        stgym("--algo", "cem", "--episodes", "300", "--workers", "2", "--experiment", experiment,
+        stgym("--algo", "cem", "--env", env_id, "--episodes", "300", "--workers", "2",
+              "--experiment", experiment,
               "--bus", f"kafka://{kafka_bootstrap}", "--run-dir", str(tmp_path),
               "--metrics-port", "-1", "--batch-size", "32", "--json"),
         capture_output=True, text=True, timeout=300,
@@ -89,6 +95,7 @@ def test_train_delivers_exactly_the_episodes_it_ran(kafka_bootstrap, unique_id, 
     episodes = consume_experiment(kafka_bootstrap, events.TOPIC_EPISODES, experiment, since_ms)
     ids = [e.event_id for e in episodes]
     assert len(ids) == 300 and len(set(ids)) == 300
+    assert {e.device_type for e in episodes} == {device_type}
     assert set(ids) == set(ledger_ids(tmp_path, 0)) | set(ledger_ids(tmp_path, 1))
     assert Counter(e.worker_id for e in episodes) == {"w0": 150, "w1": 150}
     for worker in ("w0", "w1"):
