@@ -169,7 +169,9 @@ class PulsePolicy:
     metrics: dict = dataclasses.field(default_factory=dict)
     stop_alignment: float | None = None  # feedback: current off once m·target reaches it
     # array env: which devices of each copy's episode to drive (set by its first observation)
-    _must_flip: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    _must_flip: np.ndarray | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __call__(self, observation: np.ndarray, max_steps: int) -> np.ndarray:
         """Actions for observations of a single-device env, (9,) or (n, 9), or of the array env,
