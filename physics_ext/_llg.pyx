@@ -62,18 +62,21 @@ cdef extern from *:
             s0[j] = a; s1[j] = b; s2[j] = c; s3[j] = d;
         }
     }
-    /* the ziggurat's rectangle test per lane: out[j] = u x[layer]; nonzero if any lane missed */
-    static inline long stgym_zig_lanes(const double *restrict zx, const uint64_t *restrict bits,
-                                       double *restrict out, int n) {
-        long missed = 0;
+    /* the ziggurat's rectangle test per lane: out[j] = u x[layer], missed[j] = 1 where the lane
+       missed the rectangles; nonzero if any lane did */
+    static inline int64_t stgym_zig_lanes(const double *restrict zx, const uint64_t *restrict bits,
+                                          double *restrict out, int64_t *restrict missed, int n) {
+        int64_t any = 0;
         #pragma GCC unroll 1
         for (int j = 0; j < n; j++) {
             uint64_t layer = bits[j] & 0xFF;
             double x = stgym_zig_u(bits[j]) * zx[layer];
+            int64_t miss = !(fabs(x) < zx[layer + 1]);
             out[j] = x;
-            missed |= !(fabs(x) < zx[layer + 1]);
+            missed[j] = miss;
+            any |= miss;
         }
-        return missed;
+        return any;
     }
     /* 2^-52, the Dormand-Prince 5(4) tableau, its error weights E (5th - 4th order) and its
        dense-output weights D (Hairer, Norsett & Wanner, DOPRI5) */
@@ -116,7 +119,8 @@ cdef extern from *:
     double stgym_zig_u(uint64_t bits) nogil
     void stgym_xoshiro_lanes(uint64_t* s0, uint64_t* s1, uint64_t* s2, uint64_t* s3,
                              uint64_t* bits, int n) nogil
-    long stgym_zig_lanes(const double* zx, const uint64_t* bits, double* out, int n) nogil
+    int64_t stgym_zig_lanes(const double* zx, const uint64_t* bits, double* out, int64_t* missed,
+                            int n) nogil
     ctypedef void cloned_void "STGYM_CLONED_VOID"
     const double TWO_M52, TWO_M53, A21, A31, A32, A41, A42, A43, A51, A52, A53
     const double A54, A61, A62, A63, A64, A65, A71, A73, A74, A75
@@ -698,17 +702,15 @@ cdef inline void lanes_draw(uint64_t* rs, double* out) noexcept nogil:
     the ziggurat's rectangle test run for all lanes at once (state as LANES-wide rows s0, s1, s2,
     s3 of rs); a rejection is finished out of line for its lane before the next component."""
     cdef uint64_t bits[LANES]
+    cdef int64_t missed[LANES]
     cdef Py_ssize_t j, c
-    cdef int layer
-    cdef long rejected
     for c in range(3):
         stgym_xoshiro_lanes(rs, &rs[LANES], &rs[2 * LANES], &rs[3 * LANES], bits, LANES)
-        rejected = stgym_zig_lanes(ZIG_X, bits, &out[c * LANES], LANES)
-        if unlikely(rejected):
+        if unlikely(stgym_zig_lanes(ZIG_X, bits, &out[c * LANES], missed, LANES)):
             for j in range(LANES):
-                layer = <int>(bits[j] & 0xFF)
-                if not (fabs(out[c * LANES + j]) < ZIG_X[layer + 1]):
-                    out[c * LANES + j] = lane_reject(rs, j, layer, out[c * LANES + j], zig_u(bits[j]))
+                if missed[j]:
+                    out[c * LANES + j] = lane_reject(rs, j, <int>(bits[j] & 0xFF), out[c * LANES + j],
+                                                     zig_u(bits[j]))
 
 
 cdef double lane_reject(uint64_t* rs, Py_ssize_t j, int layer, double x, double u) noexcept nogil:
