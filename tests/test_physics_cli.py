@@ -110,7 +110,8 @@ def test_bench_physics_quick_json_smoke():
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     for field in ("ratio_vs_c", "ratio_vs_numpy", "ratio_vs_cmtj", "batched_device_steps_per_s", "heun_vs_rk4",
-                  "single_steps_per_s", "c_reference_steps_per_s", "meets_targets"):
+                  "single_steps_per_s", "c_reference_steps_per_s", "meets_targets",
+                  "batched_heun_device_steps_per_cpu_s", "batched_heun_ns_per_device_step", "batched_heun_vs_rk4"):
         assert field in report
     assert report["ratio_vs_c"] > 0 and report["ratio_vs_numpy"] > 0 and report["heun_vs_rk4"] > 0
     assert report["c_reference_switching_time_s"] == pytest.approx(report["switching_time_s"], rel=1e-9)
