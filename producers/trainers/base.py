@@ -5,6 +5,10 @@ as fractions of j_max toward the write direction). Each iteration it proposes a 
 `rollout` runs one episode per pulse (each episode seeded from the worker's seed stream), the
 trainer learns from the outcomes and reports one TrainingEvent-worth of progress. The episode
 budget is exact: the last batch is cut to what is left.
+
+The task is a single-device env's `SwitchingTask` or the array env's `ArrayTask`: there an
+episode writes a whole pattern (the pulse drives each device that has to flip), its energy is
+all devices' and `energy_budget_j` is the N devices' budget, so the same scores apply.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from producers.envs.array import ArrayTask
 from producers.envs.task import SwitchingTask
 from producers.rollout import EpisodeBatch, rollout
 
@@ -53,7 +58,8 @@ class PulseTrainer:
 
     name = ""
 
-    def __init__(self, task: SwitchingTask, options: TrainerOptions, rng: np.random.Generator):
+    def __init__(self, task: SwitchingTask | ArrayTask, options: TrainerOptions,
+                 rng: np.random.Generator):
         self.task = task
         self.options = options
         self.rng = rng
