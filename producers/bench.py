@@ -115,15 +115,19 @@ def vector_speedup(num_envs: int, steps: int) -> dict:
         return go
 
     native = gym.make_vec("SpinTorque-v0", num_envs=num_envs, vectorization_mode="vector_entry_point")
+    native_one = gym.make_vec("SpinTorque-v0", num_envs=num_envs,
+                              vectorization_mode="vector_entry_point", threads=1)
     sync = gym.make_vec("SpinTorque-v0", num_envs=num_envs, vectorization_mode="sync")
-    native_s, sync_s = _best_of(3, run(native)), _best_of(3, run(sync))
+    native_s, native_one_s, sync_s = (_best_of(3, run(envs)) for envs in (native, native_one, sync))
     return {
         "num_envs": num_envs,
         "steps": steps,
         "native_threads": native.threads,
         "native_env_steps_per_s": num_envs * steps / native_s,
+        "native_one_thread_env_steps_per_s": num_envs * steps / native_one_s,
         "sync_env_steps_per_s": num_envs * steps / sync_s,
         "speedup": sync_s / native_s,
+        "speedup_one_thread": sync_s / native_one_s,
         "goal_speedup": 10.0,
     }
 
@@ -228,7 +232,8 @@ def _print_report(results: dict) -> None:
     vector = results["vector_env"]
     print(f"vector env          {vector['speedup']:.1f}x SyncVectorEnv at {vector['num_envs']} envs "
           f"({vector['native_env_steps_per_s']:,.0f} vs {vector['sync_env_steps_per_s']:,.0f} "
-          f"env steps/s, {vector['native_threads']} thread(s); goal >= 10x)")
+          f"env steps/s, {vector['native_threads']} thread(s); goal >= 10x); "
+          f"{vector['speedup_one_thread']:.1f}x on one thread")
     kafka = results["kafka_producer"]
     if "skipped" in kafka:
         print(f"kafka producer      skipped: {kafka['skipped']}")

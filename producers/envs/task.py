@@ -31,8 +31,10 @@ OBS_HIGH = np.ones(OBS_SIZE, dtype=np.float32)
 # a free layer exactly along its easy axis feels no spin torque at all.
 ZERO_KELVIN_TILT_RAD = 0.02
 
-# Below this many integrator steps per call, waking OpenMP threads costs more than they save.
-PARALLEL_MIN_STEPS = 200_000
+# Below this many integrator steps per call, waking OpenMP threads costs more than they save
+# (64 copies x 100 steps, ~80 us on one core: 2 threads take 58 instead of 96 us on an idle
+# 2-core machine). A machine busy with other processes is better served by threads=1.
+PARALLEL_MIN_STEPS = 4096
 _THREADS = _llg.max_threads()
 
 
