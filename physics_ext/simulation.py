@@ -15,6 +15,7 @@ from physics_ext.device import DeviceParams, ParameterError, check_finite, check
 METHODS = ("rk4", "dp45", "heun")
 _FIXED_METHOD_CODES = {"rk4": 0, "heun": 1}
 _NPAR = 18
+PACKED_FIELD = slice(3, 6)  # the applied field (hx, hy, hz) [A/m] in a packed row
 
 
 @dataclass(frozen=True)

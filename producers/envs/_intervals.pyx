@@ -12,6 +12,8 @@ from cython.parallel cimport prange
 from libc.math cimport NAN, cos, isnan, sin
 from libc.stdint cimport int64_t, uint64_t
 
+import numpy as np
+
 from physics_ext._llg cimport LANES, NPAR, RunResult, integrate_fixed, run_lanes
 
 # Layout of the task row (float64), filled by producers.envs.task.SwitchingTask.
@@ -169,16 +171,33 @@ cdef class Copies:
         if obs is not None:
             self.observe(obs)
 
-    def step_first(self, const double[:, ::1] par, double action, uint64_t seed,
-                   float[:, ::1] obs):
-        """`step` of row 0 alone (a single env), its observation into obs[0]: returns
-        (reward, terminated, truncated)."""
+    def step_first(self, const double[:, ::1] par, double action, uint64_t seed):
+        """`step` of row 0 alone: the single env's step tuple (observation (9,), reward,
+        terminated, truncated, info)."""
         cdef double reward
         cdef char terminated, truncated
         with nogil:
             self.step_row(0, &par[0, 0], action, seed, &reward, &terminated, &truncated)
-        self.observe(obs)
-        return reward, terminated != 0, truncated != 0
+        return (self.first_observation(), reward, terminated != 0, truncated != 0,
+                self.info(0, terminated != 0))
+
+    def first_observation(self):
+        """Row 0's observation (9,) float32 (a single env's)."""
+        obs = np.empty(9, dtype=np.float32)
+        cdef float[::1] view = obs
+        self.observe_row(0, &view[0])
+        return obs
+
+    def info(self, Py_ssize_t i, bint success):
+        """The physical quantities of row i's episode so far (SI units): Joule energy, first
+        crossing of m·target (None before it), success, integrator steps."""
+        switch = self.switching_time_s[i]
+        return {
+            "energy_j": self.energy_j[i],
+            "switching_time_s": None if isnan(switch) else switch,
+            "success": success,
+            "sim_steps": self.sim_steps[i],
+        }
 
     def restart(self, const Py_ssize_t[::1] rows, const double[::1] stored,
                 const double[::1] tilt, const double[::1] azimuth):
@@ -202,24 +221,28 @@ cdef class Copies:
                 self.steps[i] = 0
                 self.switching_time_s[i] = NAN
 
+    cdef void observe_row(self, Py_ssize_t i, float* out) noexcept nogil:
+        """Row i's observation in the layout of the env docstrings: m, target, last action,
+        elapsed fraction of the time budget, energy fraction of the energy budget (|m| is 1 to
+        rounding and clipped; both fractions end at 1)."""
+        cdef double f
+        out[0] = <float>clip1(self.m[i, 0])
+        out[1] = <float>clip1(self.m[i, 1])
+        out[2] = <float>clip1(self.m[i, 2])
+        out[3] = <float>self.target[i, 0]
+        out[4] = <float>self.target[i, 1]
+        out[5] = <float>self.target[i, 2]
+        out[6] = <float>self.last_action[i]
+        f = self.elapsed_s[i] / self.task[T_TIME_BUDGET]
+        out[7] = <float>(f if f < 1.0 else 1.0)
+        f = self.energy_j[i] / self.task[T_ENERGY_BUDGET]
+        out[8] = <float>(f if f < 1.0 else 1.0)
+
     def observe(self, float[:, ::1] obs):
-        """Observation rows (n, 9) float32 in the layout of the env docstrings: m, target, last
-        action, elapsed fraction of the time budget, energy fraction of the energy budget (|m|
-        is 1 to rounding and clipped; both fractions end at 1)."""
+        """Every row's observation into obs (n, 9) float32."""
         cdef Py_ssize_t i, n = self.m.shape[0]
         if obs.shape[0] != n or obs.shape[1] != 9:
             raise ValueError(f"obs must have shape ({n}, 9), got {tuple(obs.shape)[:2]}")
-        cdef double budget = self.task[T_TIME_BUDGET], energy_budget = self.task[T_ENERGY_BUDGET], f
         with nogil:
             for i in range(n):
-                obs[i, 0] = <float>clip1(self.m[i, 0])
-                obs[i, 1] = <float>clip1(self.m[i, 1])
-                obs[i, 2] = <float>clip1(self.m[i, 2])
-                obs[i, 3] = <float>self.target[i, 0]
-                obs[i, 4] = <float>self.target[i, 1]
-                obs[i, 5] = <float>self.target[i, 2]
-                obs[i, 6] = <float>self.last_action[i]
-                f = self.elapsed_s[i] / budget
-                obs[i, 7] = <float>(f if f < 1.0 else 1.0)
-                f = self.energy_j[i] / energy_budget
-                obs[i, 8] = <float>(f if f < 1.0 else 1.0)
+                self.observe_row(i, &obs[i, 0])

@@ -81,9 +81,9 @@ class ArrayTask:
         n, task = self.num_devices, self.device
         if rows is None:
             rows = np.arange(len(state.m), dtype=np.intp)
-        params = self.coupled_params(state.m, rows) if self.dipolar_coupling else None
+        field = self.stray_field(state.m) if self.dipolar_coupling else None
         before = self.total(state.energy_j[rows].reshape(-1, n))
-        _, device_done, _ = task.step(state, action, seeds, rows=rows, params=params)
+        _, device_done, _ = task.step(state, action, seeds, rows=rows, field=field)
         after = self.total(state.energy_j[rows].reshape(-1, n))
         terminated = device_done[rows].reshape(-1, n).all(axis=1)
         elapsed = state.elapsed_s[rows[::n]]
@@ -95,10 +95,9 @@ class ArrayTask:
         )
         return reward, terminated, truncated
 
-    def coupled_params(self, m: np.ndarray, rows=None) -> list[px.DeviceParams]:
-        """One DeviceParams per row of m (E·N, 3): for the `rows` being stepped (None: all),
-        the device's with the point-dipole field (A/m) of its two neighbours in the row added,
-        from their m at the interval's start; the device's own for the others."""
+    def stray_field(self, m: np.ndarray) -> np.ndarray:
+        """The point-dipole field (A/m) of each device's two neighbours in its row, per row of
+        m (E·N, 3), from their m at the interval's start."""
         base = self.device.params
         prefactor = base.ms * base.volume / (4 * math.pi * self.pitch**3)  # A m^2 per unit m
         m = m.reshape(-1, self.num_devices, 3)
@@ -107,11 +106,7 @@ class ArrayTask:
         stray = np.zeros_like(m)
         stray[:, 1:] += neighbour_field[:, :-1]
         stray[:, :-1] += neighbour_field[:, 1:]
-        fields = np.asarray(base.field, dtype=float) + stray.reshape(-1, 3)
-        params = [base] * len(fields)
-        for row in range(len(fields)) if rows is None else rows:
-            params[row] = dataclasses.replace(base, field=tuple(fields[row]))
-        return params
+        return stray.reshape(-1, 3)
 
     @staticmethod
     def total(values: np.ndarray) -> np.ndarray:

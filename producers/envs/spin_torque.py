@@ -206,7 +206,8 @@ class SpinTorqueEnv(gym.Env):
         self._step_seeds = seeds[0].tolist()
         self.state = self.task.new_state(uniforms)
         self._history = [(0.0, self.state.m[0].copy(), 0.0)]
-        return self.task.observe(self.state)[0], self.state.info(0, False)
+        copies = self.state.compiled(self.task)
+        return copies.first_observation(), copies.info(0, False)
 
     def step(self, action) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self.state is None:

@@ -15,7 +15,7 @@ import numpy as np
 
 import physics_ext as px
 from physics_ext import _llg
-from physics_ext.simulation import _FIXED_METHOD_CODES, _pack_rows, _packed
+from physics_ext.simulation import _FIXED_METHOD_CODES, PACKED_FIELD, _packed
 from producers.envs import _intervals
 
 OBS_M = slice(0, 3)
@@ -204,13 +204,14 @@ class SwitchingTask:
         return row
 
     def step(
-        self, state: EpisodeState, action, seeds, rows=None, params=None, obs=None,
+        self, state: EpisodeState, action, seeds, rows=None, field=None, obs=None,
         threads: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Apply `action` (k,) to the copies `rows` (k indices; None: all) of `state` for one
         control interval, in place, with the integrator seeds `seeds` (k,): one compiled call,
-        the rows on `threads` OpenMP threads (None: `parallel_threads`; `params`: one
-        DeviceParams per row of the state, for coupled devices).
+        the rows on `threads` OpenMP threads (None: `parallel_threads`). `field` (n, 3), A/m:
+        a field added to each row's applied field for this interval (coupled devices' stray
+        fields).
 
         The action is clipped to [-1, 1]; inside the dead band the current is off. The
         switching time is the first crossing of m·target through zero, from the episode start
@@ -224,9 +225,10 @@ class SwitchingTask:
         """
         n = len(state.m)
         rows = state.all_rows if rows is None else np.asarray(rows, dtype=np.intp)
-        par = self.packed_row if params is None else _pack_rows(
-            params, self.temperature, n, self.method
-        )
+        par = self.packed_row
+        if field is not None:
+            par = np.repeat(par, n, axis=0)
+            par[:, PACKED_FIELD] += field
         reward = np.empty(n)
         terminated = np.empty(n, dtype=bool)
         truncated = np.empty(n, dtype=bool)
@@ -248,11 +250,7 @@ class SwitchingTask:
     ) -> tuple[np.ndarray, float, bool, bool, dict]:
         """`step` of a one-copy state, returning the env's whole step tuple (observation,
         reward, terminated, truncated, info)."""
-        obs = np.empty((1, OBS_SIZE), dtype=np.float32)
-        reward, terminated, truncated = state.compiled(self).step_first(
-            self.packed_row, action, seed, obs
-        )
-        return obs[0], reward, terminated, truncated, state.info(0, terminated)
+        return state.compiled(self).step_first(self.packed_row, action, seed)
 
     def observe(self, state: EpisodeState) -> np.ndarray:
         """Observation rows (n, OBS_SIZE), float32, in the layout of the class docstrings."""
@@ -314,13 +312,3 @@ class EpisodeState:
 
     def observe(self, task: SwitchingTask) -> np.ndarray:
         return task.observe(self)
-
-    def info(self, row: int, success: bool) -> dict:
-        """The physical quantities of copy `row`'s episode so far (SI units)."""
-        switch = self.switching_time_s[row]
-        return {
-            "energy_j": float(self.energy_j[row]),
-            "switching_time_s": None if math.isnan(switch) else float(switch),
-            "success": bool(success),
-            "sim_steps": int(self.sim_steps[row]),
-        }
