@@ -24,6 +24,11 @@ def register(subparsers) -> None:
     train.add_argument("--seed", type=int, default=0, help="root of every worker's seed stream")
     train.add_argument("--bus", default="memory", help="memory or kafka://HOST:PORT")
     train.add_argument("--temperature", type=float, default=None, help="K (env default 300)")
+    train.add_argument(
+        "--env-kwargs", default=None, metavar="JSON",
+        help='more env arguments as a JSON object, e.g. \'{"num_devices": 8, '
+        '"dipolar_coupling": true}\' for SpinTorqueArray-v0',
+    )
     train.add_argument("--segments", type=int, default=None, help="pulse segments (0.1 ns each)")
     train.add_argument("--batch-size", type=int, default=None, help="episodes per iteration")
     train.add_argument("--wer-target", type=float, default=None, help="write-error-rate target")
@@ -65,6 +70,19 @@ def _trainer_options(args):
     return TrainerOptions(**overrides)
 
 
+def _env_kwargs(text: str | None) -> dict:
+    """--env-kwargs: a JSON object of env constructor arguments (UserError otherwise)."""
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise _user_error(f"--env-kwargs: not JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise _user_error(f"--env-kwargs: expected a JSON object, got {text!r}")
+    return value
+
+
 def _user_error(message: str):
     from stgym.errors import UserError
 
@@ -75,7 +93,9 @@ def run_train(args) -> int:
     from producers.runner import TrainConfig, train
     from stgym import settings as settings_module
 
-    env_kwargs = {} if args.temperature is None else {"temperature": args.temperature}
+    env_kwargs = _env_kwargs(args.env_kwargs)
+    if args.temperature is not None:
+        env_kwargs["temperature"] = args.temperature
     metrics_port = args.metrics_port
     if metrics_port is None:
         metrics_port = settings_module.load().trainer_metrics_port

@@ -55,6 +55,31 @@ def test_cli_train_and_evaluate_the_array(tmp_path, capsys):
         1 - report["success_rate"])
 
 
+def test_cli_env_kwargs_size_and_couple_the_array(tmp_path, capsys):
+    policy = tmp_path / "array.json"
+    code = cli.main([
+        "train", "--algo", "random", "--env", ARRAY, "--episodes", "16", "--bus", "memory",
+        "--metrics-port", "-1", "--policy-out", str(policy), "--run-dir", str(tmp_path),
+        "--env-kwargs", '{"num_devices": 6, "dipolar_coupling": true}',
+    ])
+    capsys.readouterr()
+    assert code == 0
+    code = cli.main(["evaluate", str(policy), "--episodes", "8", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["devices"] == 6 and report["dipolar_coupling"] is True
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--env-kwargs", "[6]"], "expected a JSON object"),
+    (["--env-kwargs", "{num_devices: 6}"], "not JSON"),
+    (["--env-kwargs", '{"num_devices": 0}'], "num_devices must be >= 1"),
+])
+def test_cli_bad_env_kwargs_are_one_line_errors(argv, message, capsys):
+    code = cli.main(["train", "--env", ARRAY, "--episodes", "4", "--bus", "memory", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("env_kwargs, message", [
     ({"num_devices": 0}, "num_devices"),
     ({"dipolar_coupling": True, "pitch": 1e-9}, "pitch"),
