@@ -80,8 +80,9 @@ def test_shared_params_broadcast_and_default_seeds():
     assert len({tuple(m) for m in thermal.m_final}) == 3  # seeds 0, 1, 2: independent streams
 
 
-@pytest.mark.parametrize("n", [1, 4, 5, 6, 15, 16, 17, 21, 22, 37])
-def test_every_batch_size_gives_the_single_bits(n):
+@pytest.mark.parametrize("method,n", [("heun", n) for n in (1, 4, 5, 6, 15, 16, 17, 21, 22, 37)]
+                         + [("rk4", n) for n in (2, 3, 19, 35)])
+def test_every_batch_size_gives_the_single_bits(method, n):
     """Whole lane groups, a padded last group (free lanes repeat a device) and leftovers run one
     by one: each device gets its single-run bits; thermal and athermal lanes mixed in a group."""
     params, m0, pulses, temperatures, seeds = devices()
@@ -90,11 +91,13 @@ def test_every_batch_size_gives_the_single_bits(n):
     temperatures = np.tile(temperatures, reps)[:n]
     if n == 37:
         temperatures = np.full(n, 300.0)  # every lane thermal: the vectorised draws
+    if method == "rk4":
+        temperatures = np.zeros(n)
     seeds = np.arange(n, dtype=np.uint64) * 7919 + 5
-    batch = px.simulate_batch(params, m0, pulses, 0.2e-9, 1e-13, method="heun", temperature=temperatures,
+    batch = px.simulate_batch(params, m0, pulses, 0.2e-9, 1e-13, method=method, temperature=temperatures,
                               seeds=seeds, threads=2, stop_mz=-0.2)
     for i in range(n):
-        single = px.simulate(params[i], m0[i], pulses[i], None, 1e-13, method="heun", stop_mz=-0.2,
+        single = px.simulate(params[i], m0[i], pulses[i], None, 1e-13, method=method, stop_mz=-0.2,
                              temperature=temperatures[i], seed=int(seeds[i]), segment_duration=0.2e-9)
         np.testing.assert_array_equal(batch.m_final[i], single.m_final)
         assert (batch.energy_j[i], batch.steps[i], batch.t_final_s[i]) == (
