@@ -81,18 +81,21 @@ def test_shared_params_broadcast_and_default_seeds():
 
 
 @pytest.mark.parametrize("method,n", [("heun", n) for n in (1, 4, 5, 6, 15, 16, 17, 21, 22, 37)]
-                         + [("rk4", n) for n in (2, 3, 19, 35)])
+                         + [("rk4", n) for n in (2, 3, 19, 35)] + [("heun-0K", 18)])
 def test_every_batch_size_gives_the_single_bits(method, n):
     """Whole lane groups, a padded last group (free lanes repeat a device) and leftovers run one
-    by one: each device gets its single-run bits; thermal and athermal lanes mixed in a group."""
+    by one: each device gets its single-run bits; thermal and athermal lanes mixed in a group,
+    all thermal, none; lanes with and without current."""
     params, m0, pulses, temperatures, seeds = devices()
     reps = -(-n // N)
     params, m0, pulses = (params * reps)[:n], np.tile(m0, (reps, 1))[:n], np.tile(pulses, (reps, 1))[:n, :2]
     temperatures = np.tile(temperatures, reps)[:n]
+    pulses[1 % n, 0] = 0.0  # a lane without Joule heating in a group that has it
     if n == 37:
         temperatures = np.full(n, 300.0)  # every lane thermal: the vectorised draws
-    if method == "rk4":
-        temperatures = np.zeros(n)
+    if method in ("rk4", "heun-0K"):
+        temperatures = np.zeros(n)  # heun-0K: Heun lanes without any draws
+        method = method[:4]
     seeds = np.arange(n, dtype=np.uint64) * 7919 + 5
     batch = px.simulate_batch(params, m0, pulses, 0.2e-9, 1e-13, method=method, temperature=temperatures,
                               seeds=seeds, threads=2, stop_mz=-0.2)
