@@ -246,8 +246,9 @@ def test_sot_ramp_down_writes_both_directions_only_with_the_field_like_torque():
     assert rollout(bare, pulses, seeds).success_rate < 0.8
 
 
-def test_vector_env_copy_is_the_single_env_with_its_seed_on_any_thread_count():
-    seeds = [5, 6, 7, 8, 9]
+@pytest.mark.parametrize("copies", [5, 23])  # one by one; a group of 16 and a padded one
+def test_vector_env_copy_is_the_single_env_with_its_seed_on_any_thread_count(copies):
+    seeds = list(range(5, 5 + copies))
     kwargs = {"time_budget": 3e-9}
     actions = np.random.default_rng(3).uniform(-1, 1, (40, len(seeds), 1)).astype(np.float32)
 

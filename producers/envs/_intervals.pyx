@@ -16,6 +16,10 @@ import numpy as np
 
 from physics_ext._llg cimport LANES, NPAR, RunResult, integrate_fixed, run_lanes
 
+# A last group of at least this many rows goes through the lanes padded (cheaper than one by one).
+cdef enum:
+    PAD_MIN_ROWS = 6
+
 # Layout of the task row (float64), filled by producers.envs.task.SwitchingTask.
 cdef enum:
     T_J_MAX             # A/m^2 per unit action
@@ -104,11 +108,12 @@ cdef class Copies:
         self.finish(i, a, current, before, res.t_cross, res.energy, res.steps, reward,
                     terminated, truncated)
 
-    cdef void step_lanes(self, const Py_ssize_t* rows, const double* par, Py_ssize_t par_stride,
-                         const double* action, const uint64_t* seeds, double* reward,
-                         char* terminated, char* truncated) noexcept nogil:
-        """One interval of LANES rows in lock step on the core's batched path (each row gets
-        the bits of `step_row`)."""
+    cdef void step_lanes(self, const Py_ssize_t* rows, Py_ssize_t used, const double* par,
+                         Py_ssize_t par_stride, const double* action, const uint64_t* seeds,
+                         double* reward, char* terminated, char* truncated) noexcept nogil:
+        """One interval of `used` (at most LANES) rows in lock step on the core's batched path,
+        the lanes past `used` padded with the last row and discarded (each row gets the bits of
+        `step_row`: a lane's bits depend on its own row only)."""
         cdef double lane_par[LANES * NPAR]
         cdef double lane_m[3 * LANES]
         cdef double a[LANES]
@@ -118,20 +123,23 @@ cdef class Copies:
         cdef double energy[LANES]
         cdef double t_end[LANES]
         cdef int64_t integrator_steps[LANES]
+        cdef uint64_t lane_seeds[LANES]
         cdef double interval = self.task[T_INTERVAL]
-        cdef Py_ssize_t j, c, i
+        cdef Py_ssize_t j, k, c, i
         for j in range(LANES):
-            i = rows[j]
+            k = j if j < used else used - 1
+            i = rows[k]
             for c in range(NPAR):
                 lane_par[j * NPAR + c] = par[par_stride * i + c]
             for c in range(3):
                 lane_m[3 * j + c] = self.m[i, c]
-            a[j] = clip1(action[j])
+            a[j] = clip1(action[k])
             current[j] = self.current(a[j])
             before[j] = self.alignment(i)
+            lane_seeds[j] = seeds[k]
         run_lanes(lane_par, current, &interval, 1, self.task[T_DT], <int>self.task[T_METHOD],
-                  seeds, NAN, lane_m, t_cross, energy, integrator_steps, t_end)
-        for j in range(LANES):
+                  lane_seeds, NAN, lane_m, t_cross, energy, integrator_steps, t_end)
+        for j in range(used):
             i = rows[j]
             for c in range(3):
                 self.m[i, c] = lane_m[3 * j + c]
@@ -145,9 +153,12 @@ cdef class Copies:
         `rows[k]`; `par` holds one packed parameter row per copy, or one for all.
         reward/terminated/truncated (n,) are zero outside `rows`; `obs` (n, 9), if given,
         receives every row's observation afterwards. Rows go LANES at a time through the
-        core's batched path, the rest one by one; groups run on `threads` OpenMP threads."""
+        core's batched path (a last group of at least PAD_MIN_ROWS padded), the rest one by
+        one; groups run on `threads` OpenMP threads."""
         cdef Py_ssize_t k, g, i, n = self.m.shape[0], count = rows.shape[0]
         cdef Py_ssize_t groups = count // LANES
+        if count - groups * LANES >= PAD_MIN_ROWS:
+            groups += 1
         cdef Py_ssize_t par_stride = NPAR if par.shape[0] > 1 else 0
         if action.shape[0] != count or seeds.shape[0] != count or reward.shape[0] != n:
             raise ValueError(f"{count} rows need {count} actions and seeds and {n} outputs")
@@ -158,13 +169,15 @@ cdef class Copies:
                 truncated[i] = 0
             if threads > 1 and groups > 1:
                 for g in prange(groups, num_threads=threads, schedule="dynamic", chunksize=1):
-                    self.step_lanes(&rows[g * LANES], &par[0, 0], par_stride, &action[g * LANES],
-                                    &seeds[g * LANES], &reward[0], &terminated[0], &truncated[0])
+                    self.step_lanes(&rows[g * LANES], min(LANES, count - g * LANES), &par[0, 0],
+                                    par_stride, &action[g * LANES], &seeds[g * LANES],
+                                    &reward[0], &terminated[0], &truncated[0])
             else:
                 for g in range(groups):
-                    self.step_lanes(&rows[g * LANES], &par[0, 0], par_stride, &action[g * LANES],
-                                    &seeds[g * LANES], &reward[0], &terminated[0], &truncated[0])
-            for k in range(groups * LANES, count):
+                    self.step_lanes(&rows[g * LANES], min(LANES, count - g * LANES), &par[0, 0],
+                                    par_stride, &action[g * LANES], &seeds[g * LANES],
+                                    &reward[0], &terminated[0], &truncated[0])
+            for k in range(min(groups * LANES, count), count):
                 i = rows[k]
                 self.step_row(i, &par[0, 0] + par_stride * i, action[k], seeds[k], &reward[0],
                               &terminated[0], &truncated[0])
