@@ -123,7 +123,7 @@ def vector_speedup(num_envs: int, steps: int) -> dict:
     return {
         "num_envs": num_envs,
         "steps": steps,
-        "native_threads": native.threads,
+        "native_threads": native._chooser.current,
         "native_env_steps_per_s": num_envs * steps / native_s,
         "native_one_thread_env_steps_per_s": num_envs * steps / native_one_s,
         "sync_env_steps_per_s": num_envs * steps / sync_s,

@@ -277,3 +277,22 @@ def test_vector_env_copy_is_the_single_env_with_its_seed_on_any_thread_count(cop
             if terminated or truncated:
                 break
         assert k >= 2
+
+
+@pytest.mark.parametrize("fast", [1, 2])
+def test_thread_chooser_settles_on_the_faster_choice_and_rarely_probes_the_other(fast):
+    import time
+
+    from producers.envs.threads import ThreadChooser
+
+    chooser, used = ThreadChooser(2), []
+
+    def call(threads):
+        used.append(threads)
+        time.sleep(0.0002 if threads == fast else 0.004)
+        return threads
+
+    for _ in range(300):
+        assert chooser.run(call) in (1, 2)
+    assert chooser.current == fast
+    assert used.count(3 - fast) <= 4  # its start, its timing, a probe or two

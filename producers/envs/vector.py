@@ -9,14 +9,17 @@ from gymnasium.vector.utils import batch_space
 
 from producers.envs.spin_torque import SpinTorqueEnv, SpinTorqueSOTEnv
 from producers.envs.task import OBS_SIZE, EpisodeState
+from producers.envs.threads import ThreadChooser
 
 
 class SpinTorqueVectorEnv(VectorEnv):
     """`num_envs` independent copies of `SpinTorque-v0` (or of `SpinTorqueSOT-v0` with
     `device_env=SpinTorqueSOTEnv`), advanced together by one call of the compiled interval
     kernel per step (the physics core's integrator, copies in parallel on `threads` OpenMP
-    threads; default: all cores once a step's integrator work pays for waking them). Same
-    spaces, rewards and episode ends as the single env (it shares its task).
+    threads; default None: one thread or all cores — once a step's integrator work pays for
+    waking them — whichever its steps measure faster, see `ThreadChooser`). Same spaces,
+    rewards and episode ends as the single env (it shares its task); the results do not
+    depend on the thread count.
 
     Autoreset mode NEXT_STEP: the step after a copy's episode ended resets that copy (its
     action is ignored, reward 0, not terminated/truncated) and returns its first observation.
@@ -48,7 +51,8 @@ class SpinTorqueVectorEnv(VectorEnv):
         template = device_env(**env_kwargs)
         self.task = template.task
         self.num_envs = num_envs
-        self.threads = self.task.parallel_threads(num_envs) if threads is None else threads
+        self.threads = threads
+        self._chooser = ThreadChooser(self.task.parallel_threads(num_envs))
         self.single_action_space = template.action_space
         self.single_observation_space = template.observation_space
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -89,7 +93,9 @@ class SpinTorqueVectorEnv(VectorEnv):
             actions = actions[rows]
         obs = np.empty((self.num_envs, OBS_SIZE), dtype=np.float32)
         seeds = self._step_seeds[rows, state.steps[rows]]
-        rewards, terminated, truncated = self.task.step(
+        rewards, terminated, truncated = self._chooser.run(
+            lambda threads: self.task.step(state, actions, seeds, rows, obs=obs, threads=threads)
+        ) if self.threads is None else self.task.step(
             state, actions, seeds, rows, obs=obs, threads=self.threads
         )
         self._ended = terminated | truncated
