@@ -296,3 +296,17 @@ def test_thread_chooser_settles_on_the_faster_choice_and_rarely_probes_the_other
         assert chooser.run(call) in (1, 2)
     assert chooser.current == fast
     assert used.count(3 - fast) <= 4  # its start, its timing, a probe or two
+
+
+def test_a_non_finite_action_is_refused_and_leaves_the_state_alone():
+    env = gym.make("SpinTorque-v0")
+    obs, _ = env.reset(seed=0)
+    with pytest.raises(ValueError, match="action is nan"):
+        env.step(np.array([np.nan], np.float32))
+    assert np.array_equal(env.unwrapped.task.observe(env.unwrapped.state)[0], obs)
+    envs = gym.make_vec("SpinTorque-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    obs, _ = envs.reset(seed=0)
+    with pytest.raises(ValueError, match="action of copy 1 is inf"):
+        envs.step(np.array([[0.5], [np.inf]], np.float32))
+    assert np.array_equal(envs.state.observe(envs.task), obs)
+    assert envs.step(np.full((2, 1), 0.5, np.float32))[0].shape == (2, 9)

@@ -9,7 +9,7 @@ observation. Rows run in parallel (OpenMP, no GIL) when asked for more than one 
 result does not depend on the thread count. Units: SI (A/m^2, s, J).
 """
 from cython.parallel cimport prange
-from libc.math cimport NAN, cos, isnan, sin
+from libc.math cimport NAN, cos, isfinite, isnan, sin
 from libc.stdint cimport int64_t, uint64_t
 
 import numpy as np
@@ -162,6 +162,10 @@ cdef class Copies:
         cdef Py_ssize_t par_stride = NPAR if par.shape[0] > 1 else 0
         if action.shape[0] != count or seeds.shape[0] != count or reward.shape[0] != n:
             raise ValueError(f"{count} rows need {count} actions and seeds and {n} outputs")
+        for k in range(count):
+            if not isfinite(action[k]):
+                raise ValueError(f"action of copy {rows[k]} is {action[k]}: expected a finite "
+                                 "number (fraction of j_max, clipped to [-1, 1])")
         with nogil:
             for i in range(n):
                 reward[i] = 0.0
@@ -189,6 +193,9 @@ cdef class Copies:
         terminated, truncated, info)."""
         cdef double reward
         cdef char terminated, truncated
+        if not isfinite(action):
+            raise ValueError(f"action is {action}: expected a finite number (fraction of j_max, "
+                             "clipped to [-1, 1])")
         with nogil:
             self.step_row(0, &par[0, 0], action, seed, &reward, &terminated, &truncated)
         return (self.first_observation(), reward, terminated != 0, truncated != 0,
