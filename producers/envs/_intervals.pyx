@@ -3,10 +3,11 @@
 
 For every listed row: clip the action, turn it into a current density (off inside the dead
 band), integrate the interval with the physics core (its batched lanes or its single-device
-path: the bits of `px.simulate` either way), record the first crossing of m·target through zero, add the interval's time,
-Joule energy and integrator steps, score it (reward, terminated, truncated) and write the
-observation. Rows run in parallel (OpenMP, no GIL) when asked for more than one thread; the
-result does not depend on the thread count. Units: SI (A/m^2, s, J).
+path: the bits of `px.simulate` either way), record the first crossing of m·target through
+zero, add the interval's time, Joule energy and integrator steps, score it (reward,
+terminated, truncated) and write the observation. Rows run in parallel (OpenMP, no GIL) when
+asked for more than one thread; the result does not depend on the thread count. Units: SI
+(A/m^2, s, J).
 """
 from cython.parallel cimport prange
 from libc.math cimport NAN, cos, isfinite, isnan, sin
