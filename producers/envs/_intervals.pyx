@@ -13,9 +13,12 @@ from cython.parallel cimport prange
 from libc.math cimport NAN, cos, isfinite, isnan, sin
 from libc.stdint cimport int64_t, uint64_t
 
-import numpy as np
+cimport numpy as cnp
+from libc.stdlib cimport free, malloc
 
 from physics_ext._llg cimport LANES, NPAR, RunResult, integrate_fixed, run_lanes
+
+cnp.import_array()
 
 # A last group of at least this many rows goes through the lanes padded (cheaper than one by one).
 cdef enum:
@@ -147,20 +150,39 @@ cdef class Copies:
             self.finish(i, a[j], current[j], before[j], t_cross[j], energy[j],
                         integrator_steps[j], reward, terminated, truncated)
 
+    cdef void run_rows(self, const Py_ssize_t* rows, Py_ssize_t count, const double* par,
+                       Py_ssize_t par_stride, const double* action, const uint64_t* seeds,
+                       int threads, double* reward, char* terminated,
+                       char* truncated) noexcept nogil:
+        """One interval of the `count` rows `rows` (action[k], seeds[k] for row rows[k]): LANES
+        at a time through the core's batched path (a last group of at least PAD_MIN_ROWS
+        padded), the rest one by one; groups on `threads` OpenMP threads."""
+        cdef Py_ssize_t k, g, i, groups = count // LANES
+        if count - groups * LANES >= PAD_MIN_ROWS:
+            groups += 1
+        if threads > 1 and groups > 1:
+            for g in prange(groups, num_threads=threads, schedule="dynamic", chunksize=1):
+                self.step_lanes(rows + g * LANES, min(LANES, count - g * LANES), par, par_stride,
+                                action + g * LANES, seeds + g * LANES, reward, terminated,
+                                truncated)
+        else:
+            for g in range(groups):
+                self.step_lanes(rows + g * LANES, min(LANES, count - g * LANES), par, par_stride,
+                                action + g * LANES, seeds + g * LANES, reward, terminated,
+                                truncated)
+        for k in range(min(groups * LANES, count), count):
+            i = rows[k]
+            self.step_row(i, par + par_stride * i, action[k], seeds[k], reward, terminated,
+                          truncated)
+
     def step(self, const double[:, ::1] par, const double[::1] action,
              const uint64_t[::1] seeds, const Py_ssize_t[::1] rows, int threads,
              double[::1] reward, char[::1] terminated, char[::1] truncated, float[:, ::1] obs=None):
         """Advance the copies `rows` by one interval: `action[k]`, `seeds[k]` belong to row
         `rows[k]`; `par` holds one packed parameter row per copy, or one for all.
         reward/terminated/truncated (n,) are zero outside `rows`; `obs` (n, 9), if given,
-        receives every row's observation afterwards. Rows go LANES at a time through the
-        core's batched path (a last group of at least PAD_MIN_ROWS padded), the rest one by
-        one; groups run on `threads` OpenMP threads."""
-        cdef Py_ssize_t k, g, i, n = self.m.shape[0], count = rows.shape[0]
-        cdef Py_ssize_t groups = count // LANES
-        if count - groups * LANES >= PAD_MIN_ROWS:
-            groups += 1
-        cdef Py_ssize_t par_stride = NPAR if par.shape[0] > 1 else 0
+        receives every row's observation afterwards."""
+        cdef Py_ssize_t k, i, n = self.m.shape[0], count = rows.shape[0]
         if action.shape[0] != count or seeds.shape[0] != count or reward.shape[0] != n:
             raise ValueError(f"{count} rows need {count} actions and seeds and {n} outputs")
         for k in range(count):
@@ -172,41 +194,62 @@ cdef class Copies:
                 reward[i] = 0.0
                 terminated[i] = 0
                 truncated[i] = 0
-            if threads > 1 and groups > 1:
-                for g in prange(groups, num_threads=threads, schedule="dynamic", chunksize=1):
-                    self.step_lanes(&rows[g * LANES], min(LANES, count - g * LANES), &par[0, 0],
-                                    par_stride, &action[g * LANES], &seeds[g * LANES],
-                                    &reward[0], &terminated[0], &truncated[0])
-            else:
-                for g in range(groups):
-                    self.step_lanes(&rows[g * LANES], min(LANES, count - g * LANES), &par[0, 0],
-                                    par_stride, &action[g * LANES], &seeds[g * LANES],
-                                    &reward[0], &terminated[0], &truncated[0])
-            for k in range(min(groups * LANES, count), count):
-                i = rows[k]
-                self.step_row(i, &par[0, 0] + par_stride * i, action[k], seeds[k], &reward[0],
-                              &terminated[0], &truncated[0])
+            self.run_rows(&rows[0] if count else NULL, count, &par[0, 0],
+                          NPAR if par.shape[0] > 1 else 0, &action[0] if count else NULL,
+                          &seeds[0] if count else NULL, threads, &reward[0], &terminated[0],
+                          &truncated[0])
         if obs is not None:
             self.observe(obs)
 
-    def step_first(self, const double[:, ::1] par, double action, uint64_t seed):
-        """`step` of row 0 alone: the single env's step tuple (observation (9,), reward,
-        terminated, truncated, info)."""
-        cdef double reward
-        cdef char terminated, truncated
-        if not isfinite(action):
-            raise ValueError(f"action is {action}: expected a finite number (fraction of j_max, "
-                             "clipped to [-1, 1])")
-        with nogil:
-            self.step_row(0, &par[0, 0], action, seed, &reward, &terminated, &truncated)
-        return (self.first_observation(), reward, terminated != 0, truncated != 0,
-                self.info(0, terminated != 0))
+    def step_vector(self, const double[:, ::1] par, const double[::1] action,
+                    const uint64_t[:, ::1] step_seeds, char[::1] ended, int threads,
+                    double[::1] reward, char[::1] terminated, char[::1] truncated,
+                    float[:, ::1] obs):
+        """A vector env's step: every copy not `ended` (n,) advances one interval with
+        `action[i]` and its seed `step_seeds[i, steps[i]]`; reward/terminated/truncated (n,)
+        are zero for the others, `ended` becomes terminated or truncated and obs (n, 9) the
+        observations. Returns how many copies ended."""
+        cdef Py_ssize_t i, count = 0, n = self.m.shape[0], done = 0
+        if action.shape[0] != n or ended.shape[0] != n or reward.shape[0] != n:
+            raise ValueError(f"{n} copies need {n} actions, end flags and outputs")
+        for i in range(n):
+            if not ended[i] and not isfinite(action[i]):
+                raise ValueError(f"action of copy {i} is {action[i]}: expected a finite "
+                                 "number (fraction of j_max, clipped to [-1, 1])")
+        cdef Py_ssize_t* rows = <Py_ssize_t*>malloc(n * sizeof(Py_ssize_t))
+        cdef double* row_action = <double*>malloc(n * sizeof(double))
+        cdef uint64_t* row_seeds = <uint64_t*>malloc(n * sizeof(uint64_t))
+        try:
+            if rows == NULL or row_action == NULL or row_seeds == NULL:
+                raise MemoryError()
+            with nogil:
+                for i in range(n):
+                    reward[i] = 0.0
+                    terminated[i] = 0
+                    truncated[i] = 0
+                    if not ended[i]:
+                        rows[count] = i
+                        row_action[count] = action[i]
+                        row_seeds[count] = step_seeds[i, self.steps[i]]
+                        count = count + 1
+                self.run_rows(rows, count, &par[0, 0], NPAR if par.shape[0] > 1 else 0,
+                              row_action, row_seeds, threads, &reward[0], &terminated[0],
+                              &truncated[0])
+                for i in range(n):
+                    ended[i] = terminated[i] or truncated[i]
+                    done += ended[i]
+        finally:
+            free(rows)
+            free(row_action)
+            free(row_seeds)
+        self.observe(obs)
+        return done
 
     def first_observation(self):
         """Row 0's observation (9,) float32 (a single env's)."""
-        obs = np.empty(9, dtype=np.float32)
-        cdef float[::1] view = obs
-        self.observe_row(0, &view[0])
+        cdef cnp.npy_intp size = 9
+        obs = cnp.PyArray_EMPTY(1, &size, cnp.NPY_FLOAT32, 0)
+        self.observe_row(0, <float*>cnp.PyArray_DATA(obs))
         return obs
 
     def info(self, Py_ssize_t i, bint success):
@@ -267,3 +310,32 @@ cdef class Copies:
         with nogil:
             for i in range(n):
                 self.observe_row(i, &obs[i, 0])
+
+
+cdef class Episode(Copies):
+    """Copy 0 of an episode state as one env steps it: with its packed parameter row and the
+    integrator seed of every control interval (drawn at its reset)."""
+
+    cdef const double[:, ::1] par
+    cdef const uint64_t[::1] seeds
+
+    def __init__(self, const double[:, ::1] par, const uint64_t[::1] seeds, *state):
+        super().__init__(*state)
+        self.par, self.seeds = par, seeds
+
+    def step_env(self, double action):
+        """One control interval of copy 0 at `action`: the env's step tuple (observation (9,),
+        reward, terminated, truncated, info)."""
+        cdef double reward
+        cdef char terminated, truncated
+        cdef Py_ssize_t k = self.steps[0]
+        if k >= self.seeds.shape[0]:
+            raise RuntimeError("the episode is over (time budget spent); call reset()")
+        if not isfinite(action):
+            raise ValueError(f"action is {action}: expected a finite number (fraction of j_max, "
+                             "clipped to [-1, 1])")
+        with nogil:
+            self.step_row(0, &self.par[0, 0], action, self.seeds[k], &reward, &terminated,
+                          &truncated)
+        return (self.first_observation(), reward, terminated != 0, truncated != 0,
+                self.info(0, terminated != 0))

@@ -203,23 +203,19 @@ class SpinTorqueEnv(gym.Env):
     ) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         uniforms, seeds = self.task.episode_draws([self.np_random])
-        self._step_seeds = seeds[0].tolist()
         self.state = self.task.new_state(uniforms)
+        self._episode = self.task.episode(self.state, seeds[0])
         self._history = [(0.0, self.state.m[0].copy(), 0.0)]
-        copies = self.state.compiled(self.task)
-        return copies.first_observation(), copies.info(0, False)
+        return self._episode.first_observation(), self._episode.info(0, False)
 
     def step(self, action) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self.state is None:
             raise RuntimeError("call reset() before step()")
-        step = self.state.steps.item(0)
-        if step >= len(self._step_seeds):
-            raise RuntimeError("the episode is over (time budget spent); call reset()")
-        if isinstance(action, np.ndarray):
+        if type(action) is np.ndarray:
             action = action.item(0)
         elif np.ndim(action):
             action = np.ravel(action)[0]
-        result = self.task.step_one(self.state, action, self._step_seeds[step])
+        result = self._episode.step_env(action)
         if self.render_mode is not None:
             self._history.append(
                 (float(self.state.elapsed_s[0]), self.state.m[0].copy(), float(action))

@@ -245,12 +245,11 @@ class SwitchingTask:
         the integrator steps pay for waking them, else 1."""
         return 1 if copies * self.control_interval / self.dt < PARALLEL_MIN_STEPS else _THREADS
 
-    def step_one(
-        self, state: EpisodeState, action: float, seed: int
-    ) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """`step` of a one-copy state, returning the env's whole step tuple (observation,
-        reward, terminated, truncated, info)."""
-        return state.compiled(self).step_first(self.packed_row, action, seed)
+    def episode(self, state: EpisodeState, seeds: np.ndarray) -> _intervals.Episode:
+        """Copy 0 of `state` as a single env steps it, with its integrator seeds (max_steps,):
+        `episode.step_env(action)` returns the env's whole step tuple (observation, reward,
+        terminated, truncated, info) from one compiled call."""
+        return _intervals.Episode(self.packed_row, seeds, *state.kernel_arrays(self))
 
     def observe(self, state: EpisodeState) -> np.ndarray:
         """Observation rows (n, OBS_SIZE), float32, in the layout of the class docstrings."""
@@ -294,14 +293,16 @@ class EpisodeState:
             steps=np.empty(n, dtype=np.int64), switching_time_s=np.empty(n),
         )
 
+    def kernel_arrays(self, task: SwitchingTask) -> tuple:
+        """The arguments of the interval kernel's views (`_intervals.Copies`) of these arrays."""
+        return (task.kernel_row, self.m, self.target, self.last_action, self.elapsed_s,
+                self.energy_j, self.sim_steps, self.steps, self.switching_time_s)
+
     def compiled(self, task: SwitchingTask) -> _intervals.Copies:
         """The interval kernel's view of these arrays for `task` (made once per state)."""
         copies = self.__dict__.get("_compiled")
         if copies is None or copies[0] is not task:
-            copies = (task, _intervals.Copies(
-                task.kernel_row, self.m, self.target, self.last_action, self.elapsed_s,
-                self.energy_j, self.sim_steps, self.steps, self.switching_time_s,
-            ))
+            copies = (task, _intervals.Copies(*self.kernel_arrays(task)))
             self.__dict__["_compiled"] = copies
         return copies[1]
 

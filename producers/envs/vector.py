@@ -61,6 +61,7 @@ class SpinTorqueVectorEnv(VectorEnv):
         self.state: EpisodeState | None = None
         self._copy_rngs: list[np.random.Generator] = []
         self._ended = np.zeros(num_envs, dtype=bool)
+        self._ended_count = 0
 
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
@@ -75,31 +76,34 @@ class SpinTorqueVectorEnv(VectorEnv):
         uniforms, self._step_seeds = self.task.episode_draws(self._copy_rngs)
         self.state = self.task.new_state(uniforms)
         self._ended[:] = False
+        self._ended_count = 0
         return self.state.observe(self.task), {}
 
     def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         if self.state is None:
             raise RuntimeError("call reset() before step()")
         actions = np.asarray(actions, dtype=float).reshape(self.num_envs)
-        state = self.state
-        rows = state.all_rows
-        if np.count_nonzero(self._ended):
+        state, n = self.state, self.num_envs
+        if self._ended_count:
             ended = np.flatnonzero(self._ended)
             uniforms, self._step_seeds[ended] = self.task.episode_draws(
                 [self._copy_rngs[row] for row in ended]
             )
             self.task.restart(state, ended, uniforms)
-            rows = np.flatnonzero(~self._ended)
-            actions = actions[rows]
-        obs = np.empty((self.num_envs, OBS_SIZE), dtype=np.float32)
-        seeds = self._step_seeds[rows, state.steps[rows]]
-        rewards, terminated, truncated = self._chooser.run(
-            lambda threads: self.task.step(state, actions, seeds, rows, obs=obs, threads=threads)
-        ) if self.threads is None else self.task.step(
-            state, actions, seeds, rows, obs=obs, threads=self.threads
-        )
-        self._ended = terminated | truncated
-        infos = self._final_infos(self._ended, terminated) if np.count_nonzero(self._ended) else {}
+        obs = np.empty((n, OBS_SIZE), dtype=np.float32)
+        rewards = np.empty(n)
+        terminated = np.empty(n, dtype=bool)
+        truncated = np.empty(n, dtype=bool)
+        copies, par = state.compiled(self.task), self.task.packed_row
+
+        def advance(threads: int) -> int:
+            return copies.step_vector(
+                par, actions, self._step_seeds, self._ended.view(np.int8), threads, rewards,
+                terminated.view(np.int8), truncated.view(np.int8), obs,
+            )
+
+        self._ended_count = advance(self.threads) if self.threads else self._chooser.run(advance)
+        infos = self._final_infos(self._ended, terminated) if self._ended_count else {}
         return obs, rewards, terminated, truncated, infos
 
     def _final_infos(self, ended: np.ndarray, success: np.ndarray) -> dict:
