@@ -171,13 +171,6 @@ class SwitchingTask:
             seeds[i] = self.step_seeds(rng)
         return uniforms, seeds
 
-    def episode_starts(self, rngs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(start states (n, 3), targets (n, 3), integrator seeds (n, max_steps)) of n episodes
-        drawn as `episode_draws` does."""
-        uniforms, seeds = self.episode_draws(rngs)
-        state = self.new_state(uniforms)
-        return state.m, state.target, seeds
-
     def step_seeds(self, rng: np.random.Generator) -> np.ndarray:
         """The integrator seed of every control interval of an episode, drawn at its reset
         (63 random bits each, straight from the bit generator)."""
