@@ -2,8 +2,9 @@
 advance, observation, reward and episode end — written once, for arrays of copies.
 
 A single env is the task with one copy, the native vector env steps many copies with one
-batched integrator call, the array env is one episode over N coupled devices. Units are SI:
-current density in A/m^2, times in s, energies in J.
+call of the compiled interval kernel (`_intervals.pyx`, which every env steps through), the
+array env is one episode over N coupled devices. Units are SI: current density in A/m^2,
+times in s, energies in J.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ ZERO_KELVIN_TILT_RAD = 0.02
 
 # Below this many integrator steps per call, waking OpenMP threads costs more than they save
 # (64 copies x 100 steps, ~80 us on one core: 2 threads take 58 instead of 96 us on an idle
-# 2-core machine). A machine busy with other processes is better served by threads=1.
+# 2-core machine). A machine busy with other processes is better served by threads=1 (the
+# vector env times both, see threads.py).
 PARALLEL_MIN_STEPS = 4096
 _THREADS = _llg.max_threads()
 
