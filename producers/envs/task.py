@@ -18,6 +18,7 @@ import physics_ext as px
 from physics_ext import _llg
 from physics_ext.simulation import _FIXED_METHOD_CODES, PACKED_FIELD, _packed
 from producers.envs import _intervals
+from producers.envs.threads import ThreadChooser
 
 OBS_M = slice(0, 3)
 OBS_TARGET = slice(3, 6)
@@ -204,7 +205,9 @@ class SwitchingTask:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Apply `action` (k,) to the copies `rows` (k indices; None: all) of `state` for one
         control interval, in place, with the integrator seeds `seeds` (k,): one compiled call,
-        the rows on `threads` OpenMP threads (None: `parallel_threads`). `field` (n, 3), A/m:
+        the rows on `threads` OpenMP threads (None: one thread for little work, else the
+        faster of 1 and all cores as the task's calls measure it, see `ThreadChooser`; the
+        results do not depend on it). `field` (n, 3), A/m:
         a field added to each row's applied field for this interval (coupled devices' stray
         fields).
 
@@ -227,13 +230,23 @@ class SwitchingTask:
         reward = np.empty(n)
         terminated = np.empty(n, dtype=bool)
         truncated = np.empty(n, dtype=bool)
-        state.compiled(self).step(
-            par, np.asarray(action, dtype=float).reshape(len(rows)),
-            np.asarray(seeds, dtype=np.uint64).reshape(len(rows)), rows,
-            self.parallel_threads(len(rows)) if threads is None else threads,
-            reward, terminated.view(np.int8), truncated.view(np.int8), obs,
-        )
+        copies = state.compiled(self)
+        action = np.asarray(action, dtype=float).reshape(len(rows))
+        seeds = np.asarray(seeds, dtype=np.uint64).reshape(len(rows))
+
+        def advance(threads: int) -> None:
+            copies.step(par, action, seeds, rows, threads, reward, terminated.view(np.int8),
+                        truncated.view(np.int8), obs)
+
+        if threads is None and self.parallel_threads(len(rows)) > 1:
+            self._chooser.run(advance, work=len(rows))
+        else:
+            advance(1 if threads is None else threads)
         return reward, terminated, truncated
+
+    @functools.cached_property
+    def _chooser(self) -> ThreadChooser:
+        return ThreadChooser(_THREADS)
 
     def parallel_threads(self, copies: int) -> int:
         """OpenMP threads for one interval of `copies` copies: all cores (OMP_NUM_THREADS) once

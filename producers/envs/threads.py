@@ -36,14 +36,16 @@ class ThreadChooser:
         """The choice the next call makes unless it probes (an untimed choice comes first)."""
         return min(self.choices, key=lambda c: -1.0 if self.mean_s[c] is None else self.mean_s[c])
 
-    def run(self, call: Callable[[int], T]) -> T:
+    def run(self, call: Callable[[int], T], work: float = 1.0) -> T:
+        """`call(threads)`; its wall time per unit of `work` (e.g. rows stepped) is what the
+        choices are compared by."""
         self.calls += 1
         threads = best = self.current
         if len(self.choices) > 1 and self.calls >= self._next_probe:
             threads = self.choices[1] if best == self.choices[0] else self.choices[0]
         started = time.perf_counter()
         result = call(threads)
-        elapsed = time.perf_counter() - started
+        elapsed = (time.perf_counter() - started) / work
         if threads not in self._started:
             self._started.add(threads)
             return result
