@@ -85,9 +85,13 @@ class _OneDevice(ArrayTask):
     """A single-device env's episodes in `ArrayTask`'s terms: one device, which always has a bit
     to write (the target is the other pole), with the device task's own reward and episode end."""
 
-    def start(self, rng, pattern=None):
-        m0, target = self.device.initial_states(rng, 1)
-        return m0, target, np.ones(1, dtype=bool), self.device.step_seeds(rng)[:, None]
+    def starts(self, seeds):
+        uniforms, step_seeds = self.device.episode_draws(
+            [np.random.default_rng(int(seed)) for seed in seeds]
+        )
+        state = self.device.new_state(uniforms)
+        return (state.m[:, None], state.target[:, None], np.ones((len(seeds), 1), dtype=bool),
+                step_seeds[:, :, None])
 
     def advance(self, state, action, seeds, rows=None):
         reward, terminated, truncated = self.device.step(state, action, seeds, rows=rows)
@@ -113,8 +117,7 @@ def rollout(task: SwitchingTask | ArrayTask, pulses: np.ndarray, seeds: np.ndarr
     if len(seeds) != n:
         raise ValueError(f"{len(seeds)} seeds for {n} pulses")
     stop = None if stop_alignment is None else np.asarray(stop_alignment, dtype=np.float32)
-    starts = [episodes.start(np.random.default_rng(int(seed))) for seed in seeds]
-    m0, target, must_flip, step_seeds = (np.stack([s[i] for s in starts]) for i in range(4))
+    m0, target, must_flip, step_seeds = episodes.starts(seeds)
     state = EpisodeState.start(m0.reshape(-1, 3), target.reshape(-1, 3))
     # per row: the write direction, or 0 for a device already holding its target bit
     drive = np.where(must_flip.ravel(), -state.target[:, 2], 0.0)

@@ -72,6 +72,13 @@ class ArrayTask:
         seeds = rng.bit_generator.random_raw(self.device.max_steps * n) >> np.uint64(1)
         return m0, target, must_flip, seeds.reshape(self.device.max_steps, n)
 
+    def starts(self, seeds) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """`start` of one episode per seed, each from `np.random.default_rng(seed)` as
+        `env.reset(seed=seed)` draws, stacked: m0 (E, N, 3), targets (E, N, 3), must_flip
+        (E, N), integrator seeds (E, max_steps, N)."""
+        starts = [self.start(np.random.default_rng(int(seed))) for seed in seeds]
+        return tuple(np.stack([start[i] for start in starts]) for i in range(4))
+
     def advance(self, state: EpisodeState, action: np.ndarray, seeds: np.ndarray,
                 rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Apply `action` (one per row) with integrator `seeds` (one per row) for one control
