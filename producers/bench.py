@@ -24,6 +24,7 @@ import numpy as np
 ENV_STEPS = 2000
 VECTOR_ENVS = 64
 VECTOR_STEPS = 200
+REPEATS = 5  # timings of each variant, interleaved; the fastest counts
 CEM_EPISODES = 120_000  # search, then the calibration's certification at half the WER target
 
 
@@ -49,13 +50,15 @@ def _jsonable(value):
     raise TypeError(type(value))
 
 
-def _best_of(repeats: int, function) -> float:
-    """The fastest of `repeats` timings of `function()` (s): the least disturbed by neighbours."""
-    best = math.inf
+def _best_interleaved(repeats: int, *functions) -> list[float]:
+    """The fastest of `repeats` timings (s) of each function, the functions taking turns, so a
+    neighbour's burst or a slow drift of the machine's speed hits all of them alike."""
+    best = [math.inf] * len(functions)
     for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - started)
+        for i, function in enumerate(functions):
+            started = time.perf_counter()
+            function()
+            best[i] = min(best[i], time.perf_counter() - started)
     return best
 
 
@@ -88,7 +91,7 @@ def env_step_overhead(steps: int, dt: float = 1e-12) -> dict:
         for seed in range(steps):
             _llg.run_interval(row, state, current, task.control_interval, task.dt, int(method), seed)
 
-    env_s, raw_s, core_s = (_best_of(3, run) for run in (env_run, raw_run, core_run))
+    env_s, raw_s, core_s = _best_interleaved(REPEATS, env_run, raw_run, core_run)
     return {
         "steps": steps,
         "integrator_steps_per_env_step": int(round(task.control_interval / task.dt)),
@@ -119,7 +122,9 @@ def vector_speedup(num_envs: int, steps: int) -> dict:
     native_one = gym.make_vec("SpinTorque-v0", num_envs=num_envs,
                               vectorization_mode="vector_entry_point", threads=1)
     sync = gym.make_vec("SpinTorque-v0", num_envs=num_envs, vectorization_mode="sync")
-    native_s, native_one_s, sync_s = (_best_of(3, run(envs)) for envs in (native, native_one, sync))
+    native_s, native_one_s, sync_s = _best_interleaved(
+        REPEATS, run(native), run(native_one), run(sync)
+    )
     return {
         "num_envs": num_envs,
         "steps": steps,
