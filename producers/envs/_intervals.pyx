@@ -202,20 +202,28 @@ cdef class Copies:
             self.observe(obs)
 
     def step_vector(self, const double[:, ::1] par, const double[::1] action,
-                    const uint64_t[:, ::1] step_seeds, char[::1] ended, int threads,
-                    double[::1] reward, char[::1] terminated, char[::1] truncated,
-                    float[:, ::1] obs):
+                    const uint64_t[:, ::1] step_seeds, char[::1] ended, int threads):
         """A vector env's step: every copy not `ended` (n,) advances one interval with
-        `action[i]` and its seed `step_seeds[i, steps[i]]`; reward/terminated/truncated (n,)
-        are zero for the others, `ended` becomes terminated or truncated and obs (n, 9) the
-        observations. Returns how many copies ended."""
+        `action[i]` and its seed `step_seeds[i, steps[i]]`; `ended` becomes terminated or
+        truncated. Returns (observations (n, 9) float32, rewards (n,), terminated (n,) bool,
+        truncated (n,) bool, how many copies ended), the copies that did not step at zero."""
         cdef Py_ssize_t i, count = 0, n = self.m.shape[0], done = 0
-        if action.shape[0] != n or ended.shape[0] != n or reward.shape[0] != n:
-            raise ValueError(f"{n} copies need {n} actions, end flags and outputs")
+        if action.shape[0] != n or ended.shape[0] != n:
+            raise ValueError(f"{n} copies need {n} actions and end flags")
         for i in range(n):
             if not ended[i] and not isfinite(action[i]):
                 raise ValueError(f"action of copy {i} is {action[i]}: expected a finite "
                                  "number (fraction of j_max, clipped to [-1, 1])")
+        cdef cnp.npy_intp obs_shape[2]
+        obs_shape[0], obs_shape[1] = n, 9
+        obs = cnp.PyArray_EMPTY(2, obs_shape, cnp.NPY_FLOAT32, 0)
+        reward_array = cnp.PyArray_EMPTY(1, obs_shape, cnp.NPY_FLOAT64, 0)
+        terminated_array = cnp.PyArray_EMPTY(1, obs_shape, cnp.NPY_BOOL, 0)
+        truncated_array = cnp.PyArray_EMPTY(1, obs_shape, cnp.NPY_BOOL, 0)
+        cdef float* obs_data = <float*>cnp.PyArray_DATA(obs)
+        cdef double* reward = <double*>cnp.PyArray_DATA(reward_array)
+        cdef char* terminated = <char*>cnp.PyArray_DATA(terminated_array)
+        cdef char* truncated = <char*>cnp.PyArray_DATA(truncated_array)
         cdef Py_ssize_t* rows = <Py_ssize_t*>malloc(n * sizeof(Py_ssize_t))
         cdef double* row_action = <double*>malloc(n * sizeof(double))
         cdef uint64_t* row_seeds = <uint64_t*>malloc(n * sizeof(uint64_t))
@@ -233,17 +241,16 @@ cdef class Copies:
                         row_seeds[count] = step_seeds[i, self.steps[i]]
                         count = count + 1
                 self.run_rows(rows, count, &par[0, 0], NPAR if par.shape[0] > 1 else 0,
-                              row_action, row_seeds, threads, &reward[0], &terminated[0],
-                              &truncated[0])
+                              row_action, row_seeds, threads, reward, terminated, truncated)
                 for i in range(n):
                     ended[i] = terminated[i] or truncated[i]
                     done += ended[i]
+                    self.observe_row(i, obs_data + 9 * i)
         finally:
             free(rows)
             free(row_action)
             free(row_seeds)
-        self.observe(obs)
-        return done
+        return obs, reward_array, terminated_array, truncated_array, done
 
     def first_observation(self):
         """Row 0's observation (9,) float32 (a single env's)."""

@@ -30,11 +30,13 @@ class ThreadChooser:
         self._started: set[int] = set()
         self.calls = 0
         self._next_probe = PROBE_EVERY
+        self.current = self.choices[0]  # what the next call uses unless it probes
 
-    @property
-    def current(self) -> int:
-        """The choice the next call makes unless it probes (an untimed choice comes first)."""
-        return min(self.choices, key=lambda c: -1.0 if self.mean_s[c] is None else self.mean_s[c])
+    def _choose(self) -> None:
+        """The untimed choice first, else the one with the lower mean."""
+        self.current = min(
+            self.choices, key=lambda c: -1.0 if self.mean_s[c] is None else self.mean_s[c]
+        )
 
     def run(self, call: Callable[[int], T], work: float = 1.0) -> T:
         """`call(threads)`; its wall time per unit of `work` (e.g. rows stepped) is what the
@@ -51,6 +53,7 @@ class ThreadChooser:
             return result
         mean = self.mean_s[threads]
         self.mean_s[threads] = elapsed if mean is None else mean + SMOOTHING * (elapsed - mean)
+        self._choose()
         if threads != best:
             ratio = self.mean_s[threads] / (self.mean_s[best] or self.mean_s[threads])
             self._next_probe = self.calls + PROBE_EVERY * max(1.0, ratio)

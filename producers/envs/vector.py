@@ -8,7 +8,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from producers.envs.spin_torque import SpinTorqueEnv, SpinTorqueSOTEnv
-from producers.envs.task import OBS_SIZE, EpisodeState
+from producers.envs.task import EpisodeState
 from producers.envs.threads import ThreadChooser
 
 
@@ -61,6 +61,7 @@ class SpinTorqueVectorEnv(VectorEnv):
         self.state: EpisodeState | None = None
         self._copy_rngs: list[np.random.Generator] = []
         self._ended = np.zeros(num_envs, dtype=bool)
+        self._ended_flags = self._ended.view(np.int8)  # the kernel's view of it
         self._ended_count = 0
 
     def reset(
@@ -83,26 +84,21 @@ class SpinTorqueVectorEnv(VectorEnv):
         if self.state is None:
             raise RuntimeError("call reset() before step()")
         actions = np.asarray(actions, dtype=float).reshape(self.num_envs)
-        state, n = self.state, self.num_envs
+        state = self.state
         if self._ended_count:
             ended = np.flatnonzero(self._ended)
             uniforms, self._step_seeds[ended] = self.task.episode_draws(
                 [self._copy_rngs[row] for row in ended]
             )
             self.task.restart(state, ended, uniforms)
-        obs = np.empty((n, OBS_SIZE), dtype=np.float32)
-        rewards = np.empty(n)
-        terminated = np.empty(n, dtype=bool)
-        truncated = np.empty(n, dtype=bool)
         copies, par = state.compiled(self.task), self.task.packed_row
 
-        def advance(threads: int) -> int:
-            return copies.step_vector(
-                par, actions, self._step_seeds, self._ended.view(np.int8), threads, rewards,
-                terminated.view(np.int8), truncated.view(np.int8), obs,
-            )
+        def advance(threads: int) -> tuple:
+            return copies.step_vector(par, actions, self._step_seeds, self._ended_flags, threads)
 
-        self._ended_count = advance(self.threads) if self.threads else self._chooser.run(advance)
+        obs, rewards, terminated, truncated, self._ended_count = (
+            advance(self.threads) if self.threads else self._chooser.run(advance)
+        )
         infos = self._final_infos(self._ended, terminated) if self._ended_count else {}
         return obs, rewards, terminated, truncated, infos
 
