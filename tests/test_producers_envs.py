@@ -289,13 +289,13 @@ def test_thread_chooser_settles_on_the_faster_choice_and_rarely_probes_the_other
 
     def call(threads):
         used.append(threads)
-        time.sleep(0.0002 if threads == fast else 0.004)
+        time.sleep(0.0002 if threads == fast else 0.02)
         return threads
 
     for _ in range(300):
         assert chooser.run(call) in (1, 2)
     assert chooser.current == fast
-    assert used.count(3 - fast) <= 4  # its start, its timing, a probe or two
+    assert used.count(3 - fast) <= 6  # its start, its timing, a probe or two
 
 
 def test_a_non_finite_action_is_refused_and_leaves_the_state_alone():
