@@ -67,6 +67,7 @@ def env_step_overhead(steps: int, dt: float = 1e-12) -> dict:
     integrator's API, the goal's reference) and the compiled core's bare interval call."""
     import physics_ext as px
     from physics_ext import _llg
+    from physics_ext.simulation import _FIXED_METHOD_CODES
     from producers.envs.spin_torque import SpinTorqueEnv
 
     env = SpinTorqueEnv(write_direction="down", time_budget=steps * 1e-10, dt=dt)
@@ -74,7 +75,7 @@ def env_step_overhead(steps: int, dt: float = 1e-12) -> dict:
     action = np.array([0.5], dtype=np.float32)
     current = 0.5 * task.j_max
     m = np.array([0.05, 0.0, math.sqrt(1 - 0.05**2)])
-    row, method = task.packed_row[0], task.kernel_row[4]
+    row, method = task.packed_row[0], _FIXED_METHOD_CODES[task.method]
 
     def env_run():
         env.reset(seed=1)
@@ -89,7 +90,7 @@ def env_step_overhead(steps: int, dt: float = 1e-12) -> dict:
     def core_run():
         state = m.copy()
         for seed in range(steps):
-            _llg.run_interval(row, state, current, task.control_interval, task.dt, int(method), seed)
+            _llg.run_interval(row, state, current, task.control_interval, task.dt, method, seed)
 
     env_s, raw_s, core_s = _best_interleaved(REPEATS, env_run, raw_run, core_run)
     return {

@@ -49,6 +49,15 @@ cdef inline double clip1(double x) noexcept nogil:
     return -1.0 if x < -1.0 else (1.0 if x > 1.0 else x)
 
 
+cdef int check_action(double action, Py_ssize_t copy) except -1:
+    """ValueError unless `action` (of copy `copy`; -1: a single env's) is a finite number."""
+    if not isfinite(action):
+        whose = "action" if copy < 0 else f"action of copy {copy}"
+        raise ValueError(f"{whose} is {action}: expected a finite number (fraction of j_max, "
+                         "clipped to [-1, 1])")
+    return 0
+
+
 cdef class Copies:
     """The compiled view of an episode state (n copies; arrays of n rows, updated in place)."""
 
@@ -177,18 +186,15 @@ cdef class Copies:
 
     def step(self, const double[:, ::1] par, const double[::1] action,
              const uint64_t[::1] seeds, const Py_ssize_t[::1] rows, int threads,
-             double[::1] reward, char[::1] terminated, char[::1] truncated, float[:, ::1] obs=None):
+             double[::1] reward, char[::1] terminated, char[::1] truncated):
         """Advance the copies `rows` by one interval: `action[k]`, `seeds[k]` belong to row
         `rows[k]`; `par` holds one packed parameter row per copy, or one for all.
-        reward/terminated/truncated (n,) are zero outside `rows`; `obs` (n, 9), if given,
-        receives every row's observation afterwards."""
+        reward/terminated/truncated (n,) are zero outside `rows`."""
         cdef Py_ssize_t k, i, n = self.m.shape[0], count = rows.shape[0]
         if action.shape[0] != count or seeds.shape[0] != count or reward.shape[0] != n:
             raise ValueError(f"{count} rows need {count} actions and seeds and {n} outputs")
         for k in range(count):
-            if not isfinite(action[k]):
-                raise ValueError(f"action of copy {rows[k]} is {action[k]}: expected a finite "
-                                 "number (fraction of j_max, clipped to [-1, 1])")
+            check_action(action[k], rows[k])
         with nogil:
             for i in range(n):
                 reward[i] = 0.0
@@ -198,8 +204,6 @@ cdef class Copies:
                           NPAR if par.shape[0] > 1 else 0, &action[0] if count else NULL,
                           &seeds[0] if count else NULL, threads, &reward[0], &terminated[0],
                           &truncated[0])
-        if obs is not None:
-            self.observe(obs)
 
     def step_vector(self, const double[:, ::1] par, const double[::1] action,
                     const uint64_t[:, ::1] step_seeds, char[::1] ended, int threads):
@@ -211,9 +215,8 @@ cdef class Copies:
         if action.shape[0] != n or ended.shape[0] != n:
             raise ValueError(f"{n} copies need {n} actions and end flags")
         for i in range(n):
-            if not ended[i] and not isfinite(action[i]):
-                raise ValueError(f"action of copy {i} is {action[i]}: expected a finite "
-                                 "number (fraction of j_max, clipped to [-1, 1])")
+            if not ended[i]:
+                check_action(action[i], i)
         cdef cnp.npy_intp obs_shape[2]
         obs_shape[0], obs_shape[1] = n, 9
         obs = cnp.PyArray_EMPTY(2, obs_shape, cnp.NPY_FLOAT32, 0)
@@ -338,9 +341,7 @@ cdef class Episode(Copies):
         cdef Py_ssize_t k = self.steps[0]
         if k >= self.seeds.shape[0]:
             raise RuntimeError("the episode is over (time budget spent); call reset()")
-        if not isfinite(action):
-            raise ValueError(f"action is {action}: expected a finite number (fraction of j_max, "
-                             "clipped to [-1, 1])")
+        check_action(action, -1)
         with nogil:
             self.step_row(0, &self.par[0, 0], action, self.seeds[k], &reward, &terminated,
                           &truncated)

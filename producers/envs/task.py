@@ -200,7 +200,7 @@ class SwitchingTask:
         return row
 
     def step(
-        self, state: EpisodeState, action, seeds, rows=None, field=None, obs=None,
+        self, state: EpisodeState, action, seeds, rows=None, field=None,
         threads: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Apply `action` (k,) to the copies `rows` (k indices; None: all) of `state` for one
@@ -219,7 +219,7 @@ class SwitchingTask:
         bonus on success − energy_weight · E_step / E_budget − time_weight · interval / budget.
 
         Returns (reward, terminated, truncated) for every row of the state (zero outside
-        `rows`); `obs` (n, OBS_SIZE) float32, if given, receives every row's observation.
+        `rows`).
         """
         n = len(state.m)
         rows = state.all_rows if rows is None else np.asarray(rows, dtype=np.intp)
@@ -236,7 +236,7 @@ class SwitchingTask:
 
         def advance(threads: int) -> None:
             copies.step(par, action, seeds, rows, threads, reward, terminated.view(np.int8),
-                        truncated.view(np.int8), obs)
+                        truncated.view(np.int8))
 
         if threads is None and self.parallel_threads(len(rows)) > 1:
             self._chooser.run(advance, work=len(rows))
