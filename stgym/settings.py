@@ -41,6 +41,12 @@ class Settings:
     opensearch_transport_port: int = 9300
     collector_forward_port: int = 24224
     collector_health_port: int = 13133
+    collector_otlp_grpc_port: int = 4317
+    collector_otlp_http_port: int = 4318
+    jaeger_query_port: int = 16686
+    jaeger_otlp_grpc_port: int = 4327
+    jaeger_health_port: int = 13134
+    jaeger_metrics_port: int = 8889
     postgres_exporter_port: int = 9187
     node_exporter_port: int = 9100
     blackbox_exporter_port: int = 9115
@@ -51,6 +57,9 @@ class Settings:
     log_format: str = "console"
     log_level: str = "INFO"
     log_ship: str = "auto"  # ship logs to the collector: auto (when json), on, off
+    # OTLP gRPC endpoint for traces, e.g. http://127.0.0.1:4317 (the collector); "" = no tracing
+    trace_endpoint: str = ""
+    trace_sample_ratio: float = 1.0  # parent-based ratio sampler (README: production values)
     run_dir: str = dataclasses.field(default_factory=_default_run_dir)
     cache_dir: str = dataclasses.field(
         default_factory=lambda: str(Path.home() / ".cache" / "stgym")
@@ -88,6 +97,14 @@ class Settings:
     def opensearch_url(self) -> str:
         return f"http://{self.host}:{self.opensearch_port}"
 
+    @property
+    def jaeger_url(self) -> str:
+        return f"http://{self.host}:{self.jaeger_query_port}"
+
+    @property
+    def collector_otlp_url(self) -> str:
+        return f"http://{self.host}:{self.collector_otlp_grpc_port}"
+
 
 def load() -> Settings:
     """Settings with every field overridden by the environment variable STGYM_<FIELD>."""
@@ -96,7 +113,8 @@ def load() -> Settings:
         raw = os.environ.get(f"STGYM_{field.name.upper()}")
         if raw is None:
             continue
-        overrides[field.name] = int(raw) if field.type == "int" else raw
+        convert = {"int": int, "float": float}.get(field.type, str)
+        overrides[field.name] = convert(raw)
     return Settings(**overrides)
 
 
