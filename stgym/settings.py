@@ -34,6 +34,8 @@ class Settings:
     postgres_user: str = "stgym"
     postgres_password: str = "stgym"
     postgres_db: str = "stgym"
+    postgres_reader_user: str = "stgym_reader"  # read-only role of `stgym serve`
+    postgres_reader_password: str = "stgym_reader"
     prometheus_port: int = 9090
     alertmanager_port: int = 9095
     alert_webhook_port: int = 9099
@@ -41,6 +43,7 @@ class Settings:
     opensearch_transport_port: int = 9300
     collector_forward_port: int = 24224
     collector_health_port: int = 13133
+    collector_metrics_port: int = 8888  # the collector's own telemetry (/metrics)
     collector_otlp_grpc_port: int = 4317
     collector_otlp_http_port: int = 4318
     jaeger_query_port: int = 16686
@@ -53,10 +56,22 @@ class Settings:
     smoke_metrics_port: int = 9199
     stream_web_port: int = 6066
     trainer_metrics_port: int = 8000
+    api_port: int = 8050  # `stgym serve`: KPI HTTP API and live dashboard
     logs_index: str = "stgym-logs"
     log_format: str = "console"
     log_level: str = "INFO"
     log_ship: str = "auto"  # ship logs to the collector: auto (when json), on, off
+    # Monitoring the monitoring: `stgym alerts serve` logs CRITICAL when the always-firing
+    # Watchdog alert has not arrived for this long (Alertmanager repeats it every minute).
+    watchdog_timeout_s: int = 120
+    # Retention, in one place (docs/operations.md): Prometheus TSDB (time and size, passed by
+    # compose/bare/prometheus.sh), OpenSearch log indices (ISM policy of `stgym logs setup`),
+    # episode rows (`stgym retention apply`; the KPI aggregates are kept).
+    prometheus_retention_time: str = "15d"
+    prometheus_retention_size: str = "2GB"
+    prometheus_admin_api: str = "off"  # on: TSDB snapshots for `stgym backup create`
+    log_retention_days: int = 14
+    episodes_retention_months: int = 12
     # OTLP gRPC endpoint for traces, e.g. http://127.0.0.1:4317 (the collector); "" = no tracing
     trace_endpoint: str = ""
     trace_sample_ratio: float = 1.0  # parent-based ratio sampler (README: production values)
@@ -65,6 +80,9 @@ class Settings:
         default_factory=lambda: str(Path.home() / ".cache" / "stgym")
     )
     data_dir: str = dataclasses.field(default_factory=_default_data_dir)
+    backup_dir: str = dataclasses.field(
+        default_factory=lambda: str(Path(_default_data_dir()) / "backups")
+    )
 
     @property
     def kafka_url(self) -> str:
@@ -80,6 +98,17 @@ class Settings:
             f"postgresql://{self.postgres_user}:{self.postgres_password}"
             f"@{self.host}:{self.postgres_port}/{self.postgres_db}"
         )
+
+    @property
+    def postgres_reader_url(self) -> str:
+        return (
+            f"postgresql://{self.postgres_reader_user}:{self.postgres_reader_password}"
+            f"@{self.host}:{self.postgres_port}/{self.postgres_db}"
+        )
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
 
     @property
     def sqlite_url(self) -> str:
@@ -125,6 +154,7 @@ def as_shell(settings: Settings) -> str:
         for field in dataclasses.fields(settings)
     ]
     lines.append(f"STGYM_POSTGRES_URL='{settings.postgres_url}'")
+    lines.append(f"STGYM_POSTGRES_READER_URL='{settings.postgres_reader_url}'")
     return "\n".join(lines)
 
 
