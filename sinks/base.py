@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from stgym import events as ev
 from stgym.errors import UserError
-from streams import kpi
+from stgym import kpi
 
 log = logging.getLogger(__name__)
 
@@ -93,19 +93,6 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def ping(self) -> bool:
         """True if the database answers now."""
-
-
-def open_sink(url: str, window_s: int = 60, **kwargs) -> "Sink":
-    """A sink for postgresql://… or sqlite:///path (sqlite:// alone = in memory)."""
-    if url.startswith(("postgresql://", "postgres://")):
-        from sinks.postgres import PostgresSink
-
-        return PostgresSink(url, window_s=window_s, **kwargs)
-    if url.startswith("sqlite:"):
-        from sinks.sqlite import SQLiteSink
-
-        return SQLiteSink(url, window_s=window_s, **kwargs)
-    raise UserError(f"unsupported database URL {url!r}: expected postgresql://… or sqlite:///path")
 
 
 class SqlSink(Sink):

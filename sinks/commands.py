@@ -15,7 +15,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from sinks.base import migrations, open_sink
+    from sinks.base import migrations
+    from sinks.factory import open_sink
     from stgym import settings as settings_module
     from sinks.postgres import redact
 

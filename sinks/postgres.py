@@ -18,7 +18,7 @@ import psycopg2.extras
 
 from sinks.base import SqlSink, WriteResult, migrations, split_statements
 from stgym.errors import ServiceUnavailable
-from streams import kpi
+from stgym import kpi
 
 log = logging.getLogger(__name__)
 

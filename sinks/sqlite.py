@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from sinks.base import SqlSink, WriteResult, migrations, split_statements
 from stgym.errors import UserError
-from streams import kpi
+from stgym import kpi
 
 log = logging.getLogger(__name__)
 

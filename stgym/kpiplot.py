@@ -12,8 +12,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from stgym.errors import UserError
-
 WINDOW_S = 60
 
 
@@ -70,24 +68,3 @@ def draw(rows: list[dict[str, Any]], output: Path, title: str) -> Path:
     plt.close(figure)
     return output
 
-
-def main(args) -> int:
-    from sinks.base import open_sink
-    from sinks.postgres import redact
-    from stgym import logsearch
-    from stgym import settings as settings_module
-
-    url = args.db or settings_module.load().sqlite_url
-    since_s = int(logsearch.parse_duration(args.since).total_seconds()) if args.since else None
-    sink = open_sink(url)
-    sink.setup()
-    try:
-        rows = sink.query_kpis(args.experiment, since_s=since_s, window_s=WINDOW_S)
-    finally:
-        sink.close()
-    if not rows:
-        scope = f" for experiment {args.experiment!r}" if args.experiment else ""
-        raise UserError(f"no KPI windows in {redact(url)}{scope}: run `stgym demo` or a training first")
-    output = draw(rows, Path(args.output), f"KPI history ({WINDOW_S} s windows) — {redact(url)}")
-    print(f"wrote {output} ({len(rows)} windows, {len(series_by_key(rows))} series)")
-    return 0

@@ -100,6 +100,26 @@ def run_alerts_serve(args) -> int:
 
 
 def run_plot_kpi(args) -> int:
-    from stgym import kpiplot
+    from pathlib import Path
 
-    return kpiplot.main(args)
+    from sinks.factory import open_sink
+    from sinks.postgres import redact
+    from stgym import kpiplot, logsearch
+    from stgym import settings as settings_module
+    from stgym.errors import UserError
+
+    url = args.db or settings_module.load().sqlite_url
+    since_s = int(logsearch.parse_duration(args.since).total_seconds()) if args.since else None
+    sink = open_sink(url)
+    sink.setup()
+    try:
+        rows = sink.query_kpis(args.experiment, since_s=since_s, window_s=kpiplot.WINDOW_S)
+    finally:
+        sink.close()
+    if not rows:
+        scope = f" for experiment {args.experiment!r}" if args.experiment else ""
+        raise UserError(f"no KPI windows in {redact(url)}{scope}: run `stgym demo` or a training first")
+    output = kpiplot.draw(rows, Path(args.output),
+                          f"KPI history ({kpiplot.WINDOW_S} s windows) — {redact(url)}")
+    print(f"wrote {output} ({len(rows)} windows, {len(kpiplot.series_by_key(rows))} series)")
+    return 0

@@ -147,7 +147,7 @@ def balanced_runs(experiment: str, partitions: int = 4) -> list[str]:
 def run_bench(quick: bool = False, engine: str = "faust") -> dict:
     import psycopg2
 
-    from sinks.base import open_sink
+    from sinks.factory import open_sink
     from stgym import events as ev
     from stgym import settings as settings_module
     from stgym.bus import open_bus

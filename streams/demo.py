@@ -23,11 +23,11 @@ def run(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from producers.runner import TrainConfig, train
-    from sinks.base import open_sink
+    from sinks.factory import open_sink
     from sinks.postgres import redact
     from stgym.bus import open_bus
     from streams import web
-    from streams.commands import print_kpi_table
+    from streams.kpitable import print_kpi_table
     from streams.metrics import KpiCollector, ProcessMetrics
     from streams.pipeline import EmbeddedPipeline, Processor
 

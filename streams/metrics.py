@@ -21,7 +21,7 @@ from prometheus_client.core import (
     CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
 )
 
-from streams import kpi
+from stgym import kpi
 
 log = logging.getLogger(__name__)
 disable_created_metrics()  # no *_created series: they double the scrape size for nothing

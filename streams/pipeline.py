@@ -13,7 +13,7 @@ import threading
 import time
 
 from stgym import events as ev
-from streams import kpi
+from stgym import kpi
 
 log = logging.getLogger(__name__)
 

@@ -61,7 +61,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 def ground_truth(episodes) -> dict[tuple[str, str, str], dict]:
     """KPIs computed directly from the events (deduplicated by event id), independently of
-    streams.kpi, for comparing with what the pipeline stored."""
+    stgym.kpi, for comparing with what the pipeline stored."""
     unique = {e.event_id: e for e in episodes}.values()
     groups: dict = {}
     for e in unique:

@@ -68,7 +68,7 @@ class BaseWorker:
     def __init__(self, bus_url: str, db_url: str, web_port: int, worker_id: str = "0",
                  app_id: str | None = None, window_s: int = 60, batch_size: int = 2000,
                  service: str | None = None, offset_reset: str = "earliest") -> None:
-        from sinks.base import open_sink
+        from sinks.factory import open_sink
         from stgym.errors import UserError
 
         if not bus_url.startswith("kafka://"):

@@ -34,7 +34,7 @@ import yaml
 from stgym import dashboards
 from stgym import events as ev
 from stgym import settings as settings_module
-from sinks.base import open_sink
+from sinks.factory import open_sink
 from stgym.bus import open_bus
 from streams import testing
 

@@ -8,10 +8,11 @@ import sys
 
 import matplotlib.image
 
-from sinks.base import open_sink
+from sinks.factory import open_sink
 from stgym import events as ev
 from stgym import kpiplot
-from streams import kpi, testing
+from stgym import kpi
+from streams import testing
 
 
 def store_episodes(url: str, experiment: str) -> list[ev.EpisodeEvent]:

@@ -5,10 +5,11 @@ import time
 import psycopg2
 import pytest
 
-from sinks.base import open_sink
+from sinks.factory import open_sink
 from stgym import events as ev
 from stgym.errors import ServiceUnavailable
-from streams import kpi, testing
+from stgym import kpi
+from streams import testing
 
 pytestmark = pytest.mark.services
 

@@ -6,9 +6,11 @@ import time
 
 import pytest
 
-from sinks.base import migrations, open_sink
+from sinks.base import migrations
+from sinks.factory import open_sink
 from stgym import events as ev
-from streams import kpi, testing
+from stgym import kpi
+from streams import testing
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from sinks.base import open_sink
+from sinks.factory import open_sink
 from stgym import events as ev
 from stgym import settings as settings_module
 from stgym.bus import open_bus

@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from sinks.base import open_sink
+from sinks.factory import open_sink
 from stgym.bus import open_bus
 from streams import testing
 from streams.testing import TopicReader, stored_count

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from stgym import events as ev
-from streams import kpi, testing
+from stgym import kpi
+from streams import testing
 
 
 def records(events, topic=ev.TOPIC_EPISODES):

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from sinks.base import open_sink
+from sinks.factory import open_sink
 from stgym import events as ev
 from stgym.bus import open_bus
 from streams import testing, web

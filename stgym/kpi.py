@@ -1,6 +1,7 @@
 """KPI aggregation as plain functions: validate raw records, fold episodes into deltas.
 
-Nothing here knows about Faust, Kafka or a database. The stream agents, the embedded demo
+Nothing here knows about Faust, Kafka or a database, so both the stream layer and the sinks
+build on it (it sits in stgym, beneath both). The stream agents, the embedded demo
 pipeline and the sinks all call these functions, and the unit tests check them exactly.
 
 Definitions (per key = (experiment_id, device_type, algorithm)):
