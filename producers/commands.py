@@ -20,6 +20,11 @@ def register(subparsers) -> None:
     )
     train.add_argument("--episodes", type=int, default=512, help="episodes over all workers")
     train.add_argument("--workers", type=int, default=1, help="worker processes")
+    train.add_argument(
+        "--first-worker", type=int, default=0,
+        help="number of this host's first worker (worker ids and seed streams w<N>..; a run "
+        "spread over several hosts or a Kubernetes Indexed Job gives each its own range)",
+    )
     train.add_argument("--experiment", default="default", help="experiment id on every event")
     train.add_argument("--seed", type=int, default=0, help="root of every worker's seed stream")
     train.add_argument("--bus", default="memory", help="memory or kafka://HOST:PORT")
@@ -101,7 +106,8 @@ def run_train(args) -> int:
         metrics_port = settings_module.load().trainer_metrics_port
     config = TrainConfig(
         algorithm=args.algo, env_id=args.env, env_kwargs=env_kwargs, episodes=args.episodes,
-        workers=args.workers, experiment=args.experiment, seed=args.seed, bus_url=args.bus,
+        workers=args.workers, first_worker=args.first_worker, experiment=args.experiment,
+        seed=args.seed, bus_url=args.bus,
         options=_trainer_options(args), policy_out=args.policy_out, run_dir=args.run_dir,
         metrics_port=None if metrics_port < 0 else metrics_port,
         log_format=args.log_format, log_level=args.log_level,

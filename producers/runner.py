@@ -64,6 +64,7 @@ class TrainConfig:
     env_kwargs: dict = dataclasses.field(default_factory=dict)
     episodes: int = 512
     workers: int = 1
+    first_worker: int = 0  # worker numbers first_worker.. (one run over several hosts or pods)
     experiment: str = "default"
     seed: int = 0
     bus_url: str = "memory"
@@ -85,6 +86,8 @@ class TrainConfig:
             raise UserError(f"--episodes must be >= 1, got {self.episodes}")
         if not 1 <= self.workers <= 64:
             raise UserError(f"--workers must be in 1..64, got {self.workers}")
+        if self.first_worker < 0:
+            raise UserError(f"--first-worker must be >= 0, got {self.first_worker}")
         parse_bus_url(self.bus_url)
         if not 1 <= len(self.experiment) <= 64:
             raise UserError(f"--experiment must be 1..64 characters, got {self.experiment!r}")
@@ -231,7 +234,8 @@ class EpisodePublisher:
                  on_batch: Callable[[int, EpisodeBatch], None]) -> None:
         self.config, self.index, self.bus, self.ledger = config, index, bus, ledger
         self.common = dict(
-            experiment_id=config.experiment, run_id=run_id, worker_id=f"w{index}",
+            experiment_id=config.experiment, run_id=run_id,
+            worker_id=f"w{config.first_worker + index}",
             device_type=device_type, algorithm=config.algorithm,
         )
         self.metrics, self.on_batch = metrics, on_batch
@@ -292,9 +296,10 @@ def run_worker(config: TrainConfig, index: int, token: str, bus: Bus,
     """Train on worker `index`'s share; returns its stats, best pulse and final objective."""
     from stgym.logsetup import bound_context
 
-    run_id = f"{config.experiment}.{token}.w{index}"
+    number = config.first_worker + index
+    run_id = f"{config.experiment}.{token}.w{number}"
     task = episode_task(config.env_id, config.env_kwargs)
-    rng = np.random.default_rng(np.random.SeedSequence([config.seed, index]))
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, number]))
     trainer = TRAINERS[config.algorithm](task, config.options, rng)
     settings = settings_module.load()
     metrics = WorkerMetrics(
@@ -308,7 +313,7 @@ def run_worker(config: TrainConfig, index: int, token: str, bus: Bus,
         metrics, on_batch,
     )
     with bound_context(experiment_id=config.experiment, run_id=run_id):
-        log.info("worker w%d: %s on %s, %d episodes", index, config.algorithm, config.env_id,
+        log.info("worker w%d: %s on %s, %d episodes", number, config.algorithm, config.env_id,
                  worker_episodes(config, index))
         publisher.experiment("started")
         try:
@@ -333,7 +338,8 @@ def _worker_process(config: TrainConfig, index: int, token: str, messages) -> No
     from stgym import logsetup
 
     logsetup.configure_logging(
-        "stgym-train", config.log_format, config.log_level, worker_id=f"w{index}"
+        "stgym-train", config.log_format, config.log_level,
+        worker_id=f"w{config.first_worker + index}",
     )
     (Path(config.run_dir) / f"worker-{index}.pid").write_text(f"{os.getpid()}\n")
     bus = open_bus(config.bus_url)
