@@ -35,6 +35,11 @@ HISTOGRAMS = {
 Key = tuple[str, str, str]
 
 
+# Every reason a record can reach the DLQ with: the schema's, two of the transport's, and
+# `unstorable` (valid by the schema, refused by the database for a data reason).
+REJECT_REASONS: tuple[str, ...] = (*ev.REASONS, "empty", "unknown_topic", "unstorable")
+
+
 @dataclasses.dataclass
 class Rejected:
     """A record refused by validation: where it came from, why, and its original bytes."""
@@ -64,8 +69,8 @@ class ParsedBatch:
 def parse_records(records: Iterable[tuple[str, int, int, bytes | None, bytes | None]]) -> ParsedBatch:
     """Validate (topic, partition, offset, key, value) records into events; never raises.
 
-    Bad records land in `rejected` with a bounded reason label: oversized, bad_json,
-    schema_version, invalid_field (the event schema's reasons), empty or unknown_topic.
+    Bad records land in `rejected` with a bounded reason label: one of the event schema's
+    REASONS, empty or unknown_topic (REJECT_REASONS lists them all).
     Duplicate event ids inside one batch are kept once.
     """
     batch = ParsedBatch()

@@ -11,6 +11,7 @@ import logging
 import secrets
 import time
 
+from stgym import kpi
 from stgym import settings as settings_module
 
 log = logging.getLogger("stgym.demo")
@@ -83,8 +84,7 @@ def run(args) -> int:
         stored = sum(r["episodes_total"] for r in rows)
         log.info("%d episodes trained, aggregated and stored in %.1f s (%d events rejected)",
                  stored, elapsed, int(sum(metrics.rejected.labels(reason=r)._value.get()
-                                          for r in ("bad_json", "invalid_field", "schema_version",
-                                                    "oversized", "empty"))))
+                                          for r in kpi.REJECT_REASONS)))
         console.print(f"Query again: [bold]stgym kpi --db {redact(url)} --experiment {experiment}[/bold]"
                       f"  (add --window 1m for per-minute rows, --json for machines)", soft_wrap=True)
     server.shutdown()

@@ -71,7 +71,7 @@ class ProcessMetrics:
         if gpu is not None:
             Gauge("gpu_utilization_percent", "GPU utilisation (NVML)",
                   registry=self.registry).set_function(gpu)
-        for reason in ("bad_json", "invalid_field", "schema_version", "oversized", "empty"):
+        for reason in kpi.REJECT_REASONS:
             self.rejected.labels(reason=reason)  # export zeros so rate() works from the start
 
     def observe_batch(self, batch: kpi.ParsedBatch, result, seconds: float) -> None:

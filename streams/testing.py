@@ -117,7 +117,7 @@ def malformed_records(n: int, seed: int = 0, tag: str = "x") -> list[tuple[bytes
         elif kind == 3:
             record["energy_j"] = -1.0 if (i // 6) % 2 else float("nan")
             raw = json.dumps(record).encode()  # json.dumps writes NaN, which msgspec refuses
-            out.append((raw, "bad_json" if b"NaN" in raw else "invalid_field"))
+            out.append((raw, "bad_json" if b"NaN" in raw else "out_of_range"))
         elif kind == 4:
             record["schema_version"] = 2
             out.append((json.dumps(record).encode(), "schema_version"))
