@@ -27,7 +27,10 @@ def _default_data_dir() -> str:
 class Settings:
     """Ports, URLs and directories of every service and process (all bound to 127.0.0.1)."""
 
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # this machine: its services and processes listen here
+    # Where the shared services run (Kafka, PostgreSQL, Prometheus, Alertmanager, OpenSearch)
+    # when that is another machine (README: several machines); "" = host.
+    services_host: str = ""
     kafka_port: int = 9092
     kafka_controller_port: int = 9094
     postgres_port: int = 5433
@@ -85,25 +88,30 @@ class Settings:
     )
 
     @property
+    @property
+    def shared_host(self) -> str:
+        """The address of the shared services."""
+        return self.services_host or self.host
+
     def kafka_url(self) -> str:
-        return f"kafka://{self.host}:{self.kafka_port}"
+        return f"kafka://{self.kafka_bootstrap}"
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"{self.host}:{self.kafka_port}"
+        return f"{self.shared_host}:{self.kafka_port}"
 
     @property
     def postgres_url(self) -> str:
         return (
             f"postgresql://{self.postgres_user}:{self.postgres_password}"
-            f"@{self.host}:{self.postgres_port}/{self.postgres_db}"
+            f"@{self.shared_host}:{self.postgres_port}/{self.postgres_db}"
         )
 
     @property
     def postgres_reader_url(self) -> str:
         return (
             f"postgresql://{self.postgres_reader_user}:{self.postgres_reader_password}"
-            f"@{self.host}:{self.postgres_port}/{self.postgres_db}"
+            f"@{self.shared_host}:{self.postgres_port}/{self.postgres_db}"
         )
 
     @property
@@ -116,19 +124,19 @@ class Settings:
 
     @property
     def prometheus_url(self) -> str:
-        return f"http://{self.host}:{self.prometheus_port}"
+        return f"http://{self.shared_host}:{self.prometheus_port}"
 
     @property
     def alertmanager_url(self) -> str:
-        return f"http://{self.host}:{self.alertmanager_port}"
+        return f"http://{self.shared_host}:{self.alertmanager_port}"
 
     @property
     def opensearch_url(self) -> str:
-        return f"http://{self.host}:{self.opensearch_port}"
+        return f"http://{self.shared_host}:{self.opensearch_port}"
 
     @property
     def jaeger_url(self) -> str:
-        return f"http://{self.host}:{self.jaeger_query_port}"
+        return f"http://{self.shared_host}:{self.jaeger_query_port}"
 
     @property
     def collector_otlp_url(self) -> str:
