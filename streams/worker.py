@@ -12,7 +12,7 @@ import concurrent.futures
 import logging
 import socket
 
-from stgym import events as ev
+from stgym import events as ev, settings as settings_module
 from streams import web
 from streams.metrics import KpiCollector, ProcessMetrics
 from streams.pipeline import Processor
@@ -134,9 +134,11 @@ class BaseWorker:
         """Topics, migrations and the web endpoints around the engine's loop."""
         ensure_topics(self.bootstrap)
         self.sink.setup()
-        server = web.serve(self.web_port, self.metrics.registry, self.ready, service=self.service)
-        log.info("stream worker %s (%s): /metrics /health /ready on 127.0.0.1:%d",
-                 self.worker_id, self.engine, self.web_port)
+        host = settings_module.load().host
+        server = web.serve(self.web_port, self.metrics.registry, self.ready, host=host,
+                           service=self.service)
+        log.info("stream worker %s (%s): /metrics /health /ready on %s:%d",
+                 self.worker_id, self.engine, host, self.web_port)
         try:
             return self.consume()
         finally:
