@@ -2,7 +2,7 @@
 
 The forward-protocol receiver here is a small msgpack TCP server in the test, so that the
 collector can be "down" (port closed) and "up" again at will; the same path against the real
-collector and OpenSearch is covered by tests/test_ops_logs_live.py.
+collector and OpenSearch is covered by tests/ops/test_ops_logs_live.py.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from stgym import logsearch, logsetup
 from streams import testing
 
 pytestmark = pytest.mark.services
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 COLLECTOR = REPO / "compose" / "bare" / "collector.sh"
 
 

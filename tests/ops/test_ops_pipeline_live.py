@@ -39,7 +39,7 @@ from stgym.bus import open_bus
 from streams import testing
 
 pytestmark = pytest.mark.services
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "compose" / "prometheus"
 SUCCESS_PROBABILITY = 0.25
 FAST_FOR = "5s"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "compose" / "prometheus"
 ALERTMANAGER_CONFIG = REPO / "compose" / "alertmanager" / "alertmanager.yml"
 REQUIRED_ALERTS = {

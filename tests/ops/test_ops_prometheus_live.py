@@ -12,7 +12,7 @@ import yaml
 
 from streams import testing
 
-PROMETHEUS_DIR = Path(__file__).resolve().parent.parent / "compose" / "prometheus"
+PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "compose" / "prometheus"
 pytestmark = pytest.mark.services
 
 

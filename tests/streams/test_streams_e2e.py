@@ -27,7 +27,7 @@ from streams import testing
 from streams.testing import TopicReader, stored_count
 
 pytestmark = pytest.mark.services
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def restart_postgres() -> None:
