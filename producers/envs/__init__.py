@@ -3,22 +3,26 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-ENV_IDS = ("SpinTorque-v0", "SpinTorqueSOT-v0", "SpinTorqueArray-v0")
+ENV_IDS = ("SpinTorque-v0", "SpinTorqueSOT-v0", "SpinTorqueArray-v0", "SpinTorque-v1",
+           "SpinTorqueSOT-v1")
+
+_STT = ("producers.envs.spin_torque:SpinTorqueEnv", "producers.envs.vector:SpinTorqueVectorEnv")
+_SOT = ("producers.envs.spin_torque:SpinTorqueSOTEnv",
+        "producers.envs.vector:SpinTorqueSOTVectorEnv")
+# v1: the same classes in the write frame (see the Version History of their docstrings)
+_V1 = {"write_frame": True}
 
 
 def register_envs() -> None:
     """Register every environment id with gymnasium (idempotent)."""
     specs = {
-        "SpinTorque-v0": (
-            "producers.envs.spin_torque:SpinTorqueEnv",
-            "producers.envs.vector:SpinTorqueVectorEnv",
-        ),
-        "SpinTorqueSOT-v0": (
-            "producers.envs.spin_torque:SpinTorqueSOTEnv",
-            "producers.envs.vector:SpinTorqueSOTVectorEnv",
-        ),
-        "SpinTorqueArray-v0": ("producers.envs.array:SpinTorqueArrayEnv", None),
+        "SpinTorque-v0": (*_STT, {}),
+        "SpinTorqueSOT-v0": (*_SOT, {}),
+        "SpinTorqueArray-v0": ("producers.envs.array:SpinTorqueArrayEnv", None, {}),
+        "SpinTorque-v1": (*_STT, _V1),
+        "SpinTorqueSOT-v1": (*_SOT, _V1),
     }
-    for env_id, (entry_point, vector_entry_point) in specs.items():
+    for env_id, (entry_point, vector_entry_point, kwargs) in specs.items():
         if env_id not in registry:
-            register(id=env_id, entry_point=entry_point, vector_entry_point=vector_entry_point)
+            register(id=env_id, entry_point=entry_point, vector_entry_point=vector_entry_point,
+                     kwargs=kwargs)
