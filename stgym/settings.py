@@ -88,11 +88,11 @@ class Settings:
     )
 
     @property
-    @property
     def shared_host(self) -> str:
         """The address of the shared services."""
         return self.services_host or self.host
 
+    @property
     def kafka_url(self) -> str:
         return f"kafka://{self.kafka_bootstrap}"
 
