@@ -61,6 +61,16 @@ def split_statements(sql: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
+class UnstorableError(Exception):
+    """The database refused a transaction for a data reason (a value out of its range, a
+    constraint or trigger, text it cannot hold): the same rows would fail again, so
+    retrying cannot help. `message` is the database's own."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 @dataclasses.dataclass
 class WriteResult:
     new_episodes: list[ev.EpisodeEvent] = dataclasses.field(default_factory=list)
@@ -68,6 +78,19 @@ class WriteResult:
     experiments: int = 0
     duplicates: int = 0
     keys: set = dataclasses.field(default_factory=set)
+    # (event, the database's message) for each event the store refused (not written)
+    unstorable: list[tuple[ev.Event, str]] = dataclasses.field(default_factory=list)
+    transactions: int = 1
+
+    def merge(self, other: "WriteResult") -> "WriteResult":
+        return WriteResult(
+            new_episodes=self.new_episodes + other.new_episodes,
+            new_trainings=self.new_trainings + other.new_trainings,
+            experiments=self.experiments + other.experiments,
+            duplicates=self.duplicates + other.duplicates, keys=self.keys | other.keys,
+            unstorable=self.unstorable + other.unstorable,
+            transactions=self.transactions + other.transactions,
+        )
 
 
 class Sink(abc.ABC):
@@ -81,7 +104,8 @@ class Sink(abc.ABC):
 
     @abc.abstractmethod
     def write_batch(self, batch: kpi.ParsedBatch) -> WriteResult:
-        """Write the batch's events and their KPI deltas in one transaction (idempotent)."""
+        """Write the batch's events and their KPI deltas in one transaction (idempotent);
+        events the store refuses for a data reason come back in `unstorable`, unwritten."""
 
     def flush(self) -> None:
         """Every write_batch commits before returning; nothing is held back."""
@@ -109,6 +133,11 @@ class SqlSink(Sink):
 
     # -- dialect hooks -------------------------------------------------------------------
     @abc.abstractmethod
+    def _write_transaction(self, batch: kpi.ParsedBatch) -> WriteResult:
+        """The batch in one transaction (`_apply`), committed; raises UnstorableError (after
+        rolling back) when the database refuses the data itself."""
+
+    @abc.abstractmethod
     def _insert_new(self, cur, table: str, columns: Sequence[str], rows: list[tuple]) -> set[str]:
         """Insert rows, skipping existing event ids; return the event ids really inserted."""
 
@@ -125,6 +154,23 @@ class SqlSink(Sink):
         return f"(FLOOR({column} / {int(window_s)}) * {int(window_s)})"
 
     # -- write side ----------------------------------------------------------------------
+    def write_batch(self, batch: kpi.ParsedBatch) -> WriteResult:
+        """One transaction for the whole batch; when the database refuses its data, the
+        batch is bisected (each half its own transaction) until the refused events stand
+        alone: k bad events among n cost about 2 k log2(n) extra transactions, and all
+        the other events commit."""
+        try:
+            return self._write_transaction(batch)
+        except UnstorableError as error:
+            if len(batch) == 1:
+                event = [*batch.episodes, *batch.trainings, *batch.experiments][0]
+                log.warning("the database refuses event %s: %s", event.event_id, error.message)
+                return WriteResult(unstorable=[(event, error.message)])
+            first, second = batch.halves()
+            result = self.write_batch(first).merge(self.write_batch(second))
+            result.transactions += 1  # the refused attempt at the whole batch
+            return result
+
     def _apply(self, cur, batch: kpi.ParsedBatch) -> WriteResult:
         now = time.time()
         result = WriteResult()

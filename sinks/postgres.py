@@ -3,6 +3,8 @@
 While the database is down (a restart, a network cut) `write_batch` keeps the batch in memory
 and retries with exponential backoff until it commits; the caller acknowledges its Kafka
 offsets only after that, so nothing is lost and nothing double-counts (event_id upserts).
+Rows the database refuses for what they hold (DATA_ERRORS) are isolated by SqlSink's bisection
+instead, and come back as `unstorable`.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extras
 
-from sinks.base import SqlSink, WriteResult, migrations, split_statements
+from sinks.base import SqlSink, UnstorableError, WriteResult, migrations, split_statements
 from stgym.errors import ServiceUnavailable
 from stgym import kpi
 
@@ -25,6 +27,10 @@ log = logging.getLogger(__name__)
 RETRYABLE = (psycopg2.OperationalError, psycopg2.InterfaceError,
              psycopg2.errors.DeadlockDetected, psycopg2.errors.SerializationFailure,
              psycopg2.errors.AdminShutdown)
+# Refusals of the data itself: retrying the same rows cannot succeed (write_batch bisects).
+# psycopg2 refuses text with NUL characters (ValueError) before sending it.
+DATA_ERRORS = (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.errors.RaiseException,
+               ValueError)
 MIGRATION_LOCK_ID = 0x57_67_79_6D  # pg_advisory_xact_lock key for migrations
 
 
@@ -100,7 +106,7 @@ class PostgresSink(SqlSink):
         return applied
 
     # -- write side ----------------------------------------------------------------------
-    def write_batch(self, batch: kpi.ParsedBatch) -> WriteResult:
+    def _write_transaction(self, batch: kpi.ParsedBatch) -> WriteResult:
         delay = 0.1
         first_failure = None
         while True:
@@ -113,13 +119,12 @@ class PostgresSink(SqlSink):
                     result = self._apply(cur, batch)
                 self.conn.commit()
                 return result
+            except DATA_ERRORS as error:
+                self._rollback_quietly()
+                raise UnstorableError(str(error).strip() or type(error).__name__) from None
             except RETRYABLE as error:
                 first_failure = first_failure or time.monotonic()
-                try:
-                    if self.conn is not None and not self.conn.closed:
-                        self.conn.rollback()
-                except Exception:
-                    pass
+                self._rollback_quietly()
                 if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)) and not isinstance(
                         error, (psycopg2.errors.DeadlockDetected, psycopg2.errors.SerializationFailure)):
                     self._drop_conn()
@@ -132,6 +137,13 @@ class PostgresSink(SqlSink):
                             len(batch), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, self.max_backoff_s)
+
+    def _rollback_quietly(self) -> None:
+        try:
+            if self.conn is not None and not self.conn.closed:
+                self.conn.rollback()
+        except Exception:  # a broken connection is dropped and reopened by the caller
+            pass
 
     def _drop_conn(self) -> None:
         _close_quietly(self.conn)

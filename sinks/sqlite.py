@@ -8,11 +8,14 @@ import time
 from pathlib import Path
 from collections.abc import Sequence
 
-from sinks.base import SqlSink, WriteResult, migrations, split_statements
+from sinks.base import SqlSink, UnstorableError, WriteResult, migrations, split_statements
 from stgym.errors import UserError
 from stgym import kpi
 
 log = logging.getLogger(__name__)
+# Refusals of the data itself (a CHECK or trigger: IntegrityError; an int beyond 64 bits:
+# OverflowError; text that is not UTF-8: UnicodeEncodeError, a ValueError).
+DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, OverflowError, ValueError)
 
 
 def sqlite_path(url: str) -> str:
@@ -72,12 +75,15 @@ class SQLiteSink(SqlSink):
             log.info("sqlite %s: applied migrations %s", self.path, applied)
         return applied
 
-    def write_batch(self, batch: kpi.ParsedBatch) -> WriteResult:
+    def _write_transaction(self, batch: kpi.ParsedBatch) -> WriteResult:
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 result = self._apply(self.conn.cursor(), batch)
                 self.conn.execute("COMMIT")
+            except DATA_ERRORS as error:
+                self.conn.execute("ROLLBACK")
+                raise UnstorableError(str(error) or type(error).__name__) from None
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
