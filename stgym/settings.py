@@ -59,6 +59,11 @@ class Settings:
     smoke_metrics_port: int = 9199
     stream_web_port: int = 6066
     trainer_metrics_port: int = 8000
+    mlflow_port: int = 5000  # MLflow tracking server (compose/bare/mlflow.sh)
+    mlflow_db: str = "mlflow"  # its backend store: this database of the PostgreSQL cluster
+    # Where `stgym train` tracks: "" = auto (MLFLOW_TRACKING_URI if set, else the local store
+    # `mlflow_local_uri` for --bus memory and the tracking server for Kafka); "off"; or a URI.
+    mlflow_tracking_uri: str = ""
     api_port: int = 8050  # `stgym serve`: KPI HTTP API and live dashboard
     logs_index: str = "stgym-logs"
     log_format: str = "console"
@@ -135,6 +140,25 @@ class Settings:
         return f"http://{self.shared_host}:{self.opensearch_port}"
 
     @property
+    def mlflow_url(self) -> str:
+        """The MLflow tracking server."""
+        return f"http://{self.shared_host}:{self.mlflow_port}"
+
+    @property
+    def mlflow_backend_store_uri(self) -> str:
+        """The tracking server's backend store (psycopg2: SQLAlchemy's bare postgresql:// would
+        look for psycopg 3)."""
+        return (
+            f"postgresql+psycopg2://{self.postgres_user}:{self.postgres_password}"
+            f"@{self.shared_host}:{self.postgres_port}/{self.mlflow_db}"
+        )
+
+    @property
+    def mlflow_local_uri(self) -> str:
+        """The embedded tracking store (`stgym demo`, `stgym train --bus memory`): no server."""
+        return f"sqlite:///{Path(self.data_dir) / 'mlflow.sqlite3'}"
+
+    @property
     def jaeger_url(self) -> str:
         return f"http://{self.shared_host}:{self.jaeger_query_port}"
 
@@ -163,6 +187,7 @@ def as_shell(settings: Settings) -> str:
     ]
     lines.append(f"STGYM_POSTGRES_URL='{settings.postgres_url}'")
     lines.append(f"STGYM_POSTGRES_READER_URL='{settings.postgres_reader_url}'")
+    lines.append(f"STGYM_MLFLOW_BACKEND_STORE_URI='{settings.mlflow_backend_store_uri}'")
     return "\n".join(lines)
 
 

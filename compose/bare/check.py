@@ -77,6 +77,46 @@ def check_forward(s: stgym_settings.Settings) -> None:
                 raise RuntimeError(f"unexpected answer {message!r}")
 
 
+def check_otlp(s: stgym_settings.Settings) -> None:
+    """The collector's OTLP receiver: an empty OTLP/HTTP trace export is answered with 200
+    (and adds no span); the gRPC port accepts connections."""
+    import requests
+
+    resp = requests.post(
+        f"http://{s.host}:{s.collector_otlp_http_port}/v1/traces", data=b"",
+        headers={"Content-Type": "application/x-protobuf"}, timeout=TIMEOUT_S,
+    )
+    if resp.status_code != 200:
+        raise RuntimeError(f"OTLP/HTTP export answered HTTP {resp.status_code}")
+    socket.create_connection((s.host, s.collector_otlp_grpc_port), timeout=TIMEOUT_S).close()
+
+
+def check_jaeger(s: stgym_settings.Settings) -> None:
+    """Jaeger's query API lists services (a query that reaches its OpenSearch storage), and
+    its OTLP gRPC receiver accepts connections."""
+    import requests
+
+    resp = requests.get(f"{s.jaeger_url}/api/services", timeout=TIMEOUT_S)
+    resp.raise_for_status()
+    if "data" not in resp.json():
+        raise RuntimeError(f"/api/services answered {resp.text[:200]!r}")
+    socket.create_connection((s.host, s.jaeger_otlp_grpc_port), timeout=TIMEOUT_S).close()
+
+
+def check_mlflow(s: stgym_settings.Settings) -> None:
+    """The tracking server's /health answers OK, and an experiment search (a query of its
+    backend store in PostgreSQL) answers 200."""
+    import requests
+
+    resp = requests.get(f"{s.mlflow_url}/health", timeout=TIMEOUT_S)
+    if resp.status_code != 200 or resp.text.strip() != "OK":
+        raise RuntimeError(f"/health answered HTTP {resp.status_code} {resp.text[:100]!r}")
+    resp = requests.post(f"{s.mlflow_url}/api/2.0/mlflow/experiments/search",
+                         json={"max_results": 1}, timeout=TIMEOUT_S)
+    if resp.status_code != 200:
+        raise RuntimeError(f"experiments/search answered HTTP {resp.status_code} {resp.text[:200]!r}")
+
+
 def check_http(url: str, text: str | None) -> None:
     """HTTP 200 (and, if given, TEXT in the body)."""
     import requests
@@ -95,6 +135,9 @@ def main(argv: list[str]) -> int:
         "postgres": check_postgres,
         "opensearch": check_opensearch,
         "forward": check_forward,
+        "mlflow": check_mlflow,
+        "otlp": check_otlp,
+        "jaeger": check_jaeger,
     }
     try:
         if argv and argv[0] == "http":
