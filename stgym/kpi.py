@@ -61,9 +61,40 @@ class ParsedBatch:
     rejected: list[Rejected] = dataclasses.field(default_factory=list)
     processed_by_topic: dict[str, int] = dataclasses.field(default_factory=dict)
     duplicates: int = 0  # repeated event ids inside this batch (kept once)
+    # event_id -> (topic, partition, offset, key, value) of the record it came from, so an
+    # event the store refuses can still reach the DLQ as the producer wrote it
+    origins: dict[str, tuple] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.episodes) + len(self.trainings) + len(self.experiments)
+
+    def halves(self) -> tuple["ParsedBatch", "ParsedBatch"]:
+        """The events split into two batches of (nearly) equal size, in order; the halves
+        carry the origins but none of the parse bookkeeping (rejected, counts)."""
+        events = [*self.episodes, *self.trainings, *self.experiments]
+        middle = len(events) // 2
+        return _batch_of(events[:middle], self.origins), _batch_of(events[middle:], self.origins)
+
+    def rejected_event(self, event, reason: str, detail: str) -> Rejected:
+        """A Rejected for an event of this batch, with its original record's bytes."""
+        topic, partition, offset, key, value = self.origins[event.event_id]
+        return Rejected(topic, partition, offset, key, value, reason, detail[:500])
+
+
+def _batch_of(events: list, origins: dict[str, tuple]) -> ParsedBatch:
+    batch = ParsedBatch(origins=origins)
+    for event in events:
+        _route(batch, event)
+    return batch
+
+
+def _route(batch: ParsedBatch, event) -> None:
+    if isinstance(event, ev.EpisodeEvent):
+        batch.episodes.append(event)
+    elif isinstance(event, ev.TrainingEvent):
+        batch.trainings.append(event)
+    else:
+        batch.experiments.append(event)
 
 
 def parse_records(records: Iterable[tuple[str, int, int, bytes | None, bytes | None]]) -> ParsedBatch:
@@ -74,7 +105,7 @@ def parse_records(records: Iterable[tuple[str, int, int, bytes | None, bytes | N
     Duplicate event ids inside one batch are kept once.
     """
     batch = ParsedBatch()
-    seen: set[str] = set()
+    origins = batch.origins
     for topic, partition, offset, key, value in records:
         batch.processed_by_topic[topic] = batch.processed_by_topic.get(topic, 0) + 1
         raw = value if isinstance(value, bytes) else (b"" if value is None else bytes(value))
@@ -89,16 +120,11 @@ def parse_records(records: Iterable[tuple[str, int, int, bytes | None, bytes | N
                 Rejected(topic, partition, offset, key, raw, error.reason, error.detail[:500])
             )
             continue
-        if event.event_id in seen:
+        if event.event_id in origins:
             batch.duplicates += 1
             continue
-        seen.add(event.event_id)
-        if isinstance(event, ev.EpisodeEvent):
-            batch.episodes.append(event)
-        elif isinstance(event, ev.TrainingEvent):
-            batch.trainings.append(event)
-        else:
-            batch.experiments.append(event)
+        origins[event.event_id] = (topic, partition, offset, key, raw)
+        _route(batch, event)
     return batch
 
 

@@ -155,7 +155,7 @@ def test_two_workers_survive_sigkill_and_postgres_restart_exactly(
         # before this test published anything malformed).
         found = testing.read_dlq(dlq, dlq_start, unique_id, len(bad))
         assert found == {raw: reason for raw, reason in bad}
-        assert set(Counter(found.values())) == {"bad_json", "invalid_field", "schema_version", "oversized"}
+        assert set(Counter(found.values())) == {"bad_json", "invalid_field", "out_of_range", "schema_version", "oversized"}
 
         # Both workers healthy and ready after all that.
         for i, proc in enumerate(workers):
