@@ -50,8 +50,10 @@ test: build
 	echo "[timing] pytest $$(( $$(date +%s) - t0 )) s"; \
 	bash compose/bare/services.sh down; exit $$rc
 
-# Unit tests only (no services), for a quick loop while developing.
+# Unit tests only (no services), for a quick loop while developing; first the import layers
+# (the contracts in pyproject.toml: dependencies point one way).
 unit: build
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -m "not services" $(PYTEST_ARGS)
 
 # Each bench runs with only the services it needs, so idle JVMs do not share the cores with the
