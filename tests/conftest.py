@@ -138,3 +138,12 @@ def collector_address(stgym_settings) -> tuple[str, int]:
     _require(s, "The log collector (fluent forward)", "collector",
              f"{s.host}:{s.collector_forward_port}", probe)
     return (s.host, s.collector_forward_port)
+
+
+@pytest.fixture(scope="session")
+def mlflow_url(stgym_settings) -> str:
+    """Base URL of the MLflow tracking server once /health answers OK and an experiment search
+    reaches its backend store (PostgreSQL)."""
+    _require(stgym_settings, "The MLflow tracking server", "mlflow", stgym_settings.mlflow_url,
+             lambda: probes.check_mlflow(stgym_settings))
+    return stgym_settings.mlflow_url
