@@ -50,6 +50,7 @@ class Settings:
     collector_otlp_grpc_port: int = 4317
     collector_otlp_http_port: int = 4318
     jaeger_query_port: int = 16686
+    jaeger_query_grpc_port: int = 16685
     jaeger_otlp_grpc_port: int = 4327
     jaeger_health_port: int = 13134
     jaeger_metrics_port: int = 8889

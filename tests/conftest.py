@@ -141,6 +141,24 @@ def collector_address(stgym_settings) -> tuple[str, int]:
 
 
 @pytest.fixture(scope="session")
+def jaeger_url(stgym_settings) -> str:
+    """Base URL of Jaeger's query API once it lists services (a query reaching its OpenSearch
+    storage) and its OTLP receiver accepts connections."""
+    _require(stgym_settings, "Jaeger", "jaeger", stgym_settings.jaeger_url,
+             lambda: probes.check_jaeger(stgym_settings))
+    return stgym_settings.jaeger_url
+
+
+@pytest.fixture(scope="session")
+def otlp_endpoint(stgym_settings) -> str:
+    """The collector's OTLP gRPC endpoint (http://127.0.0.1:4317) once its OTLP receiver
+    accepts an export."""
+    _require(stgym_settings, "The collector's OTLP receiver", "collector",
+             stgym_settings.collector_otlp_url, lambda: probes.check_otlp(stgym_settings))
+    return stgym_settings.collector_otlp_url
+
+
+@pytest.fixture(scope="session")
 def mlflow_url(stgym_settings) -> str:
     """Base URL of the MLflow tracking server once /health answers OK and an experiment search
     reaches its backend store (PostgreSQL)."""

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The log collector: an OpenTelemetry Collector built with the OpenTelemetry Collector Builder
-# from compose/collector/builder-config.yaml (fluentforward receiver, batch processor, a small
-# OpenSearch bulk exporter, health_check extension). The binary is cached under
+# from compose/collector/builder-config.yaml (fluentforward and OTLP receivers, batch processor,
+# a small OpenSearch bulk exporter, the OTLP exporter to Jaeger, health_check extension). The
+# binary is cached under
 # ~/.cache/stgym/otelcol-<version>-<hash of the manifest and exporter source>/.
 # Runtime config: compose/collector/config.yaml.
 # shellcheck source=lib.sh
@@ -57,6 +58,8 @@ svc_collector_install() {
 svc_collector_start() {
     # The config reads these through ${env:...}.
     export STGYM_HOST STGYM_COLLECTOR_FORWARD_PORT STGYM_COLLECTOR_HEALTH_PORT STGYM_LOGS_INDEX
+    export STGYM_COLLECTOR_OTLP_GRPC_PORT STGYM_COLLECTOR_OTLP_HTTP_PORT
+    export STGYM_COLLECTOR_JAEGER_ENDPOINT="${STGYM_COLLECTOR_JAEGER_ENDPOINT:-$HOST:$STGYM_JAEGER_OTLP_GRPC_PORT}"
     export STGYM_COLLECTOR_OPENSEARCH_URL="${STGYM_COLLECTOR_OPENSEARCH_URL:-http://$HOST:$STGYM_OPENSEARCH_PORT}"
     spawn collector "$COLLECTOR_DIR/config.yaml" "$COLLECTOR_BIN" --config "$COLLECTOR_DIR/config.yaml"
 }
@@ -65,7 +68,7 @@ svc_collector_start() {
 svc_collector_fingerprint() { cat "$COLLECTOR_DIR/config.yaml"; echo "$COLLECTOR_BIN"; }
 
 svc_collector_ready() {
-    $CHECK http "http://$HOST:$STGYM_COLLECTOR_HEALTH_PORT/" && $CHECK forward
+    $CHECK http "http://$HOST:$STGYM_COLLECTOR_HEALTH_PORT/" && $CHECK forward && $CHECK otlp
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then service_main collector "$@"; fi
