@@ -2,19 +2,20 @@
 # Every real service the tests need, on a bare machine (no Docker):
 #   bash compose/bare/services.sh {up|down|status|install|clean} [service...]
 # Services: postgres kafka opensearch prometheus alertmanager collector postgres-exporter
-# node-exporter blackbox-exporter ("exporters" names these three) jaeger. Idempotent: `up` leaves a
+# node-exporter blackbox-exporter ("exporters" names these three) jaeger mlflow. Idempotent: `up` leaves a
 # running healthy service alone; `down` stops only what these scripts started (pid files under
 # $STGYM_RUN_DIR/pids). Ports and paths: `python -m stgym.settings`. Prints [timing] per stage.
+# api = `stgym serve` (KPI HTTP API + live dashboard, read-only role; needs the venv).
 BARE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=lib.sh
 source "$BARE/lib.sh"
-for script in postgres kafka opensearch prometheus alertmanager collector exporters jaeger; do
+for script in postgres kafka opensearch prometheus alertmanager collector exporters mlflow jaeger api; do
     # shellcheck disable=SC1090
     source "$BARE/$script.sh"
 done
 
 ALL=(postgres kafka opensearch prometheus alertmanager collector
-     postgres-exporter node-exporter blackbox-exporter jaeger)
+     postgres-exporter node-exporter blackbox-exporter mlflow jaeger api)
 
 # Post-start step of OpenSearch: the log index templates and daily-index pipeline of
 # `stgym logs setup` (compose/opensearch/*.json), before the collector writes the first record.
