@@ -125,11 +125,12 @@ class SqlSink(Sink):
     ph = "?"  # parameter placeholder
     conn = None
 
-    def __init__(self, url: str, window_s: int = 60) -> None:
+    def __init__(self, url: str, window_s: int = 60, readonly: bool = False) -> None:
         if window_s <= 0:
             raise UserError(f"window must be > 0 s, got {window_s}")
         self.url = url
         self.window_s = int(window_s)
+        self.readonly = readonly  # a reader (`stgym serve`): setup() neither writes nor migrates
 
     # -- dialect hooks -------------------------------------------------------------------
     @abc.abstractmethod
@@ -404,6 +405,35 @@ class SqlSink(Sink):
             "histograms": hist,
             "experiments": {k: int(v) for k, v in statuses.items()},
         }
+
+    def list_experiments(self) -> list[dict]:
+        """Every experiment with its latest status and its episode count, newest first."""
+        rows = self._fetch(
+            "SELECT x.experiment_id, x.device_type, x.algorithm, x.status, x.created_at,"
+            " x.updated_at, COALESCE(SUM(c.episodes_total), 0), COALESCE(SUM(c.successes), 0)"
+            " FROM experiments x LEFT JOIN kpi_cumulative c ON c.experiment_id = x.experiment_id"
+            " GROUP BY x.experiment_id, x.device_type, x.algorithm, x.status, x.created_at,"
+            " x.updated_at ORDER BY x.updated_at DESC, x.experiment_id")
+        names = ("experiment_id", "device_type", "algorithm", "status", "created_at",
+                 "updated_at", "episodes_total", "successes")
+        return [{**dict(zip(names, r)), "episodes_total": int(r[6]), "successes": int(r[7])}
+                for r in rows]
+
+    def query_episodes(self, experiment: str, limit: int = 100,
+                       after: tuple[float, str] | None = None) -> list[dict]:
+        """Episodes of an experiment in (ts, event_id) order, the first `limit` after the
+        keyset cursor `after` = (ts, event_id) of the last row of the previous page."""
+        where, params = [f"experiment_id = {self.ph}"], [experiment]
+        if after is not None:
+            ph = self.ph
+            where.append(f"(ts > {ph} OR (ts = {ph} AND event_id > {ph}))")
+            params += [after[0], after[0], after[1]]
+        columns = [c for c in EPISODE_COLUMNS if c != "ingested_at"]
+        rows = self._fetch(
+            f"SELECT {', '.join(columns)} FROM episodes WHERE {' AND '.join(where)}"
+            f" ORDER BY ts, event_id LIMIT {int(limit)}", params)
+        return [{**dict(zip(columns, r)), "success": bool(r[columns.index("success")])}
+                for r in rows]
 
     def migration_versions(self) -> list[int]:
         return [int(r[0]) for r in self._fetch("SELECT version FROM schema_migrations ORDER BY version")]

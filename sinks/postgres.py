@@ -38,8 +38,9 @@ class PostgresSink(SqlSink):
     ph = "%s"
 
     def __init__(self, url: str, window_s: int = 60, connect_timeout_s: float = 30.0,
-                 max_backoff_s: float = 5.0, max_outage_s: float | None = None) -> None:
-        super().__init__(url, window_s)
+                 max_backoff_s: float = 5.0, max_outage_s: float | None = None,
+                 readonly: bool = False) -> None:
+        super().__init__(url, window_s, readonly)
         self.connect_timeout_s = connect_timeout_s
         self.max_backoff_s = max_backoff_s
         self.max_outage_s = max_outage_s  # None: retry a failing write forever
@@ -70,6 +71,8 @@ class PostgresSink(SqlSink):
                 delay = min(delay * 2, self.max_backoff_s)
 
     def setup(self) -> None:
+        if self.readonly:  # reads connect lazily (and again after an outage) in _fetch
+            return
         self.conn = self._connect_with_retry(time.monotonic() + self.connect_timeout_s)
         self.migrate()
 
@@ -200,7 +203,7 @@ class PostgresSink(SqlSink):
                     if self._read_conn is None or self._read_conn.closed:
                         self._read_conn = psycopg2.connect(self.url, connect_timeout=5,
                                                            application_name="stgym-sink-read")
-                        self._read_conn.autocommit = True
+                        self._read_conn.set_session(readonly=True, autocommit=True)
                     with self._read_conn.cursor() as cur:
                         cur.execute(sql, list(params))
                         return cur.fetchall()

@@ -30,12 +30,15 @@ def sqlite_path(url: str) -> str:
 class SQLiteSink(SqlSink):
     ph = "?"
 
-    def __init__(self, url: str, window_s: int = 60) -> None:
-        super().__init__(url, window_s)
+    def __init__(self, url: str, window_s: int = 60, readonly: bool = False) -> None:
+        super().__init__(url, window_s, readonly)
         self.path = sqlite_path(url)
         self._lock = threading.RLock()  # one connection shared by the writer and /metrics
 
     def setup(self) -> None:
+        if self.readonly:
+            self._open_readonly()
+            return
         if self.path != ":memory:":
             Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(
@@ -44,6 +47,18 @@ class SQLiteSink(SqlSink):
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.migrate()
+
+    def _open_readonly(self) -> None:
+        if self.path == ":memory:":
+            raise UserError("a read-only SQLite store needs a file, not sqlite:// (in memory)")
+        uri = Path(self.path).expanduser().resolve().as_uri() + "?mode=ro"
+        try:
+            self.conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None,
+                                        check_same_thread=False)
+            self.conn.execute("SELECT 1 FROM schema_migrations LIMIT 1")
+        except sqlite3.Error as error:
+            raise UserError(f"cannot read the KPI store {self.path}: {error} "
+                            "(run `stgym demo` or `stgym db migrate` first)") from None
 
     def migrate(self) -> list[int]:
         """Apply pending migrations, each in its own transaction; returns the versions applied."""

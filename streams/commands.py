@@ -1,4 +1,5 @@
-"""CLI commands of this package (see stgym/cli.py): `stgym stream`, `stgym kpi`, `stgym demo`."""
+"""CLI commands of this package (see stgym/cli.py): `stgym stream`, `stgym kpi`, `stgym demo`,
+`stgym serve`."""
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,23 @@ def register(subparsers) -> None:
     p.add_argument("--db", default=None, help="database URL (default: SQLite in the user data dir)")
     p.add_argument("--web-port", type=int, default=0,
                    help="port of the demo's /metrics (default: any free port)")
+    p.add_argument("--api-port", type=int, default=0,
+                   help="port of the live dashboard and KPI API (default: any free port)")
+    p.add_argument("--keep-serving", action="store_true",
+                   help="keep the dashboard up after training, until Ctrl-C")
     p.add_argument("--json", action="store_true", help="print the KPI rows as JSON")
     p.set_defaults(handler=run_demo)
+
+    p = subparsers.add_parser(
+        "serve", help="the KPI HTTP API and live dashboard over the store (read only)",
+        description="Serve /api/v1/experiments, /api/v1/kpis, /api/v1/experiments/ID/episodes, the "
+                    "live dashboard at /, and /health /ready /metrics, reading the KPI store "
+                    "through a read-only role (PostgreSQL) or a read-only file (SQLite).",
+    )
+    p.add_argument("--db", default=None,
+                   help="database URL (default: settings.postgres_reader_url, the read-only role)")
+    p.add_argument("--port", type=int, default=None, help="port (default: settings.api_port)")
+    p.set_defaults(handler=run_serve)
 
 
 def run_stream(args) -> int:
@@ -131,6 +147,15 @@ def _redact(url: str) -> str:
     from sinks.postgres import redact
 
     return redact(url)
+
+
+def run_serve(args) -> int:
+    from stgym import settings as settings_module
+    from streams.api import serve
+
+    settings = settings_module.load()
+    return serve(args.db or settings.postgres_reader_url,
+                 args.port if args.port is not None else settings.api_port, host=settings.host)
 
 
 def run_demo(args) -> int:

@@ -2,7 +2,7 @@
 
 trainer (producers.runner) -> memory bus -> the stream aggregation (streams.pipeline, the same
 code the Faust workers run) -> SQLite in the user's data directory + a local /metrics -> the
-KPI table.
+KPI table; the live dashboard and KPI API of `stgym serve` run alongside (URL printed).
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def run(args) -> int:
     from streams import web
     from streams.kpitable import print_kpi_table
     from streams.metrics import KpiCollector, ProcessMetrics
+    from streams.api import ApiServer, KpiApi, open_reader
     from streams.pipeline import EmbeddedPipeline, Processor
 
     settings = settings_module.load()
@@ -48,6 +49,10 @@ def run(args) -> int:
     bus = open_bus(f"memory://demo-{token}")
     pipeline = EmbeddedPipeline(bus, Processor(sink, metrics), group=f"demo-{token}").start()
     log.info("KPI store %s; live metrics on http://127.0.0.1:%d/metrics", redact(url), port)
+    reader = sink if url in ("sqlite://", "sqlite:///:memory:") else open_reader(url)
+    dashboard = ApiServer(KpiApi(reader, service="stgym-demo", refresh_s=1.0), args.api_port)
+    console.print(f"Live dashboard: [bold]{dashboard.url}/?experiment={experiment}&window=5s&since=1h"
+                  "[/bold]", soft_wrap=True)
 
     per_run = max(1, args.episodes // len(DEMO_RUNS))
     started = time.perf_counter()
@@ -87,6 +92,16 @@ def run(args) -> int:
                                           for r in kpi.REJECT_REASONS)))
         console.print(f"Query again: [bold]stgym kpi --db {redact(url)} --experiment {experiment}[/bold]"
                       f"  (add --window 1m for per-minute rows, --json for machines)", soft_wrap=True)
+    if args.keep_serving:
+        console.print(f"Serving the dashboard at {dashboard.url}/ until Ctrl-C", soft_wrap=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    dashboard.stop()
+    if reader is not sink:
+        reader.close()
     server.shutdown()
     sink.close()
     return 0

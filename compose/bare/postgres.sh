@@ -83,6 +83,19 @@ SQL
     rm -f "$base/.needs-bootstrap"
 }
 
+# The read-only role of `stgym serve` (idempotent, every `up`: clusters made before it existed
+# get it too). pg_read_all_data reads every table of every database (tests make their own),
+# and its sessions default to read-only transactions.
+after_ready_postgres() {
+    pg_super_psql -v user="$STGYM_POSTGRES_READER_USER" -v pass="$STGYM_POSTGRES_READER_PASSWORD" \
+        <<'SQL' >> "$(log_file postgres)" 2>&1 || die "postgres: creating the read-only role failed; log: $(log_file postgres)"
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'user', :'pass')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'user') \gexec
+SELECT format('GRANT pg_read_all_data TO %I', :'user') \gexec
+SELECT format('ALTER ROLE %I SET default_transaction_read_only = on', :'user') \gexec
+SQL
+}
+
 svc_postgres_ready() {
     # The superuser socket answers first; then the role/database are created once; the real
     # check is the application's own login over TCP.
