@@ -9,13 +9,13 @@
 BARE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=lib.sh
 source "$BARE/lib.sh"
-for script in postgres kafka opensearch prometheus alertmanager collector exporters mlflow jaeger; do
+for script in postgres kafka opensearch prometheus alertmanager collector exporters mlflow jaeger api; do
     # shellcheck disable=SC1090
     source "$BARE/$script.sh"
 done
 
 ALL=(postgres kafka opensearch prometheus alertmanager collector
-     postgres-exporter node-exporter blackbox-exporter mlflow jaeger)
+     postgres-exporter node-exporter blackbox-exporter mlflow jaeger api)
 
 # Post-start step of OpenSearch: the log index templates and daily-index pipeline of
 # `stgym logs setup` (compose/opensearch/*.json), before the collector writes the first record.
