@@ -12,7 +12,13 @@ in the payload becomes one structured log record of logger ``stgym.alerts``:
 
 With ``--log-format json`` these records reach stderr, the local JSON log file and (when shipping
 is on) OpenSearch, so ``stgym logs search "LowSuccessRate" --service stgym-alerts`` finds them.
-`/health` and `/ready` answer JSON for the service scripts.
+`/health` and `/ready` answer JSON for the service scripts; `/metrics` the dead man's switch.
+
+Dead man's switch: the always-firing ``Watchdog`` alert (compose/prometheus/alert_rules.yml)
+arrives on route ``watchdog`` every minute. A down Prometheus or Alertmanager cannot alert on
+itself, so when no Watchdog has arrived for ``settings.watchdog_timeout_s`` (counted from start
+too) the receiver logs one CRITICAL record and sets ``stgym_watchdog_missing`` to 1; the next
+Watchdog logs the recovery and resets it.
 """
 from __future__ import annotations
 
@@ -20,13 +26,64 @@ import json
 import logging
 import signal
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
 log = logging.getLogger("stgym.alerts")
 
-ROUTES = ("critical", "warning")
+ROUTES = ("critical", "warning", "watchdog")
+WATCHDOG = "Watchdog"
+
+WATCHDOG_MISSING = Gauge(
+    "stgym_watchdog_missing",
+    "1 while no Watchdog alert arrived for settings.watchdog_timeout_s (alerting path broken)")
+WATCHDOG_LAST_SEEN = Gauge(
+    "stgym_watchdog_last_seen_timestamp_seconds", "Unix time of the last Watchdog alert received")
+WATCHDOG_TRIPS = Counter(
+    "stgym_watchdog_trips_total", "Times the dead man's switch fired (Watchdog overdue)")
+
+
+class DeadMansSwitch:
+    """Alarm when the Watchdog heartbeat stops: `beat()` on each Watchdog, `check()` often."""
+
+    def __init__(self, timeout_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"watchdog timeout must be > 0 s, got {timeout_s}")
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self.last_beat = clock()  # start-up counts as a beat: Prometheus gets one timeout
+        self.tripped = False
+        self.lock = threading.Lock()
+        WATCHDOG_MISSING.set(0)
+
+    def beat(self) -> None:
+        with self.lock:
+            self.last_beat = self.clock()
+            WATCHDOG_LAST_SEEN.set(time.time())
+            if self.tripped:
+                self.tripped = False
+                WATCHDOG_MISSING.set(0)
+                log.warning("Watchdog alert received again: the alerting path is back",
+                            extra={"alertname": WATCHDOG, "alert_status": "resolved"})
+
+    def check(self) -> bool:
+        """Trip (once per outage) when the last beat is older than the timeout; True if tripped."""
+        with self.lock:
+            silent_s = self.clock() - self.last_beat
+            if not self.tripped and silent_s > self.timeout_s:
+                self.tripped = True
+                WATCHDOG_MISSING.set(1)
+                WATCHDOG_TRIPS.inc()
+                log.critical(
+                    "no Watchdog alert for %.0f s (timeout %.0f s): Prometheus, Alertmanager or "
+                    "the route to this receiver is down; no other alert can arrive",
+                    silent_s, self.timeout_s,
+                    extra={"alertname": WATCHDOG, "alert_status": "missing", "severity": "critical"})
+            return self.tripped
 
 
 def log_alert(alert: dict[str, Any], route: str, receiver: str) -> None:
@@ -58,13 +115,18 @@ def log_alert(alert: dict[str, Any], route: str, receiver: str) -> None:
     log.log(level, "alert %s: %s — %s", status, name, summary, extra=fields)
 
 
-def handle_payload(payload: dict[str, Any], route: str) -> int:
-    """Log every alert of a webhook payload; return how many there were."""
+def handle_payload(payload: dict[str, Any], route: str,
+                   switch: DeadMansSwitch | None = None) -> int:
+    """Log every alert of a webhook payload (a Watchdog only beats `switch`); return how many."""
     alerts = payload.get("alerts")
     if not isinstance(alerts, list):
         raise ValueError("webhook payload has no 'alerts' list")
     receiver = str(payload.get("receiver", ""))
     for alert in alerts:
+        if alert.get("labels", {}).get("alertname") == WATCHDOG:
+            if switch is not None and alert.get("status", "firing") == "firing":
+                switch.beat()
+            continue
         log_alert(alert, route, receiver)
     return len(alerts)
 
@@ -83,6 +145,13 @@ class _WebhookHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
         if self.path in ("/health", "/ready"):
             self._reply(HTTPStatus.OK, {"status": "ok", "received": self.server.received})
+        elif self.path == "/metrics":
+            data = generate_latest()
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         else:
             self._reply(HTTPStatus.NOT_FOUND, {"error": f"no such path {self.path}"})
 
@@ -94,7 +163,7 @@ class _WebhookHandler(BaseHTTPRequestHandler):
         try:
             length = int(self.headers.get("Content-Length", "0"))
             payload = json.loads(self.rfile.read(length))
-            count = handle_payload(payload, parts[1])
+            count = handle_payload(payload, parts[1], self.server.switch)
         except (ValueError, TypeError, AttributeError) as error:
             log.warning("rejected webhook payload on %s: %s", self.path, error)
             self._reply(HTTPStatus.BAD_REQUEST, {"error": str(error)})
@@ -109,15 +178,17 @@ class _WebhookHandler(BaseHTTPRequestHandler):
 class WebhookServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, switch: DeadMansSwitch | None = None) -> None:
         super().__init__((host, port), _WebhookHandler)
         self.received = 0
+        self.switch = switch
 
 
-def serve(host: str, port: int) -> int:
-    """Run the receiver until SIGTERM/SIGINT."""
+def serve(host: str, port: int, watchdog_timeout_s: float) -> int:
+    """Run the receiver and its dead man's switch until SIGTERM/SIGINT."""
+    switch = DeadMansSwitch(watchdog_timeout_s)
     try:
-        server = WebhookServer(host, port)
+        server = WebhookServer(host, port, switch)
     except OSError as error:
         from stgym.errors import UserError
 
@@ -131,11 +202,18 @@ def serve(host: str, port: int) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+
+    def watch() -> None:
+        while not stopping.wait(min(1.0, watchdog_timeout_s / 10)):
+            switch.check()
+
+    threading.Thread(target=watch, name="watchdog", daemon=True).start()
     log.info("alert webhook receiver listening on http://%s:%d/alerts/{critical,warning}",
              host, server.server_address[1])
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
+        stopping.set()
         server.server_close()
         log.info("alert webhook receiver stopped after %d alerts", server.received)
     return 0

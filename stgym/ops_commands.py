@@ -96,7 +96,8 @@ def run_alerts_serve(args) -> int:
     from stgym import alerts, settings
 
     config = settings.load()
-    return alerts.serve(config.host, args.port if args.port is not None else config.alert_webhook_port)
+    return alerts.serve(config.host, args.port if args.port is not None else config.alert_webhook_port,
+                        config.watchdog_timeout_s)
 
 
 def run_plot_kpi(args) -> int:

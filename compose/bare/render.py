@@ -1,0 +1,80 @@
+"""Render a committed config file for this machine's settings.
+
+Usage: python compose/bare/render.py SOURCE OUTPUT
+
+compose/prometheus/prometheus.yml and compose/alertmanager/alertmanager.yml name every
+address as 127.0.0.1:<default port of stgym/settings.py>, so docker-compose mounts them as
+they are. The bare-machine scripts start the services on a rendered copy instead: every
+address moved to the configured host and port (STGYM_<FIELD>_PORT), and every file a
+Prometheus config names (rule_files, file_sd_configs) made absolute, as the copy lives under
+$STGYM_RUN_DIR. A private stack with moved ports therefore never scrapes, alerts or notifies
+the shared one. An address that is no settings port is an error, so the files cannot drift.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+from stgym import settings as settings_module
+
+# Services that run several processes on consecutive ports from the configured one
+# (stream workers 6066, 6067, ...; trainer workers 8000, 8001, ...).
+WORKER_PORT_FIELDS = ("stream_web_port", "trainer_metrics_port")
+WORKER_PORT_SPAN = 8
+ADDRESS = re.compile(r"(?<![\d.])127\.0\.0\.1:(\d+)")
+
+
+def port_for(default_port: int, settings: settings_module.Settings) -> int:
+    """The configured port of the settings field whose default is `default_port`."""
+    defaults = {field.default: field.name for field in dataclasses.fields(settings_module.Settings)
+                if field.name.endswith("_port")}
+    if default_port in defaults:
+        return getattr(settings, defaults[default_port])
+    for name in WORKER_PORT_FIELDS:
+        base = next(f.default for f in dataclasses.fields(settings_module.Settings) if f.name == name)
+        if 0 < default_port - base < WORKER_PORT_SPAN:
+            return getattr(settings, name) + default_port - base
+    raise ValueError(f"127.0.0.1:{default_port} is the default of no *_port in stgym/settings.py")
+
+
+def _rewrite(node, settings, base_dir: Path, key: str | None = None):
+    if isinstance(node, dict):
+        return {k: _rewrite(v, settings, base_dir, k) for k, v in node.items()}
+    if isinstance(node, list):
+        if key in ("rule_files", "files"):
+            return [str(base_dir / item) for item in node]
+        return [_rewrite(item, settings, base_dir) for item in node]
+    if isinstance(node, str):
+        return ADDRESS.sub(lambda m: f"{settings.host}:{port_for(int(m.group(1)), settings)}", node)
+    return node
+
+
+def render(source: Path, settings: settings_module.Settings) -> str:
+    """The YAML of `source` with moved addresses and absolute file paths."""
+    config = yaml.safe_load(source.read_text())
+    header = f"# Rendered from {source} by compose/bare/render.py: do not edit.\n"
+    return header + yaml.safe_dump(_rewrite(config, settings, source.resolve().parent),
+                                   sort_keys=False)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    source, output = Path(argv[0]), Path(argv[1])
+    try:
+        text = render(source, settings_module.load())
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        print(f"render: {source}: {error}", file=sys.stderr)
+        return 1
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,60 @@
+"""compose/bare/render.py: a private stack's Prometheus and Alertmanager configs name only its
+own (moved) ports, and the Docker deployment's retention flags are the settings defaults."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stgym import settings as settings_module
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = [REPO / "compose" / "prometheus" / "prometheus.yml",
+           REPO / "compose" / "alertmanager" / "alertmanager.yml"]
+
+
+def render_module():
+    spec = importlib.util.spec_from_file_location("stgym_render", REPO / "compose" / "bare" / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def moved_settings() -> settings_module.Settings:
+    """Every port of the settings moved by +20000 (as a private test stack does)."""
+    return settings_module.Settings(**{
+        field.name: field.default + 20000 for field in dataclasses.fields(settings_module.Settings)
+        if field.name.endswith("_port")})
+
+
+@pytest.mark.parametrize("source", CONFIGS, ids=lambda p: p.name)
+def test_every_address_moves_to_the_configured_port(source):
+    rendered = render_module().render(source, moved_settings())
+    ports = {int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", rendered)}
+    assert ports and all(port > 20000 for port in ports), sorted(ports)
+
+
+def test_prometheus_file_paths_become_absolute():
+    config = yaml.safe_load(render_module().render(CONFIGS[0], moved_settings()))
+    assert all(Path(path).is_absolute() for path in config["rule_files"])
+    assert (REPO / "compose" / "prometheus" / "alert_rules.yml").as_posix() in config["rule_files"]
+
+
+def test_an_address_that_is_no_settings_port_is_an_error(tmp_path):
+    source = tmp_path / "prometheus.yml"
+    source.write_text("scrape_configs:\n  - static_configs:\n      - targets: ['127.0.0.1:1234']\n")
+    with pytest.raises(ValueError, match="127.0.0.1:1234 is the default of no"):
+        render_module().render(source, settings_module.Settings())
+
+
+def test_docker_deployment_retention_is_the_settings_default():
+    compose = yaml.safe_load((REPO / "compose" / "docker-compose.yml").read_text())
+    command = compose["services"]["prometheus"]["command"]
+    defaults = settings_module.Settings()
+    assert f"--storage.tsdb.retention.time={defaults.prometheus_retention_time}" in command
+    assert f"--storage.tsdb.retention.size={defaults.prometheus_retention_size}" in command
+    assert "--web.enable-admin-api" not in command
