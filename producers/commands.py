@@ -95,7 +95,8 @@ def _user_error(message: str):
 
 
 def run_train(args) -> int:
-    from producers.runner import TrainConfig, train
+    from producers.runner import train
+    from producers.train_config import TrainConfig
     from stgym import settings as settings_module
 
     env_kwargs = _env_kwargs(args.env_kwargs)

@@ -2,7 +2,8 @@
 
 Python API (what `stgym train` and `stgym demo` call)::
 
-    from producers.runner import TrainConfig, train
+    from producers.runner import train
+    from producers.train_config import TrainConfig
     from stgym.bus import open_bus
 
     bus = open_bus("memory")                       # or None: open config.bus_url per worker
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import multiprocessing
@@ -43,253 +43,19 @@ from typing import Callable
 
 import numpy as np
 
-from producers.envs import ENV_IDS
+from producers.publisher import EpisodePublisher
 from producers.rollout import EpisodeBatch, PulsePolicy, device_type, episode_task
-from producers.trainers import TRAINERS, Progress, TrainerOptions
-from stgym import events, settings as settings_module
+from producers.train_config import TrainConfig, worker_episodes
+from producers.trainers import TRAINERS
+from producers.worker_metrics import WorkerMetrics
+from producers.worker_stats import RunProgress, TrainSummary, WorkerStats, batch_totals, summarise
+from stgym import settings as settings_module
 from stgym.bus import Bus, open_bus, parse_bus_url
-from stgym.errors import UserError
 
 log = logging.getLogger(__name__)
 
-TRAINABLE_ENVS = ENV_IDS
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """One training run. `episodes` is the total over all workers (split evenly)."""
-
-    algorithm: str = "cem"
-    env_id: str = "SpinTorque-v0"
-    env_kwargs: dict = dataclasses.field(default_factory=dict)
-    episodes: int = 512
-    workers: int = 1
-    first_worker: int = 0  # worker numbers first_worker.. (one run over several hosts or pods)
-    experiment: str = "default"
-    seed: int = 0
-    bus_url: str = "memory"
-    options: TrainerOptions = TrainerOptions()
-    policy_out: str | None = None  # default: <run_dir>/policy.json
-    run_dir: str | None = None  # default: <settings.run_dir>/train/<experiment>-<token>
-    metrics_port: int | None = None
-    log_format: str | None = None
-    log_level: str | None = None
-
-    def validate(self) -> None:
-        if self.algorithm not in TRAINERS:
-            raise UserError(f"--algo {self.algorithm!r}: expected one of {', '.join(TRAINERS)}")
-        if self.env_id not in TRAINABLE_ENVS:
-            raise UserError(
-                f"--env {self.env_id!r}: expected one of {', '.join(TRAINABLE_ENVS)}"
-            )
-        if self.episodes < 1:
-            raise UserError(f"--episodes must be >= 1, got {self.episodes}")
-        if not 1 <= self.workers <= 64:
-            raise UserError(f"--workers must be in 1..64, got {self.workers}")
-        if self.first_worker < 0:
-            raise UserError(f"--first-worker must be >= 0, got {self.first_worker}")
-        parse_bus_url(self.bus_url)
-        if not 1 <= len(self.experiment) <= 64:
-            raise UserError(f"--experiment must be 1..64 characters, got {self.experiment!r}")
-        try:
-            episode_task(self.env_id, self.env_kwargs)
-        except (ValueError, TypeError) as error:
-            raise UserError(f"--env {self.env_id} {self.env_kwargs}: {error}") from None
-
-
-@dataclasses.dataclass
-class WorkerStats:
-    """Running totals of one worker (or of a whole run, summed)."""
-
-    episodes: int = 0
-    successes: int = 0
-    energy_success_j: float = 0.0
-    bits_success: int = 0  # bits written by the successful episodes (1 per device episode)
-    switching_time_sum_s: float = 0.0
-    switching_time_count: int = 0
-    sim_steps: int = 0
-    sim_wall_s: float = 0.0
-
-    def add_batch(self, batch: EpisodeBatch) -> None:
-        self.episodes += len(batch)
-        self.successes += int(batch.success.sum())
-        self.energy_success_j += float(batch.energy_j[batch.success].sum())
-        self.bits_success += int(batch.bits[batch.success].sum())
-        switched = batch.success & np.isfinite(batch.switching_time_s)
-        self.switching_time_sum_s += float(batch.switching_time_s[switched].sum())
-        self.switching_time_count += int(switched.sum())
-        self.sim_steps += int(batch.sim_steps.sum())
-        self.sim_wall_s += float(batch.wall_time_s.sum())
-
-    def merge(self, other: WorkerStats) -> None:
-        for field in dataclasses.fields(self):
-            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
-
-
-@dataclasses.dataclass
-class RunProgress:
-    """What the progress callback sees: totals over every worker so far."""
-
-    episodes: int
-    total_episodes: int
-    success_rate: float
-    energy_per_switch_j: float
-    energy_per_bit_j: float = math.nan
-
-
-@dataclasses.dataclass
-class TrainSummary:
-    """The outcome of `train`; energies in J, times in s."""
-
-    experiment: str
-    algorithm: str
-    env_id: str
-    episodes: int
-    success_rate: float
-    energy_per_switch_j: float  # per successful episode (an array episode writes up to N bits)
-    energy_per_bit_j: float  # per bit the successful episodes wrote
-    mean_switching_time_s: float
-    sim_steps: int
-    sim_steps_per_s: float
-    wall_time_s: float
-    run_ids: list[str]
-    failed_workers: list[str]
-    run_dir: str
-    policy_path: str | None
-    policy_metrics: dict
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed_workers
-
-    def as_dict(self) -> dict:
-        data = dataclasses.asdict(self)
-        for key, value in data.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                data[key] = None
-        return data
-
-
-def summarise(stats: WorkerStats) -> dict:
-    return {
-        "episodes": stats.episodes,
-        "success_rate": stats.successes / stats.episodes if stats.episodes else 0.0,
-        "energy_per_switch_j": stats.energy_success_j / stats.successes
-        if stats.successes else math.nan,
-        "energy_per_bit_j": stats.energy_success_j / stats.bits_success
-        if stats.bits_success else math.nan,
-        "mean_switching_time_s": stats.switching_time_sum_s / stats.switching_time_count
-        if stats.switching_time_count else math.nan,
-        "sim_steps": stats.sim_steps,
-        "sim_steps_per_s": stats.sim_steps / stats.sim_wall_s if stats.sim_wall_s else 0.0,
-    }
-
 
 # --------------------------------------------------------------------------------- one worker
-
-class WorkerMetrics:
-    """The worker's own /metrics (one registry per process on its own port)."""
-
-    def __init__(self, port: int | None, host: str, labels: dict) -> None:
-        self._server = None
-        self._gauges = None
-        if port is None:
-            return
-        import prometheus_client as prom
-        import psutil
-
-        registry = prom.CollectorRegistry()
-        memory = prom.Gauge(
-            "memory_usage_bytes", "Resident memory of the process", ["service"], registry=registry
-        )
-        rate = prom.Gauge(
-            "simulation_steps_per_second", "Integrator steps per second of wall time",
-            ["experiment", "device_type", "algorithm"], registry=registry,
-        )
-        self._gauges = (memory.labels(service="stgym-trainer"), rate.labels(**labels))
-        self._process = psutil.Process()
-        try:
-            self._server, _ = prom.start_http_server(port, addr=host, registry=registry)
-        except OSError as error:
-            log.warning("trainer /metrics not served on %s:%d: %s", host, port, error)
-        self.update(0.0)
-
-    def update(self, steps_per_s: float) -> None:
-        if self._gauges:
-            memory, rate = self._gauges
-            memory.set(self._process.memory_info().rss)
-            rate.set(steps_per_s)
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-
-class EpisodePublisher:
-    """The trainer's Reporter: events to the bus, ledger after each acknowledged batch."""
-
-    def __init__(self, config: TrainConfig, index: int, run_id: str, device_type: str,
-                 bus: Bus, ledger: Path, metrics: WorkerMetrics,
-                 on_batch: Callable[[int, EpisodeBatch], None]) -> None:
-        self.config, self.index, self.bus, self.ledger = config, index, bus, ledger
-        self.common = dict(
-            experiment_id=config.experiment, run_id=run_id,
-            worker_id=f"w{config.first_worker + index}",
-            device_type=device_type, algorithm=config.algorithm,
-        )
-        self.metrics, self.on_batch = metrics, on_batch
-        self.stats = WorkerStats()
-        self.last_objective = -math.inf
-
-    def episodes(self, batch: EpisodeBatch) -> None:
-        ids = []
-        now = events.utc_now()
-        for i in range(len(batch)):
-            switch = batch.switching_time_s[i]
-            wall = float(batch.wall_time_s[i])
-            event = events.EpisodeEvent(
-                event_id=events.new_event_id(), timestamp=now, **self.common,
-                episode=self.stats.episodes + i, seed=int(batch.seeds[i]),
-                success=bool(batch.success[i]), energy_j=float(batch.energy_j[i]),
-                switching_time_s=None if math.isnan(switch) else float(switch),
-                steps=int(batch.steps[i]), total_reward=float(batch.total_reward[i]),
-                sim_steps=int(batch.sim_steps[i]), wall_time_s=wall,
-                sim_steps_per_s=float(batch.sim_steps[i]) / wall if wall > 0 else 0.0,
-            )
-            self.bus.publish(event)
-            ids.append(event.event_id)
-        self.bus.flush()
-        with self.ledger.open("a") as ledger:
-            ledger.write("".join(f"{event_id}\n" for event_id in ids))
-        self.stats.add_batch(batch)
-        self.metrics.update(self.stats.sim_steps / max(self.stats.sim_wall_s, 1e-12))
-        self.on_batch(self.index, batch)
-
-    def iteration(self, progress: Progress) -> None:
-        self.last_objective = progress.objective
-        self.bus.publish(events.TrainingEvent(
-            event_id=events.new_event_id(), timestamp=events.utc_now(), **self.common,
-            iteration=progress.iteration, objective=progress.objective,
-            learning_rate=progress.learning_rate, model_accuracy=progress.model_accuracy,
-        ))
-
-    def experiment(self, status: str) -> None:
-        config = self.config
-        self.bus.publish(events.ExperimentEvent(
-            event_id=events.new_event_id(), timestamp=events.utc_now(), **self.common,
-            status=status,
-            config={"env_id": config.env_id, "episodes": config.episodes,
-                    "workers": config.workers, "seed": config.seed,
-                    "env_kwargs": json.dumps(config.env_kwargs, sort_keys=True)},
-        ))
-        self.bus.flush()
-
-
-def worker_episodes(config: TrainConfig, index: int) -> int:
-    share, extra = divmod(config.episodes, config.workers)
-    return share + (index < extra)
-
 
 def run_worker(config: TrainConfig, index: int, token: str, bus: Bus,
                on_batch: Callable[[int, EpisodeBatch], None]) -> dict:
@@ -345,7 +111,7 @@ def _worker_process(config: TrainConfig, index: int, token: str, messages) -> No
     bus = open_bus(config.bus_url)
     try:
         def on_batch(i, batch):
-            messages.send(("batch", _batch_totals(batch)))
+            messages.send(("batch", batch_totals(batch)))
 
         result = run_worker(config, index, token, bus, on_batch)
         bus.close()
@@ -360,12 +126,6 @@ def _worker_process(config: TrainConfig, index: int, token: str, messages) -> No
         messages.send(("failed", traceback.format_exc(limit=5)))
         bus.close()
         raise SystemExit(1) from None
-
-
-def _batch_totals(batch: EpisodeBatch) -> dict:
-    stats = WorkerStats()
-    stats.add_batch(batch)
-    return dataclasses.asdict(stats)
 
 
 # ------------------------------------------------------------------------------- the whole run
@@ -401,7 +161,7 @@ def train(config: TrainConfig, bus: Bus | None = None,
             try:
                 results[index] = run_worker(
                     config, index, token, in_process_bus,
-                    lambda i, batch: on_batch(i, _batch_totals(batch)),
+                    lambda i, batch: on_batch(i, batch_totals(batch)),
                 )
             except Exception:
                 log.exception("worker w%d failed", index)

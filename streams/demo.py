@@ -23,7 +23,8 @@ def run(args) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from producers.runner import TrainConfig, train
+    from producers.runner import train
+    from producers.train_config import TrainConfig
     from sinks.factory import open_sink
     from sinks.postgres import redact
     from stgym.bus import open_bus

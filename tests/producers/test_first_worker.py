@@ -1,7 +1,8 @@
 """`--first-worker`: one run spread over several hosts (or an Indexed Job's pods) numbers its
 workers w<first>.. with their own seed streams, so no two hosts publish the same episodes."""
 import producers  # noqa: F401  (registers the envs)
-from producers.runner import TrainConfig, train
+from producers.runner import train
+from producers.train_config import TrainConfig
 from stgym import events
 from stgym.bus import MemoryBus
 

@@ -9,7 +9,8 @@ import pytest
 
 import producers  # noqa: F401
 from producers.rollout import PulsePolicy
-from producers.runner import TrainConfig, train
+from producers.runner import train
+from producers.train_config import TrainConfig
 from producers.trainers import TrainerOptions
 from stgym import cli, events
 from stgym.bus import MemoryBus

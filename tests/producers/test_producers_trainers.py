@@ -9,7 +9,9 @@ import pytest
 import producers  # noqa: F401
 from producers.evaluation import run_episodes, wer_upper_bound
 from producers.rollout import PulsePolicy, episode_task
-from producers.runner import TrainConfig, WorkerMetrics, train
+from producers.runner import train
+from producers.train_config import TrainConfig
+from producers.worker_metrics import WorkerMetrics
 from producers.trainers import TRAINERS, TrainerOptions
 from stgym import cli, events
 from stgym.bus import MemoryBus

@@ -1,0 +1,76 @@
+"""A worker's events on the bus: episodes (then the ledger, once the broker acknowledged them),
+training iterations and the experiment's status. The delivery contract is in producers.runner."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+from producers.rollout import EpisodeBatch
+from producers.train_config import TrainConfig
+from producers.trainers import Progress
+from producers.worker_metrics import WorkerMetrics
+from producers.worker_stats import WorkerStats
+from stgym import events
+from stgym.bus import Bus
+
+
+class EpisodePublisher:
+    """The trainer's Reporter: events to the bus, ledger after each acknowledged batch."""
+
+    def __init__(self, config: TrainConfig, index: int, run_id: str, device_type: str,
+                 bus: Bus, ledger: Path, metrics: WorkerMetrics,
+                 on_batch: Callable[[int, EpisodeBatch], None]) -> None:
+        self.config, self.index, self.bus, self.ledger = config, index, bus, ledger
+        self.common = dict(
+            experiment_id=config.experiment, run_id=run_id,
+            worker_id=f"w{config.first_worker + index}",
+            device_type=device_type, algorithm=config.algorithm,
+        )
+        self.metrics, self.on_batch = metrics, on_batch
+        self.stats = WorkerStats()
+        self.last_objective = -math.inf
+
+    def episodes(self, batch: EpisodeBatch) -> None:
+        ids = []
+        now = events.utc_now()
+        for i in range(len(batch)):
+            switch = batch.switching_time_s[i]
+            wall = float(batch.wall_time_s[i])
+            event = events.EpisodeEvent(
+                event_id=events.new_event_id(), timestamp=now, **self.common,
+                episode=self.stats.episodes + i, seed=int(batch.seeds[i]),
+                success=bool(batch.success[i]), energy_j=float(batch.energy_j[i]),
+                switching_time_s=None if math.isnan(switch) else float(switch),
+                steps=int(batch.steps[i]), total_reward=float(batch.total_reward[i]),
+                sim_steps=int(batch.sim_steps[i]), wall_time_s=wall,
+                sim_steps_per_s=float(batch.sim_steps[i]) / wall if wall > 0 else 0.0,
+            )
+            self.bus.publish(event)
+            ids.append(event.event_id)
+        self.bus.flush()
+        with self.ledger.open("a") as ledger:
+            ledger.write("".join(f"{event_id}\n" for event_id in ids))
+        self.stats.add_batch(batch)
+        self.metrics.update(self.stats.sim_steps / max(self.stats.sim_wall_s, 1e-12))
+        self.on_batch(self.index, batch)
+
+    def iteration(self, progress: Progress) -> None:
+        self.last_objective = progress.objective
+        self.bus.publish(events.TrainingEvent(
+            event_id=events.new_event_id(), timestamp=events.utc_now(), **self.common,
+            iteration=progress.iteration, objective=progress.objective,
+            learning_rate=progress.learning_rate, model_accuracy=progress.model_accuracy,
+        ))
+
+    def experiment(self, status: str) -> None:
+        config = self.config
+        self.bus.publish(events.ExperimentEvent(
+            event_id=events.new_event_id(), timestamp=events.utc_now(), **self.common,
+            status=status,
+            config={"env_id": config.env_id, "episodes": config.episodes,
+                    "workers": config.workers, "seed": config.seed,
+                    "env_kwargs": json.dumps(config.env_kwargs, sort_keys=True)},
+        ))
+        self.bus.flush()

@@ -1,0 +1,58 @@
+"""What one training run is: `TrainConfig` (validated before anything starts) and how its
+episodes are shared among the workers."""
+from __future__ import annotations
+
+import dataclasses
+
+from producers.envs import ENV_IDS
+from producers.rollout import episode_task
+from producers.trainers import TRAINERS, TrainerOptions
+from stgym.bus import parse_bus_url
+from stgym.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run. `episodes` is the total over all workers (split evenly)."""
+
+    algorithm: str = "cem"
+    env_id: str = "SpinTorque-v0"
+    env_kwargs: dict = dataclasses.field(default_factory=dict)
+    episodes: int = 512
+    workers: int = 1
+    first_worker: int = 0  # worker numbers first_worker.. (one run over several hosts or pods)
+    experiment: str = "default"
+    seed: int = 0
+    bus_url: str = "memory"
+    options: TrainerOptions = TrainerOptions()
+    policy_out: str | None = None  # default: <run_dir>/policy.json
+    run_dir: str | None = None  # default: <settings.run_dir>/train/<experiment>-<token>
+    metrics_port: int | None = None
+    log_format: str | None = None
+    log_level: str | None = None
+
+    def validate(self) -> None:
+        if self.algorithm not in TRAINERS:
+            raise UserError(f"--algo {self.algorithm!r}: expected one of {', '.join(TRAINERS)}")
+        if self.env_id not in ENV_IDS:
+            raise UserError(
+                f"--env {self.env_id!r}: expected one of {', '.join(ENV_IDS)}"
+            )
+        if self.episodes < 1:
+            raise UserError(f"--episodes must be >= 1, got {self.episodes}")
+        if not 1 <= self.workers <= 64:
+            raise UserError(f"--workers must be in 1..64, got {self.workers}")
+        if self.first_worker < 0:
+            raise UserError(f"--first-worker must be >= 0, got {self.first_worker}")
+        parse_bus_url(self.bus_url)
+        if not 1 <= len(self.experiment) <= 64:
+            raise UserError(f"--experiment must be 1..64 characters, got {self.experiment!r}")
+        try:
+            episode_task(self.env_id, self.env_kwargs)
+        except (ValueError, TypeError) as error:
+            raise UserError(f"--env {self.env_id} {self.env_kwargs}: {error}") from None
+
+
+def worker_episodes(config: TrainConfig, index: int) -> int:
+    share, extra = divmod(config.episodes, config.workers)
+    return share + (index < extra)

@@ -1,0 +1,45 @@
+"""A training worker's own /metrics: its resident memory and its simulator throughput."""
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+class WorkerMetrics:
+    """The worker's own /metrics (one registry per process on its own port)."""
+
+    def __init__(self, port: int | None, host: str, labels: dict) -> None:
+        self._server = None
+        self._gauges = None
+        if port is None:
+            return
+        import prometheus_client as prom
+        import psutil
+
+        registry = prom.CollectorRegistry()
+        memory = prom.Gauge(
+            "memory_usage_bytes", "Resident memory of the process", ["service"], registry=registry
+        )
+        rate = prom.Gauge(
+            "simulation_steps_per_second", "Integrator steps per second of wall time",
+            ["experiment", "device_type", "algorithm"], registry=registry,
+        )
+        self._gauges = (memory.labels(service="stgym-trainer"), rate.labels(**labels))
+        self._process = psutil.Process()
+        try:
+            self._server, _ = prom.start_http_server(port, addr=host, registry=registry)
+        except OSError as error:
+            log.warning("trainer /metrics not served on %s:%d: %s", host, port, error)
+        self.update(0.0)
+
+    def update(self, steps_per_s: float) -> None:
+        if self._gauges:
+            memory, rate = self._gauges
+            memory.set(self._process.memory_info().rss)
+            rate.set(steps_per_s)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
