@@ -3,6 +3,7 @@
     from stgym.bus import open_bus
     bus = open_bus("memory")                      # or "memory://name", "kafka://127.0.0.1:9092"
     bus.publish(event)                            # EpisodeEvent/TrainingEvent/ExperimentEvent
+    bus.publish(event, headers=[("traceparent", b"00-...")])   # record headers (trace context)
     bus.flush(); bus.close()
     records = bus.poll([TOPIC_EPISODES], group="g", max_records=500, timeout_s=0.1)
 
@@ -42,6 +43,7 @@ class BusRecord:
     offset: int
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class DeliveryError(RuntimeError):
@@ -53,11 +55,13 @@ class Bus:
 
     url: str
 
-    def publish(self, event: events.Event) -> None:
-        """Send `event` to the topic of its type, keyed by its run_id."""
-        self.publish_raw(events.TOPIC_OF[type(event)], event.run_id.encode(), events.encode(event))
+    def publish(self, event: events.Event, headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Send `event` to the topic of its type, keyed by its run_id, with record `headers`."""
+        self.publish_raw(events.TOPIC_OF[type(event)], event.run_id.encode(), events.encode(event),
+                         headers)
 
-    def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def publish_raw(self, topic: str, key: bytes | None, value: bytes,
+                    headers: list[tuple[str, bytes]] | None = None) -> None:
         raise NotImplementedError
 
     def flush(self, timeout_s: float | None = None) -> None:
@@ -89,10 +93,11 @@ class MemoryBus(Bus):
         self._offsets: dict[tuple[str, str], int] = defaultdict(int)
         self._changed = threading.Condition()
 
-    def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def publish_raw(self, topic: str, key: bytes | None, value: bytes,
+                    headers: list[tuple[str, bytes]] | None = None) -> None:
         with self._changed:
             records = self._records[topic]
-            records.append(BusRecord(topic, 0, len(records), key, bytes(value)))
+            records.append(BusRecord(topic, 0, len(records), key, bytes(value), tuple(headers or ())))
             self._changed.notify_all()
 
     def flush(self, timeout_s: float | None = None) -> None:
@@ -157,9 +162,10 @@ class KafkaBus(Bus):
         _open_kafka_buses.add(self)
         _install_sigterm_exit()
 
-    def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def publish_raw(self, topic: str, key: bytes | None, value: bytes,
+                    headers: list[tuple[str, bytes]] | None = None) -> None:
         self._raise_delivery_errors()
-        future = self._producer.send(topic, key=key, value=value)
+        future = self._producer.send(topic, key=key, value=value, headers=headers or None)
         future.add_errback(self._record_error)
 
     def _record_error(self, error: BaseException) -> None:
@@ -201,7 +207,7 @@ class KafkaBus(Bus):
             consumer.subscribe(topics)
         polled = consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         return [
-            BusRecord(r.topic, r.partition, r.offset, r.key, r.value)
+            BusRecord(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()))
             for partition_records in polled.values()
             for r in partition_records
         ]
