@@ -6,7 +6,9 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 svc_api_port() { echo "$STGYM_API_PORT"; }
+# chromium: the headless browser of the dashboard's tests (tests/streams/test_kpi_api.py).
 svc_api_install() {
+    apt_install chromium
     [[ -x "$REPO_ROOT/.venv/bin/stgym" ]] || die "api: $REPO_ROOT/.venv/bin/stgym is missing; run \`make venv\` first"
 }
 svc_api_start() {

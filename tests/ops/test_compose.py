@@ -16,7 +16,7 @@ COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 
 REQUIRED_SERVICES = {
     "kafka", "postgres", "prometheus", "alertmanager", "grafana", "fluentd", "elasticsearch",
-    "stream-processor", "trainer",
+    "stream-processor", "trainer", "kpi-api",
 }
 
 
