@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from stgym import logsetup
+from stgym import logcontext
 from stgym import settings as settings_module
 from stgym.errors import ServiceUnavailable, UserError
 
@@ -232,7 +232,7 @@ def install_templates(url: str | None = None) -> list[str]:
 # --------------------------------------------------------------------------- output
 def format_record(record: dict[str, Any]) -> str:
     context = " ".join(
-        f"{key}={record[key]}" for key in logsetup.CONTEXT_FIELDS if record.get(key) is not None
+        f"{key}={record[key]}" for key in logcontext.CONTEXT_FIELDS if record.get(key) is not None
     )
     line = (f"{record.get('timestamp', '?')} {record.get('level', '?'):<8s} "
             f"{record.get('service', '?')} {record.get('logger', '?')}: {record.get('message', '')}")

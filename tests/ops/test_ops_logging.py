@@ -19,7 +19,7 @@ import time
 import msgpack
 import pytest
 
-from stgym import logsetup
+from stgym import logcontext, logformat, logsetup, logspool
 
 RFC3339_NS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
 
@@ -82,7 +82,7 @@ def log_env(tmp_path, monkeypatch):
     monkeypatch.setenv("STGYM_DATA_DIR", str(tmp_path))
     yield tmp_path
     logsetup.shutdown()
-    logsetup.unbind_context()
+    logcontext.unbind_context()
 
 
 def test_json_document_has_every_field_and_bound_context(log_env):
@@ -90,8 +90,8 @@ def test_json_document_has_every_field_and_bound_context(log_env):
     logsetup.configure_logging("stgym-test", "json", "INFO", ship=False, worker_id="w3",
                                stream=stream)
     log = logging.getLogger("stgym.test")
-    logsetup.bind_context(experiment_id="exp-1", run_id="run-9")
-    with logsetup.bound_context(episode=12):
+    logcontext.bind_context(experiment_id="exp-1", run_id="run-9")
+    with logcontext.bound_context(episode=12):
         log.info("episode %d done", 12, extra={"energy_j": 2.5e-13})
     log.debug("not at INFO")
     try:
@@ -117,7 +117,7 @@ def test_json_document_has_every_field_and_bound_context(log_env):
 def test_bound_or_extra_fields_never_replace_the_record_fields(log_env):
     stream = io.StringIO()
     logsetup.configure_logging("stgym-test", "json", "INFO", ship=False, stream=stream)
-    with logsetup.bound_context(service="other", run_id="r"):
+    with logcontext.bound_context(service="other", run_id="r"):
         logging.getLogger("t").info("m", extra={"timestamp": "yesterday", "level": 3})
     document = json.loads(stream.getvalue())
     assert document["service"] == "stgym-test" and RFC3339_NS.match(document["timestamp"])
@@ -129,7 +129,7 @@ def test_bound_or_extra_fields_never_replace_the_record_fields(log_env):
 def test_local_json_file_and_console_format(log_env):
     stream = io.StringIO()
     logsetup.configure_logging("stgym-demo", "console", "DEBUG", ship=False, stream=stream)
-    logsetup.bind_context(experiment_id="exp-2")
+    logcontext.bind_context(experiment_id="exp-2")
     logging.getLogger("stgym.demo").warning("slow step")
     logsetup.shutdown()
     line = stream.getvalue().strip()
@@ -142,10 +142,10 @@ def test_local_json_file_and_console_format(log_env):
 def test_context_is_per_thread_and_task(log_env):
     stream = io.StringIO()
     logsetup.configure_logging("stgym-test", "json", "INFO", ship=False, stream=stream)
-    logsetup.bind_context(run_id="main-run")
+    logcontext.bind_context(run_id="main-run")
 
     def worker():
-        logsetup.bind_context(run_id="thread-run")
+        logcontext.bind_context(run_id="thread-run")
         logging.getLogger("t").info("in thread")
 
     thread = threading.Thread(target=worker)
@@ -161,14 +161,14 @@ def test_ships_with_nanosecond_event_time_and_service_tag(log_env, monkeypatch):
     monkeypatch.setenv("STGYM_COLLECTOR_FORWARD_PORT", str(receiver.port))
     try:
         logsetup.configure_logging("stgym-streams", "json", "INFO", ship=True, stream=io.StringIO())
-        logsetup.bind_context(experiment_id="exp-3")
+        logcontext.bind_context(experiment_id="exp-3")
         logging.getLogger("stgym.streams").info("shipped")
         receiver.wait_for(1)
         tag, event_time, document = receiver.entries[0]
         assert tag == "stgym.stgym-streams"
         assert isinstance(event_time, msgpack.ExtType) and event_time.code == 0
         seconds, nanos = struct.unpack(">II", event_time.data)
-        assert logsetup.rfc3339_ns(seconds * 10**9 + nanos) == document["timestamp"]
+        assert logformat.rfc3339_ns(seconds * 10**9 + nanos) == document["timestamp"]
         assert document["message"] == "shipped" and document["experiment_id"] == "exp-3"
     finally:
         receiver.close()
@@ -208,7 +208,7 @@ def test_exit_while_down_spools_to_disk_and_next_process_replays(collector_down)
         logging.getLogger("stgym.test").info("spooled %d", i)
     logsetup.shutdown()  # what runs at exit
     files = logsetup.spool_files()
-    spooled = [e for path in files for e in logsetup.read_spool_file(path)]
+    spooled = [e for path in files for e in logspool.read_spool_file(path)]
     assert sorted(e[2]["message"] for e in spooled) == sorted(f"spooled {i}" for i in range(300))
     assert all(tag == "stgym.stgym-test" for tag, _, _ in spooled)
 

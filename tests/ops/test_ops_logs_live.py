@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from stgym import logsearch, logsetup
+from stgym import logcontext, logsearch, logsetup, logspool
 from streams import testing
 
 pytestmark = pytest.mark.services
@@ -57,14 +57,14 @@ def shipping(tmp_path, monkeypatch, opensearch_url, collector_address):
     logsearch.install_templates(opensearch_url)
     yield
     logsetup.shutdown()
-    logsetup.unbind_context()
+    logcontext.unbind_context()
 
 
 def test_collector_outage_loses_nothing_and_duplicates_nothing(
         shipping, opensearch_url, collector_address, unique_id):
     logsetup.configure_logging("stgym-outage-test", "json", "INFO", ship=True,
                                stream=io.StringIO(), log_file=False)
-    logsetup.bind_context(run_id=f"outage-{unique_id}")
+    logcontext.bind_context(run_id=f"outage-{unique_id}")
     log = logging.getLogger("stgym.test.outage")
     expected = [f"outage record {i}" for i in range(1000)]
     try:
@@ -76,7 +76,7 @@ def test_collector_outage_loses_nothing_and_duplicates_nothing(
         assert time.monotonic() - started < 5.0  # a down collector never blocks the caller
         # While it is down the shipper gives up on its buffer: the records go to the disk spool.
         testing.wait_until(
-            lambda: sum(len(logsetup.read_spool_file(p)) for p in logsetup.spool_files()) == 1000,
+            lambda: sum(len(logspool.read_spool_file(p)) for p in logsetup.spool_files()) == 1000,
             30, what="1,000 records spooled to disk")
     finally:
         collector("up")
@@ -104,7 +104,7 @@ def test_logs_search_cli_against_opensearch(shipping, opensearch_url, unique_id)
                                log_file=False)
     log = logging.getLogger("stgym.test.search")
     pause = lambda: time.sleep(0.01)  # distinct milliseconds: any @timestamp mapping sorts them
-    with logsetup.bound_context(experiment_id=f"exp-a-{unique_id}", run_id="r1"):
+    with logcontext.bound_context(experiment_id=f"exp-a-{unique_id}", run_id="r1"):
         log.info("calibration pulse accepted")
         pause()
         log.warning("calibration drift detected")
@@ -114,7 +114,7 @@ def test_logs_search_cli_against_opensearch(shipping, opensearch_url, unique_id)
         except ValueError:
             log.exception("calibration failed")
         pause()
-    with logsetup.bound_context(experiment_id=f"exp-b-{unique_id}", run_id="r2"):
+    with logcontext.bound_context(experiment_id=f"exp-b-{unique_id}", run_id="r2"):
         log.error("calibration failed on second device")
     testing.wait_until(lambda: len(stored(opensearch_url, "service", service)) == 4, 120, 1.0,
                        what="4 records in OpenSearch")

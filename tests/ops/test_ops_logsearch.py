@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from stgym import logsearch, logsetup
+from stgym import logcontext, logsearch, logsetup
 from stgym.errors import UserError
 
 
@@ -21,7 +21,7 @@ def logged(tmp_path, monkeypatch):
     monkeypatch.setenv("STGYM_DATA_DIR", str(tmp_path))
     logsetup.configure_logging("stgym-train", "json", "DEBUG", ship=False, stream=io.StringIO())
     log = logging.getLogger("stgym.train")
-    with logsetup.bound_context(experiment_id="exp-a", run_id="run-1"):
+    with logcontext.bound_context(experiment_id="exp-a", run_id="run-1"):
         log.debug("pulse shaped")
         log.info("episode finished with switch")
         log.warning("slow simulation step")
@@ -29,13 +29,13 @@ def logged(tmp_path, monkeypatch):
             raise RuntimeError("integrator diverged")
         except RuntimeError:
             log.exception("episode failed")
-    with logsetup.bound_context(experiment_id="exp-b", run_id="run-2"):
+    with logcontext.bound_context(experiment_id="exp-b", run_id="run-2"):
         log.info("episode finished without switch")
     logsetup.configure_logging("stgym-streams", "json", "INFO", ship=False, stream=io.StringIO())
     logging.getLogger("stgym.streams").error("database unavailable")
     logsetup.shutdown()
     yield logsetup.log_file_path()
-    logsetup.unbind_context()
+    logcontext.unbind_context()
 
 
 def messages(records):
