@@ -39,6 +39,17 @@ def register(subparsers) -> None:
     serve.add_argument("--port", type=int, help="listen port (default settings.alert_webhook_port)")
     serve.set_defaults(handler=run_alerts_serve)
 
+    retention = subparsers.add_parser(
+        "retention", help="delete data past its retention period (settings; docs/operations.md)")
+    retention_commands = retention.add_subparsers(dest="retention_command", metavar="ACTION",
+                                                  required=True)
+    apply = retention_commands.add_parser(
+        "apply", help="delete episode rows older than episodes_retention_months (KPI aggregates "
+                      "stay) and log indices older than log_retention_days")
+    apply.add_argument("--db", help="database URL (default settings.postgres_url)")
+    apply.add_argument("--skip-logs", action="store_true", help="leave the log indices alone")
+    apply.set_defaults(handler=run_retention_apply)
+
     plot = subparsers.add_parser("plot", help="draw charts without Grafana")
     plot_commands = plot.add_subparsers(dest="plot_command", metavar="WHAT", required=True)
     kpi = plot_commands.add_parser("kpi", help="KPI history from the database to a PNG")
@@ -98,6 +109,40 @@ def run_alerts_serve(args) -> int:
     config = settings.load()
     return alerts.serve(config.host, args.port if args.port is not None else config.alert_webhook_port,
                         config.watchdog_timeout_s)
+
+
+def run_retention_apply(args) -> int:
+    import datetime as dt
+
+    from opensearchpy.exceptions import ConnectionError as OSConnectionError
+
+    from sinks import retention
+    from sinks.factory import open_sink
+    from sinks.postgres import redact
+    from stgym import logretention, settings
+    from stgym.errors import ServiceUnavailable
+
+    config = settings.load()
+    url = args.db or config.postgres_url
+    cutoff = retention.months_before(dt.datetime.now(dt.timezone.utc), config.episodes_retention_months)
+    sink = open_sink(url)
+    sink.setup()
+    try:
+        deleted = retention.purge_events(sink, cutoff.timestamp())
+    finally:
+        sink.close()
+    print(f"{redact(url)}: deleted rows older than {cutoff:%Y-%m-%d %H:%M} UTC "
+          f"({config.episodes_retention_months} months): "
+          + ", ".join(f"{table} {count}" for table, count in deleted.items()))
+    if not args.skip_logs:
+        try:
+            indices = logretention.delete_expired(config.opensearch_url, config.logs_index,
+                                                  config.log_retention_days)
+        except OSConnectionError as error:
+            raise ServiceUnavailable(f"OpenSearch at {config.opensearch_url} does not answer") from error
+        print(f"{config.opensearch_url}: deleted {len(indices)} log indices older than "
+              f"{config.log_retention_days} days{': ' + ', '.join(indices) if indices else ''}")
+    return 0
 
 
 def run_plot_kpi(args) -> int:
