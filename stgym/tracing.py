@@ -1,0 +1,240 @@
+"""Traces (OpenTelemetry): spans around training, simulation, rewards and the stream batches.
+
+    from stgym import tracing
+    tracing.configure("stgym-train", worker_id="w0")   # once per process (the CLI does it)
+    with tracing.span("iteration", iteration=3):
+        ...
+
+`configure` reads `settings.trace_endpoint` (an OTLP gRPC endpoint: on a bare machine the
+collector, http://127.0.0.1:4317, which forwards to Jaeger). No endpoint: nothing is set up and
+`span` returns a shared no-op context manager, so tracing costs nothing. Sampling is
+parent-based with `settings.trace_sample_ratio` (1.0 by default; README for production). Every
+process is a `service.name` (stgym-train, stgym-stream, stgym-alerts, ...) with resource
+attributes `host.name` and `stgym.worker_id`.
+
+Export never blocks the traced code: spans go through a BatchSpanProcessor with a bounded queue
+(the oldest span is dropped when it is full) and an export timeout; `stats()` counts spans
+dropped on a full queue and spans whose export failed (`SpanDropCollector` exports both to
+Prometheus as stgym_trace_spans_dropped_total{reason}), and shutdown at exit waits at most
+`SHUTDOWN_TIMEOUT_S`.
+
+Across Kafka the W3C trace context travels in record headers (`traceparent`): a producer sends
+`headers()` with its records, and a stream batch span links to the producers' spans with
+`links_from_headers(...)` (links, not one span per episode: a batch holds thousands).
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import socket
+import threading
+from typing import Iterable, Iterator
+
+log = logging.getLogger(__name__)
+
+TRACEPARENT = "traceparent"
+MAX_QUEUE_SIZE = 4096
+MAX_EXPORT_BATCH_SIZE = 512
+SCHEDULE_DELAY_MS = 1000
+EXPORT_TIMEOUT_S = 5.0
+SHUTDOWN_TIMEOUT_S = 3.0
+MAX_LINKS = 128  # the SDK's default span link limit
+
+# Set by configure(); while None, nothing of OpenTelemetry is even imported.
+_tracer = None
+_provider = None
+_propagator = None
+_stats = None
+
+
+class _NoSpan:
+    """What span()/start_span() give when tracing is off: every method does nothing."""
+
+    def set_attribute(self, key, value) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+    def is_recording(self) -> bool:
+        return False
+
+
+NO_SPAN = _NoSpan()
+_NOOP = contextlib.nullcontext(NO_SPAN)
+
+
+class SpanStats:
+    """Where this process's sampled spans are: queued, being exported, exported, dropped on a
+    full queue, failed to export (each span is counted in exactly one)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queued = 0  # spans in the processor's queue (accepted, not yet handed to export)
+        self.exporting = 0
+        self.exported = 0
+        self.dropped_queue_full = 0
+        self.export_failed = 0
+
+    def as_dict(self) -> dict:
+        with self.lock:
+            return {"queued": self.queued, "exporting": self.exporting, "exported": self.exported,
+                    "dropped_queue_full": self.dropped_queue_full,
+                    "export_failed": self.export_failed}
+
+
+def configure(service: str, worker_id: str | None = None, endpoint: str | None = None,
+              sample_ratio: float | None = None) -> bool:
+    """Set up this process's tracer (idempotent: a second call changes nothing). Returns
+    whether tracing is on. `endpoint` and `sample_ratio` default to the settings."""
+    global _tracer, _provider, _propagator, _stats
+    if _provider is not None:
+        return True
+    from stgym import settings as settings_module
+    from stgym.errors import UserError
+
+    settings = settings_module.load()
+    endpoint = settings.trace_endpoint if endpoint is None else endpoint
+    ratio = settings.trace_sample_ratio if sample_ratio is None else sample_ratio
+    if not endpoint:
+        return False
+    if not 0.0 <= ratio <= 1.0:
+        raise UserError(f"trace_sample_ratio must be in [0, 1], got {ratio}")
+
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from stgym import tracesdk
+
+    attributes = {"service.name": service, "host.name": socket.gethostname()}
+    if worker_id is not None:
+        attributes["stgym.worker_id"] = worker_id
+    _stats = SpanStats()
+    provider = tracesdk.provider(attributes, endpoint, ratio, _stats)
+    _propagator = TraceContextTextMapPropagator()
+    # The exporter logs every retry; failures are counted in stats() instead.
+    logging.getLogger("opentelemetry").setLevel(logging.ERROR)
+    _provider = provider
+    _tracer = provider.get_tracer("stgym")
+    atexit.register(shutdown)
+    log.debug("tracing %s to %s (sample ratio %s)", service, endpoint, ratio)
+    return True
+
+
+def enabled() -> bool:
+    return _tracer is not None
+
+
+def provider():
+    """This process's TracerProvider (None when tracing is off), e.g. to add a span processor."""
+    return _provider
+
+
+def shutdown() -> None:
+    """Export what is queued (waiting at most SHUTDOWN_TIMEOUT_S) and stop tracing."""
+    global _tracer, _provider
+    provider, _provider, _tracer = _provider, None, None
+    if provider is not None:
+        provider.shutdown()
+
+
+def force_flush() -> None:
+    if _provider is not None:
+        _provider.force_flush(int(SHUTDOWN_TIMEOUT_S * 1000))
+
+
+def stats() -> dict:
+    """Span counts of this process (all zero when tracing is off)."""
+    return _stats.as_dict() if _stats is not None else SpanStats().as_dict()
+
+
+def span(name: str, **attributes):
+    """A context manager: a span named `name` (child of the current one), current inside the
+    block; the shared no-op when tracing is off."""
+    if _tracer is None:
+        return _NOOP
+    return _tracer.start_as_current_span(name, attributes=attributes or None)
+
+
+def start_span(name: str, links: list | None = None, **attributes):
+    """A span that is NOT made current (end it with `.end()`; make it current with
+    `use(span)`): for a batch whose work spans several steps of an event loop."""
+    if _tracer is None:
+        return NO_SPAN
+    return _tracer.start_span(name, links=links, attributes=attributes or None)
+
+
+def use(current_span):
+    """Make `current_span` the current span for a block (it is not ended at the end)."""
+    if current_span is NO_SPAN or _tracer is None:
+        return _NOOP
+    from opentelemetry import trace
+
+    return trace.use_span(current_span, end_on_exit=False)
+
+
+def headers() -> list[tuple[str, bytes]]:
+    """W3C trace context of the current span as Kafka record headers ([] outside a span)."""
+    if _tracer is None:
+        return []
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return [(key, value.encode()) for key, value in carrier.items()]
+
+
+def links_from_headers(record_headers: Iterable) -> list:
+    """One Link per distinct producer span found in the records' `traceparent` headers
+    (records of one producer batch share one). `record_headers` yields each record's headers
+    (a sequence of (key, bytes) pairs, a dict, or None). At most MAX_LINKS."""
+    if _tracer is None:
+        return []
+    from opentelemetry import trace
+
+    seen: set[bytes] = set()
+    for headers_of_record in record_headers:
+        if not headers_of_record:
+            continue
+        if isinstance(headers_of_record, dict):
+            headers_of_record = headers_of_record.items()
+        for key, value in headers_of_record:
+            if key == TRACEPARENT:
+                seen.add(value)
+                break
+        if len(seen) >= MAX_LINKS:
+            break
+    links = []
+    for value in seen:
+        context = trace.get_current_span(
+            _propagator.extract({TRACEPARENT: bytes(value).decode("ascii", "replace")})
+        ).get_span_context()
+        if context.is_valid:
+            links.append(trace.Link(context))
+    return links
+
+
+def log_fields() -> dict[str, str]:
+    """{"trace_id", "span_id"} of the current sampled span (what a log record carries), or {}."""
+    if _tracer is None:
+        return {}
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if not (context.is_valid and context.trace_flags.sampled):
+        return {}
+    return {"trace_id": format(context.trace_id, "032x"), "span_id": format(context.span_id, "016x")}
+
+
+class SpanDropCollector:
+    """Prometheus collector: stgym_trace_spans_dropped_total{reason=queue_full|export_failed}."""
+
+    def collect(self) -> Iterator:
+        from prometheus_client.core import CounterMetricFamily
+
+        counts = stats()
+        family = CounterMetricFamily(
+            "stgym_trace_spans_dropped", "Spans not delivered to the trace collector",
+            labels=["reason"],
+        )
+        family.add_metric(["queue_full"], counts["dropped_queue_full"])
+        family.add_metric(["export_failed"], counts["export_failed"])
+        yield family

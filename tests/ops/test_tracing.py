@@ -1,0 +1,136 @@
+"""stgym.tracing without a trace backend: the no-endpoint path, W3C context in record headers
+and batch links, log fields, and an unreachable endpoint that neither blocks nor loses count."""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from stgym import tracing
+from stgym.bus import MemoryBus
+from stgym import events
+
+
+def dead_endpoint() -> str:
+    """An OTLP endpoint on a port nobody listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
+def spans():
+    """Tracing on (to a dead endpoint), every finished span also kept in memory."""
+    assert tracing.configure("stgym-test", worker_id="w3", endpoint=dead_endpoint(),
+                             sample_ratio=1.0)
+    memory = InMemorySpanExporter()
+    tracing.provider().add_span_processor(SimpleSpanProcessor(memory))
+    yield memory
+    tracing.shutdown()
+
+
+def test_no_endpoint_means_no_tracing_and_no_opentelemetry_import():
+    code = (
+        "import sys, logging; from stgym import tracing, logsetup\n"
+        "on = tracing.configure('stgym-test', endpoint='')\n"
+        "with tracing.span('x') as s: s.set_attribute('a', 1); h = tracing.headers()\n"
+        "b = tracing.start_span('y'); b.end()\n"
+        "print(on, h, tracing.links_from_headers([[('traceparent', b'00-' + b'1' * 32 + b'-' + b'2' * 16 + b'-01')]]),"
+        " tracing.log_fields(), any(m.startswith('opentelemetry') for m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={"STGYM_TRACE_ENDPOINT": "", "PATH": ""}).stdout
+    assert out.split() == ["False", "[]", "[]", "{}", "False"]
+
+
+def test_resource_names_the_service_host_and_worker(spans):
+    with tracing.span("train_model", experiment="e1"):
+        pass
+    (finished,) = spans.get_finished_spans()
+    attributes = finished.resource.attributes
+    assert attributes["service.name"] == "stgym-test"
+    assert attributes["stgym.worker_id"] == "w3"
+    assert attributes["host.name"] == socket.gethostname()
+    assert finished.attributes["experiment"] == "e1"
+
+
+def test_headers_carry_the_current_span_and_a_batch_links_each_producer_span_once(spans):
+    bus = MemoryBus("tracing-test")
+    event_kwargs = dict(
+        event_id=events.new_event_id(), timestamp=events.utc_now(), experiment_id="e",
+        run_id="r", worker_id="w0", device_type="stt-pma", algorithm="cem", iteration=0,
+        objective=1.0, learning_rate=0.1, model_accuracy=0.5,
+    )
+    producer_spans = []
+    for _ in range(2):
+        with tracing.span("publish") as publish:
+            producer_spans.append(publish.get_span_context())
+            for _ in range(3):
+                bus.publish(events.TrainingEvent(**{**event_kwargs, "event_id": events.new_event_id()}),
+                            headers=tracing.headers())
+    records = bus.records(events.TOPIC_TRAINING)
+    assert len(records) == 6
+    assert records[0].headers[0][0] == "traceparent"
+    links = tracing.links_from_headers([r.headers for r in records] + [None, ()])
+    assert sorted(link.context.span_id for link in links) == sorted(c.span_id for c in producer_spans)
+    assert {link.context.trace_id for link in links} == {c.trace_id for c in producer_spans}
+
+    batch = tracing.start_span("process_batch", links=links, records=len(records))
+    with tracing.use(batch):
+        with tracing.span("validate"):
+            pass
+    batch.end()
+    finished = {s.name: s for s in spans.get_finished_spans() if s.name != "publish"}
+    assert finished["validate"].parent.span_id == finished["process_batch"].context.span_id
+    assert len(finished["process_batch"].links) == 2
+
+
+def test_unsampled_spans_give_no_log_fields_and_are_not_exported():
+    tracing.configure("stgym-test", endpoint=dead_endpoint(), sample_ratio=0.0)
+    try:
+        with tracing.span("iteration"):
+            assert tracing.log_fields() == {}
+            flags = tracing.headers()[0][1].rsplit(b"-", 1)[1]  # the context still propagates,
+            assert int(flags, 16) & 1 == 0  # marked not sampled
+    finally:
+        tracing.shutdown()
+    assert tracing.stats()["queued"] == 0
+
+
+def test_unreachable_endpoint_neither_blocks_nor_loses_count(monkeypatch):
+    monkeypatch.setattr(tracing, "MAX_QUEUE_SIZE", 16)
+    monkeypatch.setattr(tracing, "MAX_EXPORT_BATCH_SIZE", 4)
+    assert tracing.configure("stgym-test", endpoint=dead_endpoint(), sample_ratio=1.0)
+    for i in range(200):
+        with tracing.span("iteration", i=i):
+            pass
+    counts = tracing.stats()
+    done = threading.Event()
+    # shutdown waits a bounded time for the dead endpoint (hang guard, not a speed check)
+    threading.Thread(target=lambda: (tracing.shutdown(), done.set()), daemon=True).start()
+    assert done.wait(60), "tracing.shutdown blocked on an unreachable endpoint"
+    assert counts["dropped_queue_full"] > 0
+    final = tracing.stats()
+    assert final["exported"] == 0
+    # every span is accounted for: dropped on the full queue, failed, or still queued at exit
+    assert sum(final[k] for k in ("dropped_queue_full", "export_failed", "queued", "exporting")) == 200
+
+
+def test_dropped_spans_are_a_prometheus_counter():
+    import prometheus_client
+
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(tracing.SpanDropCollector())
+    text = prometheus_client.generate_latest(registry).decode()
+    counts = tracing.stats()
+    assert (f'stgym_trace_spans_dropped_total{{reason="queue_full"}} '
+            f'{float(counts["dropped_queue_full"])}') in text
+    assert (f'stgym_trace_spans_dropped_total{{reason="export_failed"}} '
+            f'{float(counts["export_failed"])}') in text
