@@ -1,5 +1,7 @@
 """A worker's events on the bus: episodes (then the ledger, once the broker acknowledged them),
-training iterations and the experiment's status. The delivery contract is in producers.runner."""
+training iterations and the experiment's status. The delivery contract is in producers.runner.
+Each batch is one `publish` span; its records carry that span's W3C trace context in their
+headers, so the stream batch that aggregates them links back to it."""
 from __future__ import annotations
 
 import json
@@ -12,7 +14,7 @@ from producers.train_config import TrainConfig
 from producers.trainers import Progress
 from producers.worker_metrics import WorkerMetrics
 from producers.worker_stats import WorkerStats
-from stgym import events
+from stgym import events, tracing
 from stgym.bus import Bus
 
 
@@ -33,8 +35,17 @@ class EpisodePublisher:
         self.last_objective = -math.inf
 
     def episodes(self, batch: EpisodeBatch) -> None:
+        with tracing.span("publish", episodes=len(batch)):
+            self._publish(batch)
+        self.stats.add_batch(batch)
+        self.metrics.update(self.stats.sim_steps / max(self.stats.sim_wall_s, 1e-12))
+        self.on_batch(self.index, batch)
+
+    def _publish(self, batch: EpisodeBatch) -> None:
+        """The batch's events, acknowledged by the broker, then their ids in the ledger."""
         ids = []
         now = events.utc_now()
+        headers = tracing.headers()
         for i in range(len(batch)):
             switch = batch.switching_time_s[i]
             wall = float(batch.wall_time_s[i])
@@ -47,14 +58,11 @@ class EpisodePublisher:
                 sim_steps=int(batch.sim_steps[i]), wall_time_s=wall,
                 sim_steps_per_s=float(batch.sim_steps[i]) / wall if wall > 0 else 0.0,
             )
-            self.bus.publish(event)
+            self.bus.publish(event, headers)
             ids.append(event.event_id)
         self.bus.flush()
         with self.ledger.open("a") as ledger:
             ledger.write("".join(f"{event_id}\n" for event_id in ids))
-        self.stats.add_batch(batch)
-        self.metrics.update(self.stats.sim_steps / max(self.stats.sim_wall_s, 1e-12))
-        self.on_batch(self.index, batch)
 
     def iteration(self, progress: Progress) -> None:
         self.last_objective = progress.objective
@@ -62,7 +70,7 @@ class EpisodePublisher:
             event_id=events.new_event_id(), timestamp=events.utc_now(), **self.common,
             iteration=progress.iteration, objective=progress.objective,
             learning_rate=progress.learning_rate, model_accuracy=progress.model_accuracy,
-        ))
+        ), tracing.headers())
 
     def experiment(self, status: str) -> None:
         config = self.config

@@ -5,6 +5,9 @@ as fractions of j_max toward the write direction). Each iteration it proposes a 
 `rollout` runs one episode per pulse (each episode seeded from the worker's seed stream), the
 trainer learns from the outcomes and reports one TrainingEvent-worth of progress. The episode
 budget is exact: the last batch is cut to what is left.
+Traced (stgym.tracing): each iteration is an `iteration` span holding `physics_simulation`
+(the batched rollout), the reporter's `publish` and `reward_calculation` (scoring the batch's
+rewards into the objective and updating the policy).
 
 The task is a single-device env's `SwitchingTask` or the array env's `ArrayTask`: there an
 episode writes a whole pattern (the pulse drives each device that has to flip), its energy is
@@ -20,6 +23,7 @@ import numpy as np
 from producers.envs.array import ArrayTask
 from producers.envs.task import SwitchingTask
 from producers.rollout import EpisodeBatch, rollout
+from stgym import tracing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,15 +94,19 @@ class PulseTrainer:
         """Spend exactly `episodes` episodes (fewer only if `should_stop()` turns true)."""
         remaining, iteration = episodes, 0
         while remaining > 0 and not should_stop():
-            pulses = self.propose(min(self.options.batch_size, remaining))
-            batch = rollout(
-                self.task, pulses, self.episode_seeds(len(pulses)), self.stops(len(pulses))
-            )
-            reporter.episodes(batch)
-            objective, rate = self.learn(pulses, batch)
-            reporter.iteration(
-                Progress(iteration, float(objective), float(rate), batch.success_rate)
-            )
+            with tracing.span("iteration", iteration=iteration):
+                pulses = self.propose(min(self.options.batch_size, remaining))
+                with tracing.span("physics_simulation", episodes=len(pulses)):
+                    batch = rollout(
+                        self.task, pulses, self.episode_seeds(len(pulses)),
+                        self.stops(len(pulses)),
+                    )
+                reporter.episodes(batch)
+                with tracing.span("reward_calculation"):
+                    objective, rate = self.learn(pulses, batch)
+                reporter.iteration(
+                    Progress(iteration, float(objective), float(rate), batch.success_rate)
+                )
             remaining -= len(pulses)
             iteration += 1
         return self.best_pulse()
