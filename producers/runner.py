@@ -49,7 +49,7 @@ from producers.train_config import TrainConfig, worker_episodes
 from producers.trainers import TRAINERS
 from producers.worker_metrics import WorkerMetrics
 from producers.worker_stats import RunProgress, TrainSummary, WorkerStats, batch_totals, summarise
-from stgym import settings as settings_module
+from stgym import settings as settings_module, tracing
 from stgym.bus import Bus, open_bus, parse_bus_url
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,10 @@ def run_worker(config: TrainConfig, index: int, token: str, bus: Bus,
         config, index, run_id, device_type(task), bus, run_dir / f"worker-{index}.ledger",
         metrics, on_batch,
     )
-    with bound_context(experiment_id=config.experiment, run_id=run_id):
+    with bound_context(experiment_id=config.experiment, run_id=run_id), tracing.span(
+        "train_model", experiment=config.experiment, run_id=run_id, worker_id=f"w{number}",
+        algorithm=config.algorithm, env_id=config.env_id,
+    ):
         log.info("worker w%d: %s on %s, %d episodes", number, config.algorithm, config.env_id,
                  worker_episodes(config, index))
         publisher.experiment("started")
@@ -107,6 +110,7 @@ def _worker_process(config: TrainConfig, index: int, token: str, messages) -> No
         "stgym-train", config.log_format, config.log_level,
         worker_id=f"w{config.first_worker + index}",
     )
+    tracing.configure("stgym-train", worker_id=f"w{config.first_worker + index}")
     (Path(config.run_dir) / f"worker-{index}.pid").write_text(f"{os.getpid()}\n")
     bus = open_bus(config.bus_url)
     try:
@@ -126,6 +130,8 @@ def _worker_process(config: TrainConfig, index: int, token: str, messages) -> No
         messages.send(("failed", traceback.format_exc(limit=5)))
         bus.close()
         raise SystemExit(1) from None
+    finally:
+        tracing.shutdown()  # a multiprocessing child runs no atexit handlers
 
 
 # ------------------------------------------------------------------------------- the whole run

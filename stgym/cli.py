@@ -41,11 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from stgym import logsetup
+    from stgym import logsetup, tracing
 
     logsetup.configure_logging(
         service=f"stgym-{args.command}", log_format=args.log_format, level=args.log_level
     )
+    tracing.configure(f"stgym-{args.command}")  # only with settings.trace_endpoint set
     try:
         return int(args.handler(args) or 0)
     except UserError as error:
