@@ -10,6 +10,10 @@ Definitions (per key = (experiment_id, device_type, algorithm)):
   switching_time_s pXX    exact percentile (linear interpolation, as SQL percentile_cont) of
                           switching_time_s over successful episodes that report one
   sim_steps_per_s         sum(sim_steps) / sum(wall_time_s) (aggregate simulator throughput)
+  write_error_rate        (episodes_total - successes) / episodes_total, with the exact
+                          (Clopper-Pearson) two-sided 95 % interval of the binomial proportion:
+                          write_error_rate_lower95 / _upper95 (so the upper bound is a one-sided
+                          97.5 % bound: the true rate is above it with probability <= 2.5 %)
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ import bisect
 import dataclasses
 import math
 from collections.abc import Iterable, Sequence
+
+from scipy.special import betaincinv
 
 from stgym import events as ev
 
@@ -249,6 +255,23 @@ def percentiles_of(times: Sequence[float]) -> tuple[float | None, float | None, 
     return percentile(ordered, 0.50), percentile(ordered, 0.95), percentile(ordered, 0.99)
 
 
+WER_CONFIDENCE = 0.95
+
+
+def clopper_pearson(k: int, n: int, confidence: float = WER_CONFIDENCE) -> tuple[float, float] | None:
+    """The exact two-sided `confidence` interval (lower, upper) of a binomial proportion from k
+    events in n trials: Beta quantiles, lower = 0 when k = 0 and upper = 1 when k = n; None
+    without trials."""
+    if n <= 0:
+        return None
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    tail = (1.0 - confidence) / 2.0
+    lower = 0.0 if k == 0 else float(betaincinv(k, n - k + 1, tail))
+    upper = 1.0 if k == n else float(betaincinv(k + 1, n - k, 1.0 - tail))
+    return lower, upper
+
+
 def summarize(counters: dict, pcts: Sequence[float | None] | None = None) -> dict:
     """A KPI row (the `stgym kpi --json` shape) from summed counters and (p50, p95, p99)."""
     episodes = int(counters.get("episodes_total") or 0)
@@ -267,7 +290,11 @@ def summarize(counters: dict, pcts: Sequence[float | None] | None = None) -> dic
         ),
         "sim_steps_per_s": float(counters.get("sim_steps") or 0) / wall if wall > 0 else None,
         "mean_reward": float(counters.get("reward_sum") or 0.0) / episodes if episodes else None,
+        "write_errors": episodes - successes,
+        "write_error_rate": (episodes - successes) / episodes if episodes else None,
     }
+    bounds = clopper_pearson(episodes - successes, episodes)
+    row["write_error_rate_lower95"], row["write_error_rate_upper95"] = bounds or (None, None)
     if pcts is not None:
         row["switching_time_s_p50"], row["switching_time_s_p95"], row["switching_time_s_p99"] = pcts
     return row

@@ -142,6 +142,14 @@ class KpiCollector:
         objective = GaugeMetricFamily("training_objective", "Latest training objective",
                                       labels=KPI_LABELS)
         lr = GaugeMetricFamily("training_learning_rate", "Latest learning rate", labels=KPI_LABELS)
+        wer = GaugeMetricFamily("write_error_rate", "Failed writes / episodes", labels=KPI_LABELS)
+        wer_bounds = {
+            side: GaugeMetricFamily(
+                f"write_error_rate_{side}_bound",
+                f"{side.capitalize()} end of the exact (Clopper-Pearson) two-sided 95 % interval "
+                "of the write error rate", labels=KPI_LABELS)
+            for side in ("lower", "upper")
+        }
         for row in snap["kpis"]:
             labels = list(row["key"])
             total, succ = int(row["episodes_total"]), int(row["successes"])
@@ -149,13 +157,16 @@ class KpiCollector:
                 episodes.add_metric([*labels, "success"], succ)
                 episodes.add_metric([*labels, "failure"], total - succ)
                 rate.add_metric(labels, succ / total)
+                wer.add_metric(labels, (total - succ) / total)
+                for family, bound in zip(wer_bounds.values(), kpi.clopper_pearson(total - succ, total)):
+                    family.add_metric(labels, bound)
             if row["wall_time_s"]:
                 steps.add_metric(labels, float(row["sim_steps"]) / float(row["wall_time_s"]))
             for family, name in ((accuracy, "model_accuracy"), (objective, "objective"),
                                  (lr, "learning_rate")):
                 if row[name] is not None:
                     family.add_metric(labels, float(row[name]))
-        yield from (episodes, rate, steps, accuracy, objective, lr)
+        yield from (episodes, rate, steps, accuracy, objective, lr, wer, *wer_bounds.values())
         sums = {row["key"]: row for row in snap["kpis"]}
         for metric, bounds, sum_col in (
             ("energy_per_switch_joules", kpi.ENERGY_BUCKETS_J, "energy_success_sum"),

@@ -12,8 +12,8 @@ PROMETHEUS_DIR = REPO / "compose" / "prometheus"
 ALERTMANAGER_CONFIG = REPO / "compose" / "alertmanager" / "alertmanager.yml"
 DEPLOYMENT_RULES = REPO / "compose" / "grafana" / "prometheus" / "grafana.rules.yml"
 REQUIRED_ALERTS = {
-    "HighErrorRate", "LowSuccessRate", "HighMemoryUsage", "SlowSimulation",
-    "DatabaseDown", "KafkaDown", "HighDiskUsage",
+    "HighErrorRate", "LowSuccessRate", "LowSuccessRateConfident", "HighMemoryUsage",
+    "SlowSimulation", "DatabaseDown", "KafkaDown", "HighDiskUsage",
     "Watchdog", "PrometheusDown", "AlertmanagerDown", "CollectorDown", "SearchStoreDown",
     "GrafanaDown",
 }
@@ -68,6 +68,7 @@ def test_every_alert_has_severity_annotations_runbook_and_firing_and_silent_case
 def test_thresholds_match_the_operations_issue():
     expressions = {rule["alert"]: (rule["expr"], rule.get("for")) for rule in alert_rules()}
     assert expressions["LowSuccessRate"] == ("success_rate < 0.8", "10m")
+    assert expressions["LowSuccessRateConfident"] == ("write_error_rate_lower_bound > 0.2", "10m")
     assert expressions["HighErrorRate"] == ("stgym:events_rejected:ratio_rate5m > 0.05", "5m")
     assert expressions["HighMemoryUsage"] == ("memory_usage_bytes / 1024^3 > 6", "5m")
     assert expressions["SlowSimulation"] == ("simulation_steps_per_second < 100", "5m")
