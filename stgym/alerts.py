@@ -12,7 +12,7 @@ in the payload becomes one structured log record of logger ``stgym.alerts``:
 
 With ``--log-format json`` these records reach stderr, the local JSON log file and (when shipping
 is on) OpenSearch, so ``stgym logs search "LowSuccessRate" --service stgym-alerts`` finds them.
-`/health` and `/ready` answer JSON for the service scripts; `/metrics` the dead man's switch.
+`/health`, `/ready` and `/metrics` (the dead man's switch) are stgym.httpserver's probes.
 
 Dead man's switch: the always-firing ``Watchdog`` alert (compose/prometheus/alert_rules.yml)
 arrives on route ``watchdog`` every minute. A down Prometheus or Alertmanager cannot alert on
@@ -27,11 +27,12 @@ import logging
 import signal
 import threading
 import time
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from aiohttp import web
+from prometheus_client import REGISTRY, Counter, Gauge
+
+from stgym import httpserver
 
 log = logging.getLogger("stgym.alerts")
 
@@ -131,89 +132,48 @@ def handle_payload(payload: dict[str, Any], route: str,
     return len(alerts)
 
 
-class _WebhookHandler(BaseHTTPRequestHandler):
-    server_version = "stgym-alerts/1"
+def webhook_route(switch: DeadMansSwitch | None, received: list[int]) -> web.RouteDef:
+    """POST /alerts/<route>: log the payload's alerts; `received[0]` counts them."""
 
-    def _reply(self, status: HTTPStatus, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-        if self.path in ("/health", "/ready"):
-            self._reply(HTTPStatus.OK, {"status": "ok", "received": self.server.received})
-        elif self.path == "/metrics":
-            data = generate_latest()
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        else:
-            self._reply(HTTPStatus.NOT_FOUND, {"error": f"no such path {self.path}"})
-
-    def do_POST(self) -> None:  # noqa: N802
-        parts = self.path.strip("/").split("/")
-        if len(parts) != 2 or parts[0] != "alerts" or parts[1] not in ROUTES:
-            self._reply(HTTPStatus.NOT_FOUND, {"error": f"POST to /alerts/{{{'|'.join(ROUTES)}}}"})
-            return
+    async def receive(request: web.Request) -> web.Response:
+        route = request.match_info["route"]
+        if route not in ROUTES:
+            return httpserver.json_response(
+                {"error": f"POST to /alerts/{{{'|'.join(ROUTES)}}}"}, 404)
         try:
-            length = int(self.headers.get("Content-Length", "0"))
-            payload = json.loads(self.rfile.read(length))
-            count = handle_payload(payload, parts[1], self.server.switch)
+            payload = json.loads(await request.read())
+            count = handle_payload(payload, route, switch)
         except (ValueError, TypeError, AttributeError) as error:
-            log.warning("rejected webhook payload on %s: %s", self.path, error)
-            self._reply(HTTPStatus.BAD_REQUEST, {"error": str(error)})
-            return
-        self.server.received += count
-        self._reply(HTTPStatus.OK, {"logged": count})
+            log.warning("rejected webhook payload on %s: %s", request.path, error)
+            return httpserver.json_response({"error": str(error)}, 400)
+        received[0] += count
+        return httpserver.json_response({"logged": count})
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        log.debug("webhook %s %s", self.address_string(), format % args)
-
-
-class WebhookServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, host: str, port: int, switch: DeadMansSwitch | None = None) -> None:
-        super().__init__((host, port), _WebhookHandler)
-        self.received = 0
-        self.switch = switch
+    return web.post("/alerts/{route}", receive)
 
 
 def serve(host: str, port: int, watchdog_timeout_s: float) -> int:
     """Run the receiver and its dead man's switch until SIGTERM/SIGINT."""
     switch = DeadMansSwitch(watchdog_timeout_s)
+    received = [0]
     try:
-        server = WebhookServer(host, port, switch)
+        server = httpserver.serve(port, REGISTRY, lambda: (True, {"received": received[0]}),
+                                  host=host, service="stgym-alerts",
+                                  health=lambda: {"received": received[0]},
+                                  routes=[webhook_route(switch, received)])
     except OSError as error:
         from stgym.errors import UserError
 
         raise UserError(f"cannot listen on {host}:{port} for alerts: {error.strerror}") from error
     stopping = threading.Event()
-
-    def stop(signum, frame) -> None:
-        if not stopping.is_set():
-            stopping.set()
-            threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-
-    def watch() -> None:
-        while not stopping.wait(min(1.0, watchdog_timeout_s / 10)):
-            switch.check()
-
-    threading.Thread(target=watch, name="watchdog", daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stopping.set())
     log.info("alert webhook receiver listening on http://%s:%d/alerts/{critical,warning}",
              host, server.server_address[1])
     try:
-        server.serve_forever(poll_interval=0.2)
+        while not stopping.wait(min(1.0, watchdog_timeout_s / 10)):
+            switch.check()
     finally:
-        stopping.set()
-        server.server_close()
-        log.info("alert webhook receiver stopped after %d alerts", server.received)
+        server.shutdown()
+        log.info("alert webhook receiver stopped after %d alerts", received[0])
     return 0

@@ -28,7 +28,7 @@ def run(args) -> int:
     from sinks.factory import open_sink
     from sinks.postgres import redact
     from stgym.bus import open_bus
-    from streams import web
+    from stgym import httpserver
     from streams.kpitable import print_kpi_table
     from streams.metrics import KpiCollector, ProcessMetrics
     from streams.api import ApiServer, KpiApi, open_reader
@@ -44,8 +44,8 @@ def run(args) -> int:
     sink.setup()
     metrics = ProcessMetrics("stgym-demo")
     metrics.registry.register(KpiCollector(sink))
-    server = web.serve(args.web_port, metrics.registry, lambda: (sink.ping(), {"database": sink.ping()}),
-                       service="stgym-demo")
+    server = httpserver.serve(args.web_port, metrics.registry,
+                              lambda: (sink.ping(), {"database": sink.ping()}), service="stgym-demo")
     port = server.server_address[1]
     bus = open_bus(f"memory://demo-{token}")
     pipeline = EmbeddedPipeline(bus, Processor(sink, metrics), group=f"demo-{token}").start()

@@ -13,7 +13,7 @@ import logging
 import socket
 
 from stgym import events as ev, settings as settings_module
-from streams import web
+from stgym import httpserver
 from streams.metrics import KpiCollector, ProcessMetrics
 from streams.pipeline import Processor
 
@@ -135,7 +135,7 @@ class BaseWorker:
         ensure_topics(self.bootstrap)
         self.sink.setup()
         host = settings_module.load().host
-        server = web.serve(self.web_port, self.metrics.registry, self.ready, host=host,
+        server = httpserver.serve(self.web_port, self.metrics.registry, self.ready, host=host,
                            service=self.service)
         log.info("stream worker %s (%s): /metrics /health /ready on %s:%d",
                  self.worker_id, self.engine, host, self.web_port)

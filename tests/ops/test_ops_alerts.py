@@ -102,7 +102,8 @@ def test_bad_requests_are_refused_and_logged_without_crashing(receiver):
     assert post(f"http://127.0.0.1:{port}/alerts/critical", json.dumps(PAYLOAD).encode())[0] == 200
     assert proc.poll() is None
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as response:
-        assert json.loads(response.read()) == {"status": "ok", "received": 2}
+        assert json.loads(response.read()) == {"status": "ready", "service": "stgym-alerts",
+                                               "pid": proc.pid, "received": 2}
 
 
 def test_port_in_use_is_a_one_line_error(tmp_path):

@@ -8,8 +8,9 @@ import pytest
 
 from sinks.factory import open_sink
 from stgym import events as ev
+from stgym import httpserver
 from stgym.bus import open_bus
-from streams import testing, web
+from streams import testing
 from streams.metrics import KpiCollector, ProcessMetrics, gpu_reader
 from streams.pipeline import EmbeddedPipeline, Processor, read_dlq_envelope
 
@@ -55,7 +56,7 @@ def test_embedded_pipeline_exact_kpis_dlq_and_metrics(sink, unique_id):
     assert [d["reason"] for d in dlq] == [reason for _, reason in bad]
     assert all(d["source_topic"] == ev.TOPIC_EPISODES and d["detail"] for d in dlq)
 
-    server = web.serve(0, metrics.registry, lambda: (sink.ping(), {"database": sink.ping()}))
+    server = httpserver.serve(0, metrics.registry, lambda: (sink.ping(), {"database": sink.ping()}))
     port = server.server_address[1]
     try:
         samples = scrape(port)
@@ -90,7 +91,7 @@ def test_embedded_pipeline_exact_kpis_dlq_and_metrics(sink, unique_id):
 
 def test_ready_is_503_with_reasons_when_the_database_is_gone(sink):
     metrics = ProcessMetrics("stgym-test-2")
-    server = web.serve(0, metrics.registry, lambda: (sink.ping(), {"database": sink.ping()}))
+    server = httpserver.serve(0, metrics.registry, lambda: (sink.ping(), {"database": sink.ping()}))
     port = server.server_address[1]
     try:
         sink.close()
