@@ -12,7 +12,11 @@ def register(subparsers) -> None:
         description="Train a switching policy. Every finished episode becomes an EpisodeEvent on "
         "the bus; exits non-zero if a worker failed.",
     )
-    train.add_argument("--algo", default="cem", help="constant, random, cem or reinforce")
+    train.add_argument(
+        "--algo", default="cem",
+        help="constant, random, cem, reinforce, or ppo / sac (stable-baselines3: the rl extra; "
+        "hyperparameters in producers/trainers/hyperparams.yml; use the -v1 envs)",
+    )
     train.add_argument(
         "--env", default="SpinTorque-v0",
         help="SpinTorque-v0, SpinTorqueSOT-v0 or SpinTorqueArray-v0 (N = 4 devices: each episode "

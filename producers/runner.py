@@ -46,7 +46,7 @@ import numpy as np
 from producers.publisher import EpisodePublisher
 from producers.rollout import EpisodeBatch, PulsePolicy, device_type, episode_task
 from producers.train_config import TrainConfig, worker_episodes
-from producers.trainers import TRAINERS
+from producers.trainers import AGENTS, TRAINERS, agent_trainer_class
 from producers.worker_metrics import WorkerMetrics
 from producers.worker_stats import RunProgress, TrainSummary, WorkerStats, batch_totals, summarise
 from stgym import settings as settings_module, tracing
@@ -66,7 +66,13 @@ def run_worker(config: TrainConfig, index: int, token: str, bus: Bus,
     run_id = f"{config.experiment}.{token}.w{number}"
     task = episode_task(config.env_id, config.env_kwargs)
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, number]))
-    trainer = TRAINERS[config.algorithm](task, config.options, rng)
+    if config.algorithm in AGENTS:
+        trainer = agent_trainer_class()(
+            config.algorithm, config.env_id, config.env_kwargs, config.options, rng,
+            Path(config.run_dir) / f"model-w{number}.zip",
+        )
+    else:
+        trainer = TRAINERS[config.algorithm](task, config.options, rng)
     settings = settings_module.load()
     metrics = WorkerMetrics(
         None if config.metrics_port is None else config.metrics_port + index, settings.host,
@@ -96,7 +102,8 @@ def run_worker(config: TrainConfig, index: int, token: str, bus: Bus,
     extra = trainer.summary() if hasattr(trainer, "summary") else {}
     return {
         "run_id": run_id, "stats": dataclasses.asdict(publisher.stats),
-        "pulse": [float(a) for a in pulse], "stop": trainer.best_stop(),
+        "pulse": None if pulse is None else [float(a) for a in pulse],
+        "stop": trainer.best_stop(),
         "objective": publisher.last_objective,
         "extra": extra,
     }
@@ -262,12 +269,15 @@ def _summary(config: TrainConfig, results: dict, failed: list, live_totals: Work
             "run_id": best["run_id"],
             **best["extra"],
         }
-        policy_path = config.policy_out or str(Path(config.run_dir) / "policy.json")
-        PulsePolicy(
-            amplitudes=np.asarray(best["pulse"]), env_id=config.env_id,
-            env_kwargs=config.env_kwargs, algorithm=config.algorithm, metrics=policy_metrics,
-            stop_alignment=best["stop"],
-        ).save(policy_path)
+        if best["pulse"] is None:  # an SB3 agent: its saved model is the policy
+            policy_path = best["extra"]["model_path"]
+        else:
+            policy_path = config.policy_out or str(Path(config.run_dir) / "policy.json")
+            PulsePolicy(
+                amplitudes=np.asarray(best["pulse"]), env_id=config.env_id,
+                env_kwargs=config.env_kwargs, algorithm=config.algorithm,
+                metrics=policy_metrics, stop_alignment=best["stop"],
+            ).save(policy_path)
     return TrainSummary(
         experiment=config.experiment, algorithm=config.algorithm, env_id=config.env_id,
         wall_time_s=wall_s, run_ids=sorted(r["run_id"] for r in results.values()),

@@ -6,7 +6,7 @@ import dataclasses
 
 from producers.envs import ENV_IDS
 from producers.rollout import episode_task
-from producers.trainers import TRAINERS, TrainerOptions
+from producers.trainers import AGENTS, TRAINERS, TrainerOptions, agent_trainer_class
 from stgym.bus import parse_bus_url
 from stgym.errors import UserError
 
@@ -32,8 +32,11 @@ class TrainConfig:
     log_level: str | None = None
 
     def validate(self) -> None:
-        if self.algorithm not in TRAINERS:
-            raise UserError(f"--algo {self.algorithm!r}: expected one of {', '.join(TRAINERS)}")
+        if self.algorithm not in TRAINERS and self.algorithm not in AGENTS:
+            raise UserError(f"--algo {self.algorithm!r}: expected one of "
+                            f"{', '.join([*TRAINERS, *AGENTS])}")
+        if self.algorithm in AGENTS:
+            agent_trainer_class()
         if self.env_id not in ENV_IDS:
             raise UserError(
                 f"--env {self.env_id!r}: expected one of {', '.join(ENV_IDS)}"

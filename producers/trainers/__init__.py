@@ -1,4 +1,5 @@
-"""NumPy trainers over piecewise-constant pulses: constant (baseline), random, cem, reinforce."""
+"""NumPy trainers over piecewise-constant pulses: constant (baseline), random, cem, reinforce;
+and the stable-baselines3 agents ppo and sac (`sb3.py`, the optional `rl` extra)."""
 from __future__ import annotations
 
 from producers.trainers.base import PulseTrainer, Progress, Reporter, TrainerOptions
@@ -11,4 +12,21 @@ TRAINERS: dict[str, type[PulseTrainer]] = {
     cls.name: cls for cls in (ConstantTrainer, RandomTrainer, CEMTrainer, ReinforceTrainer)
 }
 
-__all__ = ["TRAINERS", "PulseTrainer", "Progress", "Reporter", "TrainerOptions"]
+# stable-baselines3 agents: imported only when asked for (torch is an optional extra)
+AGENTS = ("ppo", "sac")
+
+
+def agent_trainer_class():
+    """`producers.trainers.sb3.AgentTrainer`, or a UserError saying how to install it."""
+    from stgym.errors import UserError
+
+    try:
+        from producers.trainers.sb3 import AgentTrainer
+    except ImportError as error:
+        raise UserError(f"--algo ppo and sac need the rl extra (stable-baselines3, torch): "
+                        f"pip install '.[rl]' ({error})") from None
+    return AgentTrainer
+
+
+__all__ = ["AGENTS", "TRAINERS", "agent_trainer_class", "PulseTrainer", "Progress", "Reporter",
+           "TrainerOptions"]

@@ -1,0 +1,144 @@
+"""`ppo` and `sac`: stable-baselines3 agents as trainers of `stgym train`.
+
+The agent learns on `NativeVecEnv` (all copies in one batched integrator call) with the
+hyperparameters of `hyperparams.yml`. `PublishingCallback` turns every episode the agent
+completes into the same EpisodeEvents as the pulse trainers' (through the worker's
+`EpisodePublisher`: batches of at most `batch_size` episodes, each flushed and then ledgered),
+and reports a TrainingEvent after each batch (objective: mean episode return; model accuracy:
+the batch's success rate). The episode budget is exact: training stops once it is spent, and
+the model is saved as an SB3 zip (`stable_baselines3.PPO.load(path)`).
+
+Needs the `rl` extra (`pip install '.[rl]'`); the runner imports this module only for
+`--algo ppo|sac` and turns a missing extra into a one-line hint (`INSTALL_HINT`).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import stable_baselines3
+import yaml
+from stable_baselines3.common.callbacks import BaseCallback
+
+from producers.rollout import EpisodeBatch
+from producers.trainers.base import Progress, Reporter, TrainerOptions
+from producers.trainers.sb3_vecenv import make_vec_env
+
+AGENTS = {"ppo": stable_baselines3.PPO, "sac": stable_baselines3.SAC}
+HYPERPARAMS = Path(__file__).with_name("hyperparams.yml")
+
+
+@functools.cache
+def _table() -> dict:
+    return yaml.safe_load(HYPERPARAMS.read_text())
+
+
+def hyperparameters(algorithm: str, env_id: str) -> dict:
+    """The shipped hyperparameters of `algorithm` on `env_id` (its own entry, else `default`)."""
+    entries = _table()[algorithm]
+    return dict(entries.get(env_id, entries["default"]))
+
+
+class AgentTrainer:
+    """One worker's SB3 agent: `run(episodes, reporter)` trains it on exactly `episodes`
+    episodes of `env_id`, publishing them, and saves the model to `model_path`."""
+
+    def __init__(self, algorithm: str, env_id: str, env_kwargs: dict, options: TrainerOptions,
+                 rng: np.random.Generator, model_path: Path) -> None:
+        params = hyperparameters(algorithm, env_id)
+        self.name, self.model_path = algorithm, Path(model_path)
+        self.options = options
+        self.seed = int(rng.integers(0, 2**31 - 1 - params["n_envs"]))
+        self.envs = make_vec_env(env_id, params.pop("n_envs"), seed=self.seed, **env_kwargs)
+        self.model = AGENTS[algorithm](
+            params.pop("policy"), self.envs, seed=self.seed, device="cpu", verbose=0, **params
+        )
+        self.callback: PublishingCallback | None = None
+
+    def run(self, episodes: int, reporter: Reporter) -> None:
+        self.callback = PublishingCallback(reporter, episodes, self.options.batch_size,
+                                           self.seed)
+        # every episode ends within max_steps steps: this many steps always spend the budget
+        # (each copy may be inside an unfinished episode when it is spent)
+        steps = (episodes + self.envs.num_envs) * self.envs.venv.task.max_steps
+        self.model.learn(steps, callback=self.callback)
+        self.model_path.parent.mkdir(parents=True, exist_ok=True)
+        self.model.save(self.model_path)
+
+    def best_stop(self) -> None:
+        return None
+
+    def summary(self) -> dict:
+        return {"model_path": str(self.model_path), "env_steps": int(self.model.num_timesteps)}
+
+
+class PublishingCallback(BaseCallback):
+    """Completed episodes -> `reporter.episodes(batch)` every `batch_size` episodes, then
+    a TrainingEvent; stops the agent once `budget` episodes are published. An episode's
+    `seed` is its copy's seed (copy i of the vector env draws from seed + i), its wall
+    time its share of the batched steps' wall time."""
+
+    def __init__(self, reporter: Reporter, budget: int, batch_size: int, seed: int):
+        super().__init__()
+        self.reporter, self.budget, self.batch_size, self.seed = (
+            reporter, budget, batch_size, seed)
+        self.published = 0
+        self.iterations = 0
+        self._rows: list[tuple] = []
+        self._wall: np.ndarray | None = None
+        self._last = 0.0
+
+    def _on_training_start(self) -> None:
+        self._wall = np.zeros(self.training_env.num_envs)
+        self._last = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        now = time.perf_counter()
+        self._wall += (now - self._last) / len(self._wall)
+        self._last = now
+        for i in np.flatnonzero(self.locals["dones"]):
+            info = self.locals["infos"][i]
+            switch = info["switching_time_s"]
+            self._rows.append((
+                self.seed + i, info["success"], info["energy_j"],
+                math.nan if switch is None else switch, info["episode"]["l"],
+                info["sim_steps"], info["episode"]["r"], self._wall[i],
+            ))
+            self._wall[i] = 0.0
+            if self.published + len(self._rows) == self.budget:
+                break
+        if len(self._rows) >= self.batch_size or self.published + len(self._rows) >= self.budget:
+            self._publish()
+        return self.published < self.budget
+
+    def _on_training_end(self) -> None:
+        if self._rows:
+            self._publish()
+
+    def _publish(self) -> None:
+        rows, self._rows = self._rows, []
+        columns = list(zip(*rows))
+        batch = EpisodeBatch(
+            seeds=np.array(columns[0], dtype=np.int64),
+            success=np.array(columns[1], dtype=bool),
+            energy_j=np.array(columns[2], dtype=float),
+            switching_time_s=np.array(columns[3], dtype=float),
+            steps=np.array(columns[4], dtype=np.int64),
+            sim_steps=np.array(columns[5], dtype=np.int64),
+            total_reward=np.array(columns[6], dtype=float),
+            wall_time_s=np.array(columns[7], dtype=float),
+            actions=np.zeros((len(rows), 0)), bits=np.ones(len(rows), dtype=np.int64),
+        )
+        self.reporter.episodes(batch)
+        self.published += len(batch)
+        self.iterations += 1
+        model = self.model
+        self.reporter.iteration(Progress(
+            iteration=self.iterations, objective=float(batch.total_reward.mean()),
+            learning_rate=float(model.lr_schedule(model._current_progress_remaining)),
+            model_accuracy=batch.success_rate,
+        ))
+
