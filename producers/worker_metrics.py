@@ -17,6 +17,8 @@ class WorkerMetrics:
         import prometheus_client as prom
         import psutil
 
+        from stgym.procmetrics import ProcessResourceCollector
+
         registry = prom.CollectorRegistry()
         memory = prom.Gauge(
             "memory_usage_bytes", "Resident memory of the process", ["service"], registry=registry
@@ -26,6 +28,7 @@ class WorkerMetrics:
             ["experiment", "device_type", "algorithm"], registry=registry,
         )
         self._gauges = (memory.labels(service="stgym-trainer"), rate.labels(**labels))
+        registry.register(ProcessResourceCollector("stgym-trainer"))
         self._process = psutil.Process()
         try:
             self._server, _ = prom.start_http_server(port, addr=host, registry=registry)

@@ -36,6 +36,7 @@ from prometheus_client import (
 )
 
 from stgym.kpi import parse_duration
+from stgym.procmetrics import ProcessResourceCollector
 
 log = logging.getLogger(__name__)
 disable_created_metrics()  # no *_created series (as streams.metrics)
@@ -150,6 +151,7 @@ class KpiApi:
         self.refresh_s = refresh_s
         self.registry = registry or CollectorRegistry()
         self.http = HttpMetrics(self.registry)
+        self.registry.register(ProcessResourceCollector(service))
 
     # -- plumbing ----------------------------------------------------------------------------
     async def _read(self, fn, *args, **kwargs):

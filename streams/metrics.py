@@ -22,6 +22,7 @@ from prometheus_client.core import (
 )
 
 from stgym import kpi
+from stgym.procmetrics import ProcessResourceCollector
 
 log = logging.getLogger(__name__)
 disable_created_metrics()  # no *_created series: they double the scrape size for nothing
@@ -67,6 +68,7 @@ class ProcessMetrics:
         memory = Gauge("memory_usage_bytes", "Resident memory of the process", ["service"],
                        registry=self.registry)
         memory.labels(service=service).set_function(lambda: process.memory_info().rss)
+        self.registry.register(ProcessResourceCollector(service))
         gpu = gpu_reader()
         if gpu is not None:
             Gauge("gpu_utilization_percent", "GPU utilisation (NVML)",
