@@ -28,6 +28,7 @@ episode, and at most its one unacknowledged batch may be on the bus beyond its l
 from __future__ import annotations
 
 import contextlib
+import functools
 import dataclasses
 import logging
 import math
@@ -43,6 +44,7 @@ from typing import Callable
 
 import numpy as np
 
+from producers import tracking
 from producers.publisher import EpisodePublisher
 from producers.rollout import EpisodeBatch, PulsePolicy, device_type, episode_task
 from producers.train_config import TrainConfig, worker_episodes
@@ -58,8 +60,10 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------- one worker
 
 def run_worker(config: TrainConfig, index: int, token: str, bus: Bus,
-               on_batch: Callable[[int, EpisodeBatch], None]) -> dict:
-    """Train on worker `index`'s share; returns its stats, best pulse and final objective."""
+               on_batch: Callable[[int, EpisodeBatch], None],
+               on_iteration: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Train on worker `index`'s share; returns its stats, best pulse and final objective.
+    `on_iteration(index, iteration, metrics)`: each iteration's MLflow metrics (tracking)."""
     from stgym.logcontext import bound_context
 
     number = config.first_worker + index
@@ -92,7 +96,8 @@ def run_worker(config: TrainConfig, index: int, token: str, bus: Bus,
                  worker_episodes(config, index))
         publisher.experiment("started")
         try:
-            pulse = trainer.run(worker_episodes(config, index), publisher)
+            pulse = trainer.run(worker_episodes(config, index), publisher if on_iteration is None
+                                else tracking.IterationTap(publisher, functools.partial(on_iteration, index)))
         except BaseException:
             publisher.experiment("failed")
             raise
@@ -124,7 +129,11 @@ def _worker_process(config: TrainConfig, index: int, token: str, messages) -> No
         def on_batch(i, batch):
             messages.send(("batch", batch_totals(batch)))
 
-        result = run_worker(config, index, token, bus, on_batch)
+        def on_iteration(i, step, metrics):
+            messages.send(("iteration", (step, metrics)))
+
+        result = run_worker(config, index, token, bus, on_batch,
+                            None if config.mlflow == tracking.OFF else on_iteration)
         bus.close()
         messages.send(("done", result))
     except SystemExit as stop:  # SIGTERM (the bus turns it into SystemExit)
@@ -153,6 +162,9 @@ def train(config: TrainConfig, bus: Bus | None = None,
     run_dir = Path(config.run_dir or Path(settings.run_dir) / "train" / f"{config.experiment}-{token}")
     run_dir.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(config, run_dir=str(run_dir))
+    tracker = tracking.open_tracker(config, token)
+    config = dataclasses.replace(config, mlflow=tracker.uri if tracker else tracking.OFF)
+    on_iteration = tracker.iteration if tracker else None
     totals = WorkerStats()
     results: dict[int, dict] = {}
     failed: list[str] = []
@@ -174,15 +186,18 @@ def train(config: TrainConfig, bus: Bus | None = None,
             try:
                 results[index] = run_worker(
                     config, index, token, in_process_bus,
-                    lambda i, batch: on_batch(i, batch_totals(batch)),
+                    lambda i, batch: on_batch(i, batch_totals(batch)), on_iteration,
                 )
             except Exception:
                 log.exception("worker w%d failed", index)
                 failed.append(f"w{index}")
     else:
-        _run_processes(config, token, results, failed, on_batch)
+        _run_processes(config, token, results, failed, on_batch, on_iteration)
 
-    return _summary(config, results, failed, totals, time.perf_counter() - started)
+    summary = _summary(config, results, failed, totals, time.perf_counter() - started)
+    if tracker is not None:
+        summary.mlflow_run_id = tracker.finish(summary, results)
+    return summary
 
 
 @contextlib.contextmanager
@@ -198,7 +213,7 @@ def _worker_threads(workers: int):
             del os.environ["OMP_NUM_THREADS"]
 
 
-def _run_processes(config, token, results, failed, on_batch) -> None:
+def _run_processes(config, token, results, failed, on_batch, on_iteration) -> None:
     """One spawned process per worker, each with its own pipe (a worker killed mid-message
     cannot block the others, as it could while holding a shared queue's lock)."""
     from multiprocessing.connection import wait
@@ -239,6 +254,8 @@ def _run_processes(config, token, results, failed, on_batch) -> None:
                     continue
                 if kind == "batch":
                     on_batch(index, payload)
+                elif kind == "iteration":
+                    on_iteration(index, *payload)
                 elif kind == "done":
                     results[index] = payload
                 else:

@@ -30,6 +30,7 @@ class TrainConfig:
     metrics_port: int | None = None
     log_format: str | None = None
     log_level: str | None = None
+    mlflow: str | None = None  # tracking URI or "off"; None: settings, else auto (producers.tracking)
 
     def validate(self) -> None:
         if self.algorithm not in TRAINERS and self.algorithm not in AGENTS:

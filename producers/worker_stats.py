@@ -70,6 +70,7 @@ class TrainSummary:
     run_dir: str
     policy_path: str | None
     policy_metrics: dict
+    mlflow_run_id: str | None = None  # the MLflow parent run (producers.tracking)
 
     @property
     def ok(self) -> bool:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+from stgym.durations import duration_arg
+
 
 def register(subparsers) -> None:
     logs = subparsers.add_parser("logs", help="search structured logs (OpenSearch or local file)")
@@ -17,7 +19,8 @@ def register(subparsers) -> None:
     search.add_argument("--level", help="minimum level: DEBUG, INFO, WARNING, ERROR, CRITICAL")
     search.add_argument("--service", help="exact service name, e.g. stgym-streams")
     search.add_argument("--experiment", help="exact experiment id")
-    search.add_argument("--since", help="only records newer than this duration (30s, 15m, 1h, 2d)")
+    search.add_argument("--since", type=duration_arg,
+                        help="only records newer than this duration (30s, 15m, 1h, 2d, 1w)")
     search.add_argument("--limit", type=int, default=50, help="newest N records (default 50)")
     search.add_argument("--json", action="store_true", help="print a JSON list of records")
     search.add_argument(
@@ -55,12 +58,14 @@ def register(subparsers) -> None:
     kpi = plot_commands.add_parser("kpi", help="KPI history from the database to a PNG")
     kpi.add_argument("--db", help="database URL (default: the SQLite file of the embedded mode)")
     kpi.add_argument("--experiment", help="only this experiment")
-    kpi.add_argument("--since", help="only windows newer than this duration (1h, 2d)")
+    kpi.add_argument("--since", type=duration_arg,
+                     help="only windows newer than this duration (1h, 2d, 1w)")
     kpi.add_argument("--output", "-o", default="kpi.png", help="PNG path (default kpi.png)")
     kpi.set_defaults(handler=run_plot_kpi)
 
 
 def run_logs_search(args) -> int:
+    import datetime as dt
     from pathlib import Path
 
     from stgym import logsearch, logsetup
@@ -71,7 +76,7 @@ def run_logs_search(args) -> int:
     query = logsearch.LogQuery(
         text=args.query, level=logsearch.parse_level(args.level), service=args.service,
         experiment=args.experiment,
-        since=logsearch.parse_duration(args.since) if args.since else None, limit=args.limit,
+        since=dt.timedelta(seconds=args.since) if args.since else None, limit=args.limit,
     )
     log_file = Path(args.log_file) if args.log_file else logsetup.log_file_path()
     if args.store == "local":
@@ -150,16 +155,15 @@ def run_plot_kpi(args) -> int:
 
     from sinks.factory import open_sink
     from sinks.postgres import redact
-    from stgym import kpiplot, logsearch
+    from stgym import kpiplot
     from stgym import settings as settings_module
     from stgym.errors import UserError
 
     url = args.db or settings_module.load().sqlite_url
-    since_s = int(logsearch.parse_duration(args.since).total_seconds()) if args.since else None
     sink = open_sink(url)
     sink.setup()
     try:
-        rows = sink.query_kpis(args.experiment, since_s=since_s, window_s=kpiplot.WINDOW_S)
+        rows = sink.query_kpis(args.experiment, since_s=args.since, window_s=kpiplot.WINDOW_S)
     finally:
         sink.close()
     if not rows:

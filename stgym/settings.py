@@ -8,11 +8,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import secrets
+import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import platformdirs
 
+from stgym.errors import UserError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+# The generated credentials (files of Settings.secrets_dir): name -> bytes of randomness.
+POSTGRES_PASSWORD = "postgres.password"
+POSTGRES_READER_PASSWORD = "postgres-reader.password"
+KAFKA_PASSWORD = "kafka.password"
+ALERT_WEBHOOK_TOKEN = "alert-webhook.token"
+SECRETS = (POSTGRES_PASSWORD, POSTGRES_READER_PASSWORD, KAFKA_PASSWORD, ALERT_WEBHOOK_TOKEN)
 
 
 def _default_run_dir() -> str:
@@ -35,10 +47,22 @@ class Settings:
     kafka_controller_port: int = 9094
     postgres_port: int = 5433
     postgres_user: str = "stgym"
-    postgres_password: str = "stgym"
+    # Credentials: `services.sh up` generates each once into secrets_dir (mode 0600); the
+    # clients read them from there (other machines get a copy of the folder). A non-empty
+    # field (STGYM_POSTGRES_PASSWORD, ...) wins over its file. README "Security".
+    secrets_dir: str = ""  # "" = <run_dir>/secrets
+    postgres_password: str = ""  # "" = secrets_dir/postgres.password
     postgres_db: str = "stgym"
     postgres_reader_user: str = "stgym_reader"  # read-only role of `stgym serve`
-    postgres_reader_password: str = "stgym_reader"
+    postgres_reader_password: str = ""  # "" = secrets_dir/postgres-reader.password
+    # Kafka: PLAINTEXT only on 127.0.0.1:kafka_port (this machine's clients); other machines
+    # use the SASL_PLAINTEXT listener on host:kafka_sasl_port, SCRAM-SHA-512 user
+    # kafka_sasl_username with the password of secrets_dir/kafka.password.
+    kafka_sasl_port: int = 9096
+    kafka_security_protocol: str = "PLAINTEXT"  # of the clients: PLAINTEXT or SASL_PLAINTEXT
+    kafka_sasl_username: str = "stgym"
+    kafka_sasl_password: str = ""  # "" = secrets_dir/kafka.password
+    alert_webhook_token: str = ""  # bearer token of the alert webhook; "" = its file
     prometheus_port: int = 9090
     alertmanager_port: int = 9095
     alert_webhook_port: int = 9099
@@ -104,19 +128,56 @@ class Settings:
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"{self.shared_host}:{self.kafka_port}"
+        """host:port of the listener of kafka_security_protocol (PLAINTEXT: loopback only)."""
+        if self.kafka_security_protocol == "SASL_PLAINTEXT":
+            return f"{self.shared_host}:{self.kafka_sasl_port}"
+        if self.kafka_security_protocol != "PLAINTEXT":
+            raise UserError(f"STGYM_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol!r}: "
+                            "expected PLAINTEXT or SASL_PLAINTEXT")
+        return f"{LOOPBACK}:{self.kafka_port}"
+
+    def kafka_client_options(self) -> dict:
+        """Security options of every Kafka client (kafka-python and aiokafka take the same
+        names); {} for PLAINTEXT."""
+        if self.kafka_security_protocol != "SASL_PLAINTEXT":
+            return {}
+        return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_plain_username": self.kafka_sasl_username,
+                "sasl_plain_password": self.secret(KAFKA_PASSWORD, self.kafka_sasl_password)}
+
+    def secret_path(self, name: str) -> Path:
+        return Path(self.secrets_dir or Path(self.run_dir) / "secrets") / name
+
+    def secret(self, name: str, value: str = "") -> str:
+        """`value` when set (an STGYM_* override), else the generated file secrets_dir/name."""
+        if value:
+            return value
+        path = self.secret_path(name)
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            raise UserError(
+                f"credential file {path} not found: `bash compose/bare/services.sh up` creates "
+                "it on the services host; copy that host's secrets folder here (STGYM_SECRETS_DIR) "
+                "or set the STGYM_* variable") from None
 
     @property
     def postgres_url(self) -> str:
+        return self.postgres_url_for(self.postgres_db)
+
+    def postgres_url_for(self, database: str) -> str:
+        """The application role's URL of `database` (password from its file)."""
         return (
-            f"postgresql://{self.postgres_user}:{self.postgres_password}"
-            f"@{self.shared_host}:{self.postgres_port}/{self.postgres_db}"
+            f"postgresql://{self.postgres_user}:"
+            f"{quote(self.secret(POSTGRES_PASSWORD, self.postgres_password), safe='')}"
+            f"@{self.shared_host}:{self.postgres_port}/{database}"
         )
 
     @property
     def postgres_reader_url(self) -> str:
         return (
-            f"postgresql://{self.postgres_reader_user}:{self.postgres_reader_password}"
+            f"postgresql://{self.postgres_reader_user}:"
+            f"{quote(self.secret(POSTGRES_READER_PASSWORD, self.postgres_reader_password), safe='')}"
             f"@{self.shared_host}:{self.postgres_port}/{self.postgres_db}"
         )
 
@@ -180,6 +241,28 @@ def load() -> Settings:
     return Settings(**overrides)
 
 
+def kafka_options() -> dict:
+    """The security options every Kafka client passes (load().kafka_client_options())."""
+    return load().kafka_client_options()
+
+
+def ensure_secrets(settings: Settings) -> list[Path]:
+    """Create each missing credential file (random, mode 0600, folder 0700); returns the new
+    ones. Run by the service scripts on the services host (`services.sh up`)."""
+    created = []
+    for name in SECRETS:
+        path = settings.secret_path(name)
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(24) + "\n")
+        created.append(path)
+    return created
+
+
 def as_shell(settings: Settings) -> str:
     """Shell assignments STGYM_<FIELD>=value for the service scripts."""
     lines = [
@@ -195,8 +278,13 @@ def as_shell(settings: Settings) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shell", action="store_true", help="print shell assignments")
+    parser.add_argument("--ensure-secrets", action="store_true",
+                        help="first create the missing credential files of secrets_dir")
     args = parser.parse_args()
     settings = load()
+    if args.ensure_secrets:
+        for path in ensure_secrets(settings):
+            print(f"[services] generated {path} (mode 0600)", file=sys.stderr)
     if args.shell:
         print(as_shell(settings))
     else:
