@@ -42,6 +42,19 @@ def register(subparsers) -> None:
     serve.add_argument("--port", type=int, help="listen port (default settings.alert_webhook_port)")
     serve.set_defaults(handler=run_alerts_serve)
 
+    traces = subparsers.add_parser(
+        "traces", help="an experiment's traces from Jaeger, with span durations",
+        description="The trainer traces tagged with the experiment (train_model > iteration > "
+                    "physics_simulation / publish / reward_calculation) and the stream batches "
+                    "linked to them (process_batch > validate / dlq_publish / db_commit).",
+    )
+    traces.add_argument("--experiment", required=True, help="experiment id")
+    traces.add_argument("--since", type=duration_arg, default=3600,
+                        help="look this far back (90s, 15m, 2h, 1d; default 1h)")
+    traces.add_argument("--limit", type=int, default=20, help="newest N trainer traces (default 20)")
+    traces.add_argument("--json", action="store_true", help="print a JSON list of traces")
+    traces.set_defaults(handler=run_traces)
+
     retention = subparsers.add_parser(
         "retention", help="delete data past its retention period (settings; docs/operations.md)")
     retention_commands = retention.add_subparsers(dest="retention_command", metavar="ACTION",
@@ -147,6 +160,18 @@ def run_retention_apply(args) -> int:
             raise ServiceUnavailable(f"OpenSearch at {config.opensearch_url} does not answer") from error
         print(f"{config.opensearch_url}: deleted {len(indices)} log indices older than "
               f"{config.log_retention_days} days{': ' + ', '.join(indices) if indices else ''}")
+    return 0
+
+
+def run_traces(args) -> int:
+    from stgym import settings, tracequery
+    from stgym.errors import UserError
+
+    if args.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {args.limit}")
+    found = tracequery.experiment_traces(settings.load().jaeger_url, args.experiment,
+                                         args.since, args.limit)
+    tracequery.print_traces(found, args.json)
     return 0
 
 
