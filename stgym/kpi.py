@@ -299,19 +299,3 @@ def summarize(counters: dict, pcts: Sequence[float | None] | None = None) -> dic
         row["switching_time_s_p50"], row["switching_time_s_p95"], row["switching_time_s_p99"] = pcts
     return row
 
-
-def parse_duration(text: str) -> int:
-    """'90s', '1m', '2h', '1d' or plain seconds -> seconds (ValueError otherwise)."""
-    text = text.strip().lower()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text and text[-1] in units:
-        number, unit = text[:-1], units[text[-1]]
-    else:
-        number, unit = text, 1
-    value = float(number)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"duration must be > 0, got {text!r}")
-    seconds = value * unit
-    if seconds != int(seconds):
-        raise ValueError(f"duration must be whole seconds, got {text!r}")
-    return int(seconds)

@@ -17,7 +17,7 @@ both stores print the same way.
 
 Query semantics (both stores): every word of QUERY must occur in the message, logger, exception
 or alert name (case-insensitive); ``--level`` is a minimum level; ``--service`` and
-``--experiment`` match exactly; ``--since`` is a duration (``30s``, ``15m``, ``1h``, ``2d``).
+``--experiment`` match exactly; ``--since`` is a duration (stgym/durations.py: ``30s``, ``15m``, ``1h``, ``2d``, ``1w``).
 """
 from __future__ import annotations
 
@@ -35,8 +35,6 @@ from stgym.errors import ServiceUnavailable, UserError
 COMPOSE_DIR = settings_module.REPO_ROOT / "compose" / "opensearch"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 COMPONENT_ID = "stgym-logs-mappings"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _TEXT_FIELDS = ("message", "logger", "alertname")
 
 
@@ -56,14 +54,6 @@ class LogQuery:
 
     def terms(self) -> list[str]:
         return [word.lower() for word in self.text.split() if word != "*"]
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """``90s``, ``15m``, ``1h``, ``2d``, ``1w`` -> timedelta; anything else is a UserError."""
-    match = _DURATION.match(text)
-    if not match:
-        raise UserError(f"--since expects a duration like 30s, 15m, 1h or 2d, got {text!r}")
-    return dt.timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
 def parse_level(text: str | None) -> str | None:

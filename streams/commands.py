@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _duration(text: str) -> int:
-    from stgym.kpi import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a duration like 90s, 1m, 2h or 1d, got {text!r}") from None
+from stgym.durations import duration_arg
 
 
 def _positive_int(text: str) -> int:
@@ -39,7 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--worker-id", type=int, default=0, help="index of this worker (default 0)")
     p.add_argument("--app-id", default="stgym-stream",
                    help="Faust app id = Kafka consumer group shared by the workers")
-    p.add_argument("--window", type=_duration, default=60, help="tumbling KPI window (default 1m)")
+    p.add_argument("--window", type=duration_arg, default=60, help="tumbling KPI window (default 1m)")
     p.add_argument("--batch-size", type=_positive_int, default=2000,
                    help="max events per database transaction (default 2000)")
     p.add_argument("--engine", choices=("faust", "aiokafka"), default="faust",
@@ -57,8 +49,8 @@ def register(subparsers) -> None:
     p.add_argument("--experiment", default=None)
     p.add_argument("--device-type", default=None)
     p.add_argument("--algorithm", default=None)
-    p.add_argument("--since", type=_duration, default=None, help="only events newer than this (e.g. 1h)")
-    p.add_argument("--window", type=_duration, default=None, help="one row per tumbling window (e.g. 1m)")
+    p.add_argument("--since", type=duration_arg, default=None, help="only events newer than this (e.g. 1h)")
+    p.add_argument("--window", type=duration_arg, default=None, help="one row per tumbling window (e.g. 1m)")
     p.add_argument("--json", action="store_true", help="print a JSON list of rows")
     p.set_defaults(handler=run_kpi)
 

@@ -98,17 +98,6 @@ def test_window_start_and_bucket_index():
     assert [kpi.bucket_index(v, bounds) for v in (0.5, 1.0, 1.5, 3.0, 3.1)] == [0, 0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("text,seconds", [("90s", 90), ("1m", 60), ("2h", 7200), ("1d", 86400), ("15", 15)])
-def test_parse_duration(text, seconds):
-    assert kpi.parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "0m", "-1h", "abc", "1.5s", "nanm"])
-def test_parse_duration_rejects(text):
-    with pytest.raises(ValueError):
-        kpi.parse_duration(text)
-
-
 def test_latest_training_picks_newest_per_key():
     now = ev.utc_now()
     def t(i, exp, delta):
