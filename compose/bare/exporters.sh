@@ -6,14 +6,17 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BLACKBOX_CONFIG="$REPO_ROOT/compose/prometheus/blackbox.yml"
+PG_EXPORTER_QUERIES="$REPO_ROOT/compose/prometheus/postgres-exporter-queries.yaml"
 
 svc_postgres_exporter_port() { echo "$STGYM_POSTGRES_EXPORTER_PORT"; }
 svc_postgres_exporter_install() { apt_install prometheus-postgres-exporter; }
 svc_postgres_exporter_start() {
     spawn postgres-exporter "$HOST:$STGYM_POSTGRES_EXPORTER_PORT" \
         env DATA_SOURCE_NAME="$STGYM_POSTGRES_URL?sslmode=disable" \
-        prometheus-postgres-exporter "--web.listen-address=$HOST:$STGYM_POSTGRES_EXPORTER_PORT"
+        prometheus-postgres-exporter "--web.listen-address=$HOST:$STGYM_POSTGRES_EXPORTER_PORT" \
+        "--extend.query-path=$PG_EXPORTER_QUERIES"
 }
+svc_postgres_exporter_fingerprint() { cat "$PG_EXPORTER_QUERIES"; }
 # Ready = it reaches the database (pg_up 1), not merely listening.
 svc_postgres_exporter_ready() {
     $CHECK http "http://$HOST:$STGYM_POSTGRES_EXPORTER_PORT/metrics" $'\npg_up 1'

@@ -25,6 +25,14 @@ pg_super_psql() {
 
 svc_postgres_port() { echo "$STGYM_POSTGRES_PORT"; }
 
+# pg_stat_statements: per-statement execution times, exported by postgres-exporter
+# (compose/prometheus/postgres-exporter-queries.yaml) as the database query time KPI.
+pg_restart_settings() {
+    printf '%s\n' "# written by compose/bare/postgres.sh; changing it restarts the cluster" \
+        "shared_preload_libraries = 'pg_stat_statements'" "pg_stat_statements.track = top"
+}
+svc_postgres_fingerprint() { pg_restart_settings; }
+
 svc_postgres_install() {
     apt_install postgresql
     ensure_system_user "$PG_USER"
@@ -62,6 +70,12 @@ EOF
         timing "postgres initdb" "$t0"
         touch "$base/.needs-bootstrap"
     fi
+    # Settings that only a (re)start applies, kept in their own file: svc_start restarts a
+    # running cluster whose file differs (fingerprint), and a new cluster starts with it.
+    pg_restart_settings > "$data/stgym-restart.conf"
+    chown "$PG_USER:$PG_USER" "$data/stgym-restart.conf" 2>/dev/null || true
+    grep -qxF "include_if_exists = 'stgym-restart.conf'" "$data/postgresql.conf" \
+        || echo "include_if_exists = 'stgym-restart.conf'" >> "$data/postgresql.conf"
     as_user_prefix "$PG_USER"
     spawn postgres "$data" "${AS_USER[@]}" "$(pg_bin postgres)" -D "$data"
 }
@@ -83,9 +97,9 @@ SQL
     rm -f "$base/.needs-bootstrap"
 }
 
-# The read-only role of `stgym serve` (idempotent, every `up`: clusters made before it existed
-# get it too). pg_read_all_data reads every table of every database (tests make their own),
-# and its sessions default to read-only transactions.
+# The read-only role of `stgym serve` and the pg_stat_statements extension (idempotent, every
+# `up`: clusters made before them get them too). pg_read_all_data reads every table of every
+# database (tests make their own), and the role's sessions default to read-only transactions.
 after_ready_postgres() {
     pg_super_psql -v user="$STGYM_POSTGRES_READER_USER" -v pass="$STGYM_POSTGRES_READER_PASSWORD" \
         <<'SQL' >> "$(log_file postgres)" 2>&1 || die "postgres: creating the read-only role failed; log: $(log_file postgres)"
@@ -94,6 +108,8 @@ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'user') \gexec
 SELECT format('GRANT pg_read_all_data TO %I', :'user') \gexec
 SELECT format('ALTER ROLE %I SET default_transaction_read_only = on', :'user') \gexec
 SQL
+    pg_super_psql -d "$STGYM_POSTGRES_DB" -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements' \
+        >> "$(log_file postgres)" 2>&1 || die "postgres: CREATE EXTENSION pg_stat_statements failed; log: $(log_file postgres)"
 }
 
 svc_postgres_ready() {
