@@ -210,10 +210,7 @@ class Settings:
     def mlflow_backend_store_uri(self) -> str:
         """The tracking server's backend store (psycopg2: SQLAlchemy's bare postgresql:// would
         look for psycopg 3)."""
-        return (
-            f"postgresql+psycopg2://{self.postgres_user}:{self.postgres_password}"
-            f"@{self.shared_host}:{self.postgres_port}/{self.mlflow_db}"
-        )
+        return "postgresql+psycopg2" + self.postgres_url_for(self.mlflow_db)[len("postgresql"):]
 
     @property
     def mlflow_local_uri(self) -> str:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Apache Kafka (KRaft, one node) from Maven Central: compose/kafka/pom.xml pins the release;
 # its runtime classpath is cached under ~/.cache/stgym/kafka-<version>/libs. Data and the
-# rendered server.properties live under $STGYM_RUN_DIR/kafka. Heap: 512 MiB.
+# rendered server.properties live under $STGYM_RUN_DIR/kafka. Heap: 512 MiB (STGYM_KAFKA_HEAP).
+# Listeners: PLAINTEXT on 127.0.0.1:$STGYM_KAFKA_PORT, SASL_PLAINTEXT (SCRAM-SHA-512) on
+# $STGYM_KAFKA_LISTEN_HOST (default $STGYM_HOST):$STGYM_KAFKA_SASL_PORT for other machines.
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -48,7 +50,7 @@ svc_kafka_start() {
     mkdir -p "$data"
     sed -e "s#@HOST@#$HOST#g" -e "s#@PORT@#$STGYM_KAFKA_PORT#g" \
         -e "s#@CONTROLLER_PORT@#$STGYM_KAFKA_CONTROLLER_PORT#g" \
-        -e "s#@ADVERTISED_HOST@#$KAFKA_ADVERTISED_HOST#g" \
+        -e "s#@ADVERTISED_HOST@#$KAFKA_ADVERTISED_HOST#g" -e "s#@SASL_PORT@#$STGYM_KAFKA_SASL_PORT#g" \
         -e "s#@LISTEN_HOST@#$KAFKA_LISTEN_HOST#g" -e "s#@LOG_DIRS@#$data#g" \
         "$REPO_ROOT/compose/kafka/server.properties" > "$dir/server.properties"
     if [[ ! -f "$data/meta.properties" ]]; then
@@ -65,7 +67,18 @@ svc_kafka_start() {
 
 svc_kafka_ready() {
     port_open "$STGYM_KAFKA_PORT" || return 1
-    $CHECK kafka
+    $CHECK kafka || return 1
+    kafka_apply_scram
+}
+
+# The SCRAM-SHA-512 credential of the SASL listener follows secrets_dir/kafka.password: set
+# (over the loopback PLAINTEXT listener) when the file is new or changed.
+kafka_apply_scram() {
+    local marker="$RUN_DIR/kafka/.scram-applied" digest
+    digest="$(echo "$STGYM_KAFKA_SASL_USERNAME"; secret kafka.password | sha256sum)"
+    [[ -f "$marker" && "$(cat "$marker")" == "$digest" ]] && return 0
+    $PY "$BARE_DIR/kafka_users.py" >> "$(log_file kafka)" 2>&1 || return 1
+    echo "$digest" > "$marker"
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then service_main kafka "$@"; fi

@@ -22,7 +22,9 @@ if [[ ! -x "$PY" ]]; then
     exit 1
 fi
 # Every port, path and name comes from stgym/settings.py (env STGYM_<FIELD> overrides).
-eval "$(cd "$REPO_ROOT" && "$PY" -m stgym.settings --shell)"
+# The credentials (PostgreSQL roles, Kafka SCRAM user, webhook token) are generated on first
+# use into settings.secrets_dir, mode 0600 (stgym/settings.py ensure_secrets).
+eval "$(cd "$REPO_ROOT" && "$PY" -m stgym.settings --ensure-secrets --shell)"
 
 HOST="$STGYM_HOST"
 RUN_DIR="$STGYM_RUN_DIR"
@@ -37,6 +39,8 @@ READY_TIMEOUT="${STGYM_READY_TIMEOUT:-240}"
 STOP_TIMEOUT="${STGYM_STOP_TIMEOUT:-60}"
 
 log() { echo "[services] $*" >&2; }
+# A generated credential of settings.secrets_dir (never printed, never on a command line).
+secret() { cat "${STGYM_SECRETS_DIR:-$RUN_DIR/secrets}/$1"; }
 die() { echo "[services] ERROR: $*" >&2; exit 1; }
 now() { date +%s; }
 timing() { echo "[timing] $1 $(( $(now) - $2 )) s"; }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # PostgreSQL (Debian package): a private cluster under $STGYM_RUN_DIR/postgres, owned by the
-# system user `postgres`, listening on 127.0.0.1:$STGYM_POSTGRES_PORT only. The application
-# role (password auth over TCP, scram-sha-256) may create databases: tests make one per test.
+# system user `postgres`, listening on $STGYM_HOST:$STGYM_POSTGRES_PORT only; TCP clients of
+# that host's subnet log in with scram-sha-256. The application role may create databases
+# (tests make one per test); its password and the reader role's are the generated files
+# secrets_dir/postgres.password and postgres-reader.password, set again when a file changes.
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -76,6 +78,9 @@ EOF
     chown "$PG_USER:$PG_USER" "$data/stgym-restart.conf" 2>/dev/null || true
     grep -qxF "include_if_exists = 'stgym-restart.conf'" "$data/postgresql.conf" \
         || echo "include_if_exists = 'stgym-restart.conf'" >> "$data/postgresql.conf"
+    # Other machines of the listen address's subnet (README: several machines), scram only.
+    grep -q '^host all all samenet scram-sha-256' "$data/pg_hba.conf" \
+        || echo 'host all all samenet scram-sha-256' >> "$data/pg_hba.conf"
     as_user_prefix "$PG_USER"
     spawn postgres "$data" "${AS_USER[@]}" "$(pg_bin postgres)" -D "$data"
 }
@@ -83,8 +88,9 @@ EOF
 svc_postgres_bootstrap() {
     local base="$RUN_DIR/postgres"
     [[ -f "$base/.needs-bootstrap" ]] || return 0
-    local user="$STGYM_POSTGRES_USER" pass="$STGYM_POSTGRES_PASSWORD" db="$STGYM_POSTGRES_DB"
-    pg_super_psql -v user="$user" -v pass="$pass" -v db="$db" <<'SQL' >> "$(log_file postgres)" 2>&1 \
+    local user="$STGYM_POSTGRES_USER" db="$STGYM_POSTGRES_DB"
+    { echo "\\set pass '$(secret postgres.password)'"; cat <<'SQL'; } \
+        | pg_super_psql -v user="$user" -v db="$db" >> "$(log_file postgres)" 2>&1 \
         || die "postgres: creating role/database failed; log: $(log_file postgres)"
 SELECT format('CREATE ROLE %I LOGIN CREATEDB PASSWORD %L', :'user', :'pass')
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'user') \gexec
@@ -101,8 +107,8 @@ SQL
 # `up`: clusters made before them get them too). pg_read_all_data reads every table of every
 # database (tests make their own), and the role's sessions default to read-only transactions.
 after_ready_postgres() {
-    pg_super_psql -v user="$STGYM_POSTGRES_READER_USER" -v pass="$STGYM_POSTGRES_READER_PASSWORD" \
-        <<'SQL' >> "$(log_file postgres)" 2>&1 || die "postgres: creating the read-only role failed; log: $(log_file postgres)"
+    { echo "\\set pass '$(secret postgres-reader.password)'"; cat <<'SQL'; } \
+        | pg_super_psql -v user="$STGYM_POSTGRES_READER_USER" >> "$(log_file postgres)" 2>&1 || die "postgres: creating the read-only role failed; log: $(log_file postgres)"
 SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'user', :'pass')
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'user') \gexec
 SELECT format('GRANT pg_read_all_data TO %I', :'user') \gexec
@@ -112,13 +118,30 @@ SQL
         >> "$(log_file postgres)" 2>&1 || die "postgres: CREATE EXTENSION pg_stat_statements failed; log: $(log_file postgres)"
 }
 
+# The roles' passwords follow their files: set again (hashed by the server as scram-sha-256)
+# when a file is new or changed, e.g. on a cluster created before the files existed.
+pg_apply_passwords() {
+    local marker="$RUN_DIR/postgres/.passwords-applied" digest
+    digest="$(secret postgres.password | sha256sum; secret postgres-reader.password | sha256sum)"
+    [[ -f "$marker" && "$(cat "$marker")" == "$digest" ]] && return 0
+    { echo "\\set pass '$(secret postgres.password)'"
+      echo "\\set reader_pass '$(secret postgres-reader.password)'"
+      cat <<'SQL'; } | pg_super_psql -v user="$STGYM_POSTGRES_USER" \
+        -v reader="$STGYM_POSTGRES_READER_USER" >> "$(log_file postgres)" 2>&1 || return 1
+SELECT format('ALTER ROLE %I PASSWORD %L', :'user', :'pass')
+WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'user') \gexec
+SELECT format('ALTER ROLE %I PASSWORD %L', :'reader', :'reader_pass')
+WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'reader') \gexec
+SQL
+    echo "$digest" > "$marker"
+}
+
 svc_postgres_ready() {
-    # The superuser socket answers first; then the role/database are created once; the real
-    # check is the application's own login over TCP.
-    if [[ -f "$RUN_DIR/postgres/.needs-bootstrap" ]]; then
-        pg_super_psql -c 'SELECT 1' >/dev/null 2>&1 || return 1
-        svc_postgres_bootstrap
-    fi
+    # The superuser socket answers first; then the role/database are created once and the
+    # passwords set from their files; the real check is the application's own login over TCP.
+    pg_super_psql -c 'SELECT 1' >/dev/null 2>&1 || return 1
+    svc_postgres_bootstrap
+    pg_apply_passwords
     $CHECK postgres
 }
 
