@@ -94,7 +94,7 @@ class WriteResult:
 
 
 class Sink(abc.ABC):
-    """set up / write batch / flush / close, plus the read side used by `stgym kpi` and /metrics."""
+    """set up / write batch / close, plus the read side used by `stgym kpi` and /metrics."""
 
     window_s: int = 60
 
@@ -106,9 +106,6 @@ class Sink(abc.ABC):
     def write_batch(self, batch: kpi.ParsedBatch) -> WriteResult:
         """Write the batch's events and their KPI deltas in one transaction (idempotent);
         events the store refuses for a data reason come back in `unstorable`, unwritten."""
-
-    def flush(self) -> None:
-        """Every write_batch commits before returning; nothing is held back."""
 
     @abc.abstractmethod
     def close(self) -> None:

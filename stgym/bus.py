@@ -28,7 +28,7 @@ import urllib.parse
 import weakref
 from collections import defaultdict
 
-from stgym import events
+from stgym import events, settings as settings_module
 from stgym.errors import ServiceUnavailable, UserError
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,7 @@ class KafkaBus(Bus):
                 batch_size=self.BATCH_BYTES,
                 max_in_flight_requests_per_connection=5,
                 bootstrap_timeout_ms=int(connect_timeout_s * 1000),
+                **settings_module.kafka_options(),
             )
         except KafkaError as error:
             raise ServiceUnavailable(
@@ -201,6 +202,7 @@ class KafkaBus(Bus):
                 group_id=group,
                 auto_offset_reset="earliest",
                 enable_auto_commit=True,
+                **settings_module.kafka_options(),
             )
             self._consumers[group] = consumer
         if set(consumer.subscription() or ()) != set(topics):

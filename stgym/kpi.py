@@ -33,10 +33,6 @@ ENERGY_BUCKETS_J: tuple[float, ...] = tuple(
 SWITCH_TIME_BUCKETS_S: tuple[float, ...] = tuple(
     m * 10.0**e for e in range(-12, -5) for m in (1.0, 3.0)
 )
-HISTOGRAMS = {
-    "energy_per_switch_joules": ENERGY_BUCKETS_J,
-    "switching_time_seconds": SWITCH_TIME_BUCKETS_S,
-}
 
 Key = tuple[str, str, str]
 

@@ -20,11 +20,21 @@ import os
 
 import faust
 
-from stgym import events as ev
+from stgym import events as ev, settings as settings_module
 from streams.pipeline import dlq_envelope, dlq_headers
 from streams.worker import PARTITIONS, SOURCE_TOPICS, BaseWorker
 
 log = logging.getLogger(__name__)
+
+
+def broker_credentials() -> faust.SASLCredentials | None:
+    """Faust's form of the settings' Kafka credentials (None: the loopback PLAINTEXT)."""
+    options = settings_module.kafka_options()
+    if not options:
+        return None
+    return faust.SASLCredentials(username=options["sasl_plain_username"],
+                                 password=options["sasl_plain_password"],
+                                 mechanism=options["sasl_mechanism"])
 
 
 class StreamWorker(BaseWorker):
@@ -57,6 +67,7 @@ class StreamWorker(BaseWorker):
             producer_acks=-1,
             producer_linger_ms=5,
             worker_redirect_stdouts=False,
+            broker_credentials=broker_credentials(),
         )
         self.source = self.app.topic(*SOURCE_TOPICS, value_type=bytes, key_type=bytes,
                                      value_serializer="raw", key_serializer="raw")

@@ -22,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+from stgym import settings as settings_module
+
 log = logging.getLogger(__name__)
 TARGET_EVENTS_PER_S = 20_000
 TARGET_P99_S = 2.0
@@ -58,7 +60,8 @@ def _publish_fast(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]
     async def publish() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
                                     max_batch_size=1024 * 1024, enable_idempotence=True,
-                                    client_id="stgym-bench-producer")
+                                    client_id="stgym-bench-producer",
+                                    **settings_module.kafka_options())
         await producer.start()
         try:
             partitions = sorted(await producer.partitions_for(topic))
@@ -96,7 +99,8 @@ def _publish_paced(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes
 
     async def publish() -> float:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2,
-                                    enable_idempotence=True, client_id="stgym-bench-paced")
+                                    enable_idempotence=True, client_id="stgym-bench-paced",
+                                    **settings_module.kafka_options())
         await producer.start()
         try:
             chunk = max(1, rate // 50)

@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 
-from stgym import events as ev
+from stgym import events as ev, settings as settings_module
 from streams.pipeline import dlq_envelope, dlq_headers
 from streams.worker import SOURCE_TOPICS, BaseWorker
 
@@ -57,10 +57,11 @@ class AiokafkaWorker(BaseWorker):
             client_id=f"{self.service}", enable_auto_commit=False,
             auto_offset_reset=self.offset_reset, max_poll_records=self.batch_size,
             session_timeout_ms=10_000, heartbeat_interval_ms=1_000, fetch_max_wait_ms=100,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            max_partition_fetch_bytes=4 * 1024 * 1024, **settings_module.kafka_options(),
         )
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
-                                    client_id=f"{self.service}-dlq")
+                                    client_id=f"{self.service}-dlq",
+                                    **settings_module.kafka_options())
         await self.consumer.start()
         await producer.start()
         self.started = True

@@ -49,7 +49,6 @@ class Processor:
     def __init__(self, sink, metrics=None) -> None:
         self.sink = sink
         self.metrics = metrics
-        self.batches = 0
         self.episodes_written = 0
 
     def parse(self, records) -> kpi.ParsedBatch:
@@ -60,7 +59,6 @@ class Processor:
         result = self.sink.write_batch(batch) if len(batch) else None
         if self.metrics is not None:
             self.metrics.observe_batch(batch, result, time.perf_counter() - start)
-        self.batches += 1
         if result is not None:
             self.episodes_written += len(result.new_episodes)
         return result

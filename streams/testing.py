@@ -14,7 +14,7 @@ import time
 import urllib.request
 import uuid
 
-from stgym import events as ev
+from stgym import events as ev, settings as settings_module
 
 DEVICE_TYPES = ("stt-pma", "sot")
 ALGORITHMS = ("ppo", "cem")
@@ -284,7 +284,8 @@ class TopicReader:
         from kafka import KafkaConsumer, TopicPartition
 
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                      max_partition_fetch_bytes=8 * 1024 * 1024)
+                                      max_partition_fetch_bytes=8 * 1024 * 1024,
+                                      **settings_module.kafka_options())
         partitions = self.consumer.partitions_for_topic(topic) or set()
         assert partitions, f"topic {topic} exists (stream workers create it)"
         self.partitions = [TopicPartition(topic, p) for p in sorted(partitions)]

@@ -32,7 +32,7 @@ def ensure_topics(bootstrap: str, partitions: int = PARTITIONS, timeout_s: float
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="stgym-stream-admin",
                                  request_timeout_ms=int(timeout_s * 1000),
-                                 bootstrap_timeout_ms=10_000)
+                                 bootstrap_timeout_ms=10_000, **settings_module.kafka_options())
     except KafkaError as error:
         raise ServiceUnavailable(
             f"Kafka at {bootstrap} does not answer ({type(error).__name__}); "

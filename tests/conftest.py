@@ -85,9 +85,7 @@ def postgres_url(_postgres_server, stgym_settings, unique_id):
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     finally:
         admin.close()
-    s = stgym_settings
-    yield (f"postgresql://{s.postgres_user}:{s.postgres_password}"
-           f"@{s.host}:{s.postgres_port}/{name}")
+    yield stgym_settings.postgres_url_for(name)
     admin = psycopg2.connect(_postgres_server, connect_timeout=10)
     admin.autocommit = True
     try:

@@ -25,6 +25,7 @@ def check_kafka(s: stgym_settings.Settings) -> None:
         request_timeout_ms=int(TIMEOUT_S * 1000),
         bootstrap_timeout_ms=int(TIMEOUT_S * 1000),
         client_id="stgym-readiness",
+        **s.kafka_client_options(),
     )
     try:
         cluster = admin.describe_cluster()
