@@ -9,6 +9,8 @@ import logging
 import socket
 from typing import Any, Iterator
 
+from stgym import tracing
+
 CONTEXT_FIELDS = ("worker_id", "experiment_id", "run_id", "episode")
 
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
@@ -58,7 +60,8 @@ def set_process_context(**fields: Any) -> None:
 
 
 class ContextFilter(logging.Filter):
-    """Stamps service, host, pid and the bound context on a record, in the logging thread."""
+    """Stamps service, host, pid, the bound context and the current trace/span ids on a
+    record, in the logging thread."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -69,5 +72,7 @@ class ContextFilter(logging.Filter):
         if not hasattr(record, "stgym_context"):
             record.service = self.service
             record.hostname = self.hostname
-            record.stgym_context = get_context()
+            # inside a sampled span: its trace_id and span_id (stgym.tracing), so a record
+            # found by `stgym logs search` leads to its trace in Jaeger
+            record.stgym_context = {**get_context(), **tracing.log_fields()}
         return True

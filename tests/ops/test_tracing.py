@@ -92,6 +92,30 @@ def test_headers_carry_the_current_span_and_a_batch_links_each_producer_span_onc
     assert len(finished["process_batch"].links) == 2
 
 
+def test_log_records_carry_trace_and_span_id_inside_a_span(spans):
+    from stgym import logcontext, logformat
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(logformat.to_document(record))
+    handler.addFilter(logcontext.ContextFilter("stgym-test"))
+    logger = logging.getLogger("stgym.test_tracing")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info("outside")
+        with tracing.span("iteration") as current:
+            logger.info("inside")
+        context = current.get_span_context()
+    finally:
+        logger.removeHandler(handler)
+    outside, inside = records
+    assert "trace_id" not in outside
+    assert inside["trace_id"] == format(context.trace_id, "032x")
+    assert inside["span_id"] == format(context.span_id, "016x")
+    json.dumps(inside)
+
+
 def test_unsampled_spans_give_no_log_fields_and_are_not_exported():
     tracing.configure("stgym-test", endpoint=dead_endpoint(), sample_ratio=0.0)
     try:
