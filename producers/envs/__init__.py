@@ -9,8 +9,8 @@ ENV_IDS = ("SpinTorque-v0", "SpinTorqueSOT-v0", "SpinTorqueArray-v0", "SpinTorqu
 _STT = ("producers.envs.spin_torque:SpinTorqueEnv", "producers.envs.vector:SpinTorqueVectorEnv")
 _SOT = ("producers.envs.spin_torque:SpinTorqueSOTEnv",
         "producers.envs.vector:SpinTorqueSOTVectorEnv")
-# v1: the same classes in the write frame (see the Version History of their docstrings)
-_V1 = {"write_frame": True}
+# v1: the same classes in the write frame, energy weighted 3x (Version History of their docstrings)
+_V1 = {"write_frame": True, "energy_weight": 3.0}
 
 
 def register_envs() -> None:

@@ -24,13 +24,16 @@ _TARGET_Z = OBS_TARGET.start + 2
 
 
 def lab_actions(actions: np.ndarray, target_z: np.ndarray, deadband: float) -> np.ndarray:
-    """v1 actions (n,) -> the lab-frame actions the task applies (n,): a > deadband is the
-    current a·j_max toward the target (positive current writes -z, so its sign is -target_z),
-    anything else is off. A NaN or infinite action stays non-finite (0·NaN is NaN), so the
-    kernel still rejects it with its error naming the copy."""
-    actions = np.asarray(actions, dtype=float)
-    toward = np.where(actions > deadband, actions, 0.0 * actions)
-    return -target_z * toward
+    """v1 actions (n,) in [-1, 1] -> the lab-frame actions the task applies (n,): the current
+    (a + 1)/2 · j_max toward the target (positive current writes -z, so its sign is
+    -target_z), off where that is at most `deadband` of j_max (a ≤ -1 + 2·deadband: the
+    bottom of the box, where a clipped or squashed policy saturates). Off is thus an end of
+    the range rather than a flat half of it: an agent that follows dQ/da (SAC) gets a
+    gradient everywhere but in that sliver. A NaN or infinite action stays non-finite (0·NaN
+    is NaN), so the kernel still rejects it with its error naming the copy."""
+    toward = (np.asarray(actions, dtype=float) + 1.0) / 2.0  # the kernel clips to j_max
+    with np.errstate(invalid="ignore"):
+        return -target_z * np.where(toward > deadband, toward, 0.0 * toward)
 
 
 def write_frame_obs(lab_obs: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The v1 envs are the v0 task in the write frame: same physics, rewards and ends."""
+"""The v1 envs are the v0 task in the write frame with energy_weight 3: same physics and ends."""
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -11,15 +11,16 @@ from producers.envs import frame
                                     ("SpinTorqueSOT-v0", "SpinTorqueSOT-v1")])
 @pytest.mark.parametrize("direction", ["down", "up"])
 def test_v1_is_v0_with_the_action_toward_the_target(v0, v1, direction):
-    lab, write = (gym.make(env_id, write_direction=direction).unwrapped for env_id in (v0, v1))
+    lab = gym.make(v0, write_direction=direction, energy_weight=3.0).unwrapped
+    write = gym.make(v1, write_direction=direction).unwrapped
     lab_obs, _ = lab.reset(seed=7)
     obs, _ = write.reset(seed=7)
     target_z = -1.0 if direction == "down" else 1.0
     assert obs[3] == target_z and np.array_equal(obs, frame.write_frame_obs(lab_obs)[0])
     deadband = write.task.action_deadband
-    for a in np.random.default_rng(2).uniform(-1, 1, 100):
-        toward = a if a > deadband else 0.0
-        lab_step = lab.step(np.array([-target_z * toward], np.float32))
+    for a in np.random.default_rng(2).uniform(-1, 1, 100).astype(np.float32):
+        toward = (float(a) + 1) / 2 if (float(a) + 1) / 2 > deadband else 0.0
+        lab_step = lab.step(np.array([-target_z * toward]))
         step = write.step(np.array([a], np.float32))
         assert step[1:4] == lab_step[1:4] and step[4] == lab_step[4]
         assert np.array_equal(step[0], frame.write_frame_obs(lab_step[0])[0])
@@ -35,7 +36,7 @@ def test_v1_observation_puts_the_target_at_plus_z():
     for _ in range(40):
         obs, *_ = env.step(np.array([1.0], np.float32))
     assert obs[2] > 0.9
-    obs, reward, terminated, truncated, info = env.step(np.array([-0.5], np.float32))
+    obs, reward, terminated, truncated, info = env.step(np.array([-1.0], np.float32))
     assert terminated and info["success"] and obs[4] == 0.0
 
 
