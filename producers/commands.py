@@ -1,8 +1,13 @@
-"""CLI commands of this package (see stgym/cli.py): `stgym train` and `stgym evaluate`."""
+"""CLI commands of this package (see stgym/cli.py): `stgym train`, `stgym evaluate` and
+`stgym models` (producers/model_commands.py)."""
 from __future__ import annotations
 
 import json
 import math
+import sys
+
+from producers import model_commands
+from producers.model_commands import add_mlflow_option
 
 
 def register(subparsers) -> None:
@@ -50,18 +55,31 @@ def register(subparsers) -> None:
         "--metrics-port", type=int, default=None,
         help="first worker /metrics port (default settings.trainer_metrics_port); -1: none",
     )
+    add_mlflow_option(train, "track here: URI, or off (default: settings mlflow_tracking_uri / "
+                      "MLFLOW_TRACKING_URI, else the local store for --bus memory and the "
+                      "tracking server for Kafka)")
+    train.add_argument(
+        "--register", default=None, metavar="NAME",
+        help="register the final policy as a version of the MLflow model NAME and promote it "
+        "to @production if its certified evaluation beats the current one (README)",
+    )
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
     train.set_defaults(handler=run_train)
 
     evaluate = subparsers.add_parser(
         "evaluate", help="measure a saved policy's write error rate and energy",
     )
-    evaluate.add_argument("policy", help="a policy file written by `stgym train`")
+    evaluate.add_argument(
+        "policy", help="a policy file written by `stgym train`, or a registered model "
+        "models:/NAME@ALIAS or models:/NAME/VERSION (the evaluation is recorded on it)",
+    )
+    add_mlflow_option(evaluate)
     evaluate.add_argument("--episodes", type=int, default=1000)
     evaluate.add_argument("--temperature", type=float, default=None, help="K (default: as trained)")
     evaluate.add_argument("--seed", type=int, default=12345)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(handler=run_evaluate)
+    model_commands.register(subparsers)
 
 
 def _trainer_options(args):
@@ -99,6 +117,7 @@ def _user_error(message: str):
 
 
 def run_train(args) -> int:
+    from producers import tracking
     from producers.runner import train
     from producers.train_config import TrainConfig
     from stgym import settings as settings_module
@@ -115,9 +134,12 @@ def run_train(args) -> int:
         seed=args.seed, bus_url=args.bus,
         options=_trainer_options(args), policy_out=args.policy_out, run_dir=args.run_dir,
         metrics_port=None if metrics_port < 0 else metrics_port,
-        log_format=args.log_format, log_level=args.log_level,
+        log_format=args.log_format, log_level=args.log_level, mlflow=args.mlflow,
     )
     config.validate()
+    tracking_uri = tracking.resolve_uri(args.mlflow, args.bus)  # a bad URI: one line, before training
+    if args.register and tracking_uri is None:
+        raise _user_error("--register needs tracking: drop --mlflow off")
     if args.bus.startswith("kafka"):
         from stgym.bus import open_bus
 
@@ -128,7 +150,32 @@ def run_train(args) -> int:
     else:
         summary = _train_with_progress_bar(config, train)
         _print_summary(summary)
+    if args.register and summary.ok:
+        return _register(tracking_uri, summary, args)
     return 0 if summary.ok else 1
+
+
+def _register(uri: str, summary, args) -> int:
+    from producers import registry
+    from producers.trainers import TrainerOptions
+
+    if summary.mlflow_run_id is None:
+        print(f"stgym train: --register {args.register}: not registered, the run was not "
+              f"tracked (MLflow at {uri} did not answer)", file=sys.stderr)
+        return 1
+    wer_target = args.wer_target or TrainerOptions().wer_target
+    result = registry.register_and_maybe_promote(uri, summary.mlflow_run_id, args.register,
+                                                 wer_target)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        current = result["production_before"]
+        print(f"registered        {result['model']} version {result['version']} "
+              f"({'promoted to @production' if result['promoted'] else 'not promoted'}: WER 95 % "
+              f"bound {result['candidate']['write_error_rate_95_upper']:.2e} vs target "
+              f"{wer_target:.0e}, {result['episodes']} episodes"
+              + (f"; @production was version {current['version']}" if current else "") + ")")
+    return 0
 
 
 def _train_with_progress_bar(config, train):
@@ -181,6 +228,8 @@ def _print_summary(summary) -> None:
     ]
     if summary.policy_path:
         lines.append(f"policy            {summary.policy_path}")
+    if summary.mlflow_run_id:
+        lines.append(f"mlflow run        {summary.mlflow_run_id}")
     if summary.failed_workers:
         lines.append(f"FAILED workers    {', '.join(summary.failed_workers)}")
     print("\n".join(lines))
@@ -192,8 +241,15 @@ def run_evaluate(args) -> int:
 
     if args.episodes < 1:
         raise _user_error(f"--episodes must be >= 1, got {args.episodes}")
-    policy = PulsePolicy.load(args.policy)
-    report = evaluate_policy(policy, args.episodes, args.temperature, args.seed)
+    if args.policy.startswith("models:/"):
+        from producers.model_commands import tracking_uri
+        from producers.registry import evaluate_model
+
+        report = evaluate_model(tracking_uri(args.mlflow), args.policy, args.episodes,
+                                args.temperature, args.seed)
+    else:
+        report = evaluate_policy(PulsePolicy.load(args.policy), args.episodes,
+                                 args.temperature, args.seed)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

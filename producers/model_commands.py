@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 
 
-def add_mlflow_option(parser) -> None:
-    parser.add_argument(
-        "--mlflow", default=None, metavar="URI",
-        help="MLflow tracking URI, e.g. http://127.0.0.1:5000 (default: settings "
-        "mlflow_tracking_uri / MLFLOW_TRACKING_URI, else the local store sqlite:///<data dir>/"
-        "mlflow.sqlite3)",
-    )
+REGISTRY_HELP = ("MLflow tracking URI, e.g. http://127.0.0.1:5000 (default: settings "
+                 "mlflow_tracking_uri / MLFLOW_TRACKING_URI, else the local store "
+                 "sqlite:///<data dir>/mlflow.sqlite3)")
+
+
+def add_mlflow_option(parser, help_text: str = REGISTRY_HELP) -> None:
+    parser.add_argument("--mlflow", default=None, metavar="URI", help=help_text)
 
 
 def register(subparsers) -> None:

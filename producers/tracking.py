@@ -324,12 +324,9 @@ class Tracker:
 
     def _connect(self):
         if self._client is None:
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-            from mlflow.tracking import MlflowClient
+            from producers.registry import client
 
-            logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines: noise here
-            self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+            self._client = client(self.uri)
         return self._client
 
     def _send_metrics(self, client, run: str) -> None:
