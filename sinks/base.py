@@ -17,7 +17,6 @@ from importlib import resources
 from collections.abc import Sequence
 
 from stgym import events as ev
-from stgym.errors import UserError
 from stgym import kpi
 
 log = logging.getLogger(__name__)

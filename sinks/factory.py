@@ -8,10 +8,10 @@ from sinks.sqlite import SQLiteSink
 from stgym.errors import UserError
 
 
-def open_sink(url: str, window_s: int = 60, **kwargs) -> Sink:
+def open_sink(url: str, **kwargs) -> Sink:
     """A sink for postgresql://… or sqlite:///path (sqlite:// alone = in memory)."""
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgresSink(url, window_s=window_s, **kwargs)
+        return PostgresSink(url, **kwargs)
     if url.startswith("sqlite:"):
-        return SQLiteSink(url, window_s=window_s, **kwargs)
+        return SQLiteSink(url, **kwargs)
     raise UserError(f"unsupported database URL {url!r}: expected postgresql://… or sqlite:///path")

@@ -37,10 +37,10 @@ MIGRATION_LOCK_ID = 0x57_67_79_6D  # pg_advisory_xact_lock key for migrations
 class PostgresSink(SqlSink):
     ph = "%s"
 
-    def __init__(self, url: str, window_s: int = 60, connect_timeout_s: float = 30.0,
+    def __init__(self, url: str, connect_timeout_s: float = 30.0,
                  max_backoff_s: float = 5.0, max_outage_s: float | None = None,
                  readonly: bool = False) -> None:
-        super().__init__(url, window_s, readonly)
+        super().__init__(url, readonly)
         self.connect_timeout_s = connect_timeout_s
         self.max_backoff_s = max_backoff_s
         self.max_outage_s = max_outage_s  # None: retry a failing write forever

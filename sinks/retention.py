@@ -2,10 +2,10 @@
 
 `stgym retention apply` deletes episode and training-progress rows older than the retention
 period in batches, each batch its own short transaction, so the stream sinks keep writing
-meanwhile. The KPI aggregates (kpi_cumulative, kpi_windows, kpi_histograms) and the experiment
-and run rows are kept: the totals and the per-window history stay exact after the raw rows are
-gone; only what is computed from the raw rows (switching-time percentiles, ad-hoc windows of
-`stgym kpi --window`) no longer covers the deleted period.
+meanwhile. The KPI aggregates (kpi_cumulative, kpi_histograms) and the experiment and run rows
+are kept: the totals stay exact after the raw rows are gone; only what is computed from the raw
+rows (switching-time percentiles, the windows of `stgym kpi --window`) no longer covers the
+deleted period.
 """
 from __future__ import annotations
 

@@ -30,8 +30,8 @@ def sqlite_path(url: str) -> str:
 class SQLiteSink(SqlSink):
     ph = "?"
 
-    def __init__(self, url: str, window_s: int = 60, readonly: bool = False) -> None:
-        super().__init__(url, window_s, readonly)
+    def __init__(self, url: str, readonly: bool = False) -> None:
+        super().__init__(url, readonly)
         self.path = sqlite_path(url)
         self._lock = threading.RLock()  # one connection shared by the writer and /metrics
 

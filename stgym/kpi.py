@@ -141,7 +141,7 @@ def bucket_index(value: float, bounds: Sequence[float]) -> int:
 
 @dataclasses.dataclass
 class KpiDelta:
-    """Additive counters for one key (and optionally one window)."""
+    """Additive counters for one key."""
 
     episodes_total: int = 0
     successes: int = 0
@@ -155,14 +155,13 @@ class KpiDelta:
     energy_buckets: dict[int, int] = dataclasses.field(default_factory=dict)
     time_buckets: dict[int, int] = dataclasses.field(default_factory=dict)
 
-    def add(self, episode: ev.EpisodeEvent, ts: float | None = None) -> None:
-        """Count one episode (ts: its timestamp in epoch seconds, if already known)."""
+    def add(self, episode: ev.EpisodeEvent) -> None:
+        """Count one episode."""
         self.episodes_total += 1
         self.sim_steps += episode.sim_steps
         self.wall_time_s += episode.wall_time_s
         self.reward_sum += episode.total_reward
-        if ts is None:
-            ts = episode.timestamp.timestamp()
+        ts = episode.timestamp.timestamp()
         if ts > self.last_event_ts:
             self.last_event_ts = ts
         if episode.success:
@@ -176,50 +175,17 @@ class KpiDelta:
                 b = bisect.bisect_left(SWITCH_TIME_BUCKETS_S, episode.switching_time_s)
                 self.time_buckets[b] = self.time_buckets.get(b, 0) + 1
 
-    def merge(self, other: "KpiDelta") -> None:
-        """Add another delta's counters to this one."""
-        self.episodes_total += other.episodes_total
-        self.successes += other.successes
-        self.energy_success_sum += other.energy_success_sum
-        self.switch_time_sum += other.switch_time_sum
-        self.switch_time_count += other.switch_time_count
-        self.sim_steps += other.sim_steps
-        self.wall_time_s += other.wall_time_s
-        self.reward_sum += other.reward_sum
-        self.last_event_ts = max(self.last_event_ts, other.last_event_ts)
-        for mine, theirs in ((self.energy_buckets, other.energy_buckets),
-                             (self.time_buckets, other.time_buckets)):
-            for b, n in theirs.items():
-                mine[b] = mine.get(b, 0) + n
 
-
-def window_start(ts: float, window_s: int) -> float:
-    """Start of the tumbling window of `window_s` seconds that holds event time `ts`."""
-    return math.floor(ts / window_s) * window_s
-
-
-def aggregate(
-    episodes: Iterable[ev.EpisodeEvent], window_s: int
-) -> tuple[dict[Key, KpiDelta], dict[tuple[float, str, str, str], KpiDelta]]:
-    """Cumulative deltas per key and per (window_start, key): each episode is counted once,
-    into its window; the cumulative delta of a key is the sum of its windows."""
-    windows: dict[tuple[float, str, str, str], KpiDelta] = {}
-    floor = math.floor
+def aggregate(episodes: Iterable[ev.EpisodeEvent]) -> dict[Key, KpiDelta]:
+    """The deltas per key of a batch of (new) episodes."""
+    deltas: dict[Key, KpiDelta] = {}
     for episode in episodes:
-        ts = episode.timestamp.timestamp()
-        wkey = (floor(ts / window_s) * window_s, episode.experiment_id, episode.device_type,
-                episode.algorithm)
-        delta = windows.get(wkey)
+        key = key_of(episode)
+        delta = deltas.get(key)
         if delta is None:
-            delta = windows[wkey] = KpiDelta()
-        delta.add(episode, ts)
-    cumulative: dict[Key, KpiDelta] = {}
-    for (_, *key), delta in windows.items():
-        total = cumulative.get(tuple(key))
-        if total is None:
-            total = cumulative[tuple(key)] = KpiDelta()
-        total.merge(delta)
-    return cumulative, windows
+            delta = deltas[key] = KpiDelta()
+        delta.add(episode)
+    return deltas
 
 
 def latest_training(trainings: Iterable[ev.TrainingEvent]) -> dict[Key, ev.TrainingEvent]:

@@ -31,7 +31,6 @@ def register(subparsers) -> None:
     p.add_argument("--worker-id", type=int, default=0, help="index of this worker (default 0)")
     p.add_argument("--app-id", default="stgym-stream",
                    help="Faust app id = Kafka consumer group shared by the workers")
-    p.add_argument("--window", type=duration_arg, default=60, help="tumbling KPI window (default 1m)")
     p.add_argument("--batch-size", type=_positive_int, default=2000,
                    help="max events per database transaction (default 2000)")
     p.add_argument("--engine", choices=("faust", "aiokafka"), default="faust",
@@ -99,7 +98,6 @@ def run_stream(args) -> int:
         web_port=port,
         worker_id=str(args.worker_id),
         app_id=args.app_id,
-        window_s=args.window,
         batch_size=args.batch_size,
         offset_reset=args.offset_reset,
     )

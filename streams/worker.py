@@ -66,7 +66,7 @@ class BaseWorker:
     default_app_id = "stgym-stream"
 
     def __init__(self, bus_url: str, db_url: str, web_port: int, worker_id: str = "0",
-                 app_id: str | None = None, window_s: int = 60, batch_size: int = 2000,
+                 app_id: str | None = None, batch_size: int = 2000,
                  service: str | None = None, offset_reset: str = "earliest") -> None:
         from sinks.factory import open_sink
         from stgym.errors import UserError
@@ -78,7 +78,7 @@ class BaseWorker:
         self.worker_id = worker_id
         self.app_id = app_id or self.default_app_id
         self.service = service or f"stgym-stream-{worker_id}"
-        self.sink = open_sink(db_url, window_s=window_s)
+        self.sink = open_sink(db_url)
         self.metrics = ProcessMetrics(self.service)
         # Only the owner of episodes partition 0 exports the (global) KPI series, so that
         # sum() over workers is exact; ownership moves with Kafka's partition assignment.

@@ -24,7 +24,6 @@ def test_bad_durations_are_refused_naming_the_text(text):
 
 @pytest.mark.parametrize("argv", [
     ["kpi", "--since"], ["kpi", "--window"], ["plot", "kpi", "--since"], ["logs", "search", "--since"],
-    ["stream", "--window"],
 ])
 def test_every_since_and_window_takes_the_same_grammar(argv, tmp_path):
     """A bad value is the same usage error everywhere (exit 2, naming it); a week parses."""

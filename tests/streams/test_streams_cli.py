@@ -40,7 +40,7 @@ def test_db_migrate_is_idempotent(tmp_path, capsys):
     db = f"sqlite:///{tmp_path / 'm.sqlite3'}"
     assert main(["db", "migrate", "--db", db]) == 0
     assert main(["db", "migrate", "--db", db]) == 0
-    assert "schema at version 1" in capsys.readouterr().out
+    assert "schema at version 2" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -51,7 +51,7 @@ def test_parse_routes_training_and_experiment_events():
 
 def test_aggregate_counts_means_and_buckets_exactly():
     episodes = testing.make_episodes(2000, "exp-b", seed=2)
-    cumulative, windows = kpi.aggregate(episodes, window_s=60)
+    cumulative = kpi.aggregate(episodes)
     truth = testing.ground_truth(episodes)
     assert set(cumulative) == set(truth)
     for key, delta in cumulative.items():
@@ -71,13 +71,6 @@ def test_aggregate_counts_means_and_buckets_exactly():
                 assert row[name] == value
             else:
                 assert math.isclose(row[name], value, rel_tol=1e-9), name
-    # windows partition the same episodes
-    assert sum(d.episodes_total for d in windows.values()) == 2000
-    for (start, *key), delta in windows.items():
-        assert start % 60 == 0
-        assert delta.episodes_total == sum(
-            1 for e in episodes
-            if kpi.key_of(e) == tuple(key) and kpi.window_start(e.timestamp.timestamp(), 60) == start)
 
 
 def test_percentiles_match_numpy_linear_interpolation():
@@ -90,10 +83,7 @@ def test_percentiles_match_numpy_linear_interpolation():
     assert kpi.percentiles_of([]) == (None, None, None)
 
 
-def test_window_start_and_bucket_index():
-    ts = dt.datetime(2026, 1, 1, 12, 0, 59, 999000, tzinfo=dt.timezone.utc).timestamp()
-    assert kpi.window_start(ts, 60) == dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc).timestamp()
-    assert kpi.window_start(120.0, 60) == 120.0
+def test_bucket_index():
     bounds = (1.0, 2.0, 3.0)
     assert [kpi.bucket_index(v, bounds) for v in (0.5, 1.0, 1.5, 3.0, 3.1)] == [0, 0, 1, 2, 3]
 
