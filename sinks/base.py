@@ -2,7 +2,7 @@
 
 A batch of events is written in ONE transaction: episodes are inserted with
 `ON CONFLICT (event_id) DO NOTHING` and only the rows that were really new are added to
-kpi_cumulative, kpi_windows and kpi_histograms in that same transaction. Replaying events
+kpi_cumulative and kpi_histograms in that same transaction. Replaying events
 (a restarted worker, an uncommitted Kafka offset) therefore never double-counts.
 """
 from __future__ import annotations
@@ -95,8 +95,6 @@ class WriteResult:
 class Sink(abc.ABC):
     """set up / write batch / close, plus the read side used by `stgym kpi` and /metrics."""
 
-    window_s: int = 60
-
     @abc.abstractmethod
     def setup(self) -> None:
         """Connect and apply pending migrations."""
@@ -121,11 +119,8 @@ class SqlSink(Sink):
     ph = "?"  # parameter placeholder
     conn = None
 
-    def __init__(self, url: str, window_s: int = 60, readonly: bool = False) -> None:
-        if window_s <= 0:
-            raise UserError(f"window must be > 0 s, got {window_s}")
+    def __init__(self, url: str, readonly: bool = False) -> None:
         self.url = url
-        self.window_s = int(window_s)
         self.readonly = readonly  # a reader (`stgym serve`): setup() neither writes nor migrates
 
     # -- dialect hooks -------------------------------------------------------------------
@@ -183,7 +178,7 @@ class SqlSink(Sink):
             new_ids = self._insert_new(cur, "episodes", EPISODE_COLUMNS, rows)
             result.new_episodes = [e for e in episodes if e.event_id in new_ids]
             result.duplicates = len(episodes) - len(result.new_episodes)
-        cumulative, windows = kpi.aggregate(result.new_episodes, self.window_s)
+        cumulative = kpi.aggregate(result.new_episodes)
         add = ", ".join(f"{c} = {{t}}.{c} + excluded.{c}" for c in COUNTER_COLUMNS)
         if cumulative:
             keys = sorted(cumulative)
@@ -197,12 +192,6 @@ class SqlSink(Sink):
                 ", updated_at = excluded.updated_at",
                 [(*k, *(getattr(cumulative[k], c) for c in COUNTER_COLUMNS),
                   cumulative[k].last_event_ts, now) for k in keys],
-            )
-            self._upsert(
-                cur, "kpi_windows", ("window_s", "window_start", *KEY_COLUMNS, *COUNTER_COLUMNS),
-                ("window_s", "window_start", *KEY_COLUMNS), add.format(t="kpi_windows"),
-                [(self.window_s, *wk, *(getattr(windows[wk], c) for c in COUNTER_COLUMNS))
-                 for wk in sorted(windows)],
             )
             hist_rows = []
             for k in keys:
