@@ -212,6 +212,31 @@ def links_from_headers(record_headers: Iterable) -> list:
     return links
 
 
+class BatchTrace:
+    """The spans of one stream batch: `process_batch`, linked to the producer spans named in
+    its records' headers, and its steps as children. The batch span is not made current
+    between steps (an engine works on the next batch meanwhile); end() ends it."""
+
+    def __init__(self, record_headers: Iterable, records: int, **attributes) -> None:
+        self.span = start_span("process_batch", links=links_from_headers(record_headers),
+                               records=records, **attributes)
+
+    def step(self, name: str, **attributes):
+        """A child span of the batch span, current inside the block."""
+        if self.span is NO_SPAN:
+            return _NOOP
+        return _step(self.span, name, attributes)
+
+    def end(self) -> None:
+        self.span.end()
+
+
+@contextlib.contextmanager
+def _step(parent, name: str, attributes: dict):
+    with use(parent), span(name, **attributes) as current:
+        yield current
+
+
 def log_fields() -> dict[str, str]:
     """{"trace_id", "span_id"} of the current sampled span (what a log record carries), or {}."""
     if _tracer is None:

@@ -158,3 +158,28 @@ def test_dropped_spans_are_a_prometheus_counter():
             f'{float(counts["dropped_queue_full"])}') in text
     assert (f'stgym_trace_spans_dropped_total{{reason="export_failed"}} '
             f'{float(counts["export_failed"])}') in text
+
+
+def test_batch_trace_steps_are_children_of_the_linked_batch_span(spans):
+    with tracing.span("publish") as publish:
+        headers = tracing.headers()
+    batch = tracing.BatchTrace([headers, headers, None], records=3)
+    with batch.step("validate"):
+        assert tracing.log_fields()["span_id"] != format(publish.get_span_context().span_id, "016x")
+    with batch.step("db_commit", events=3):
+        pass
+    batch.end()
+    finished = {s.name: s for s in spans.get_finished_spans()}
+    root = finished["process_batch"]
+    assert root.parent is None and root.attributes["records"] == 3
+    assert [link.context.span_id for link in root.links] == [publish.get_span_context().span_id]
+    for name in ("validate", "db_commit"):
+        assert finished[name].parent.span_id == root.context.span_id
+    assert tracing.log_fields() == {}  # nothing left current
+
+
+def test_batch_trace_without_tracing_is_a_no_op():
+    batch = tracing.BatchTrace([[("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")]], 1)
+    with batch.step("validate") as step:
+        step.set_attribute("x", 1)
+    batch.end()
