@@ -127,7 +127,7 @@ async function refresh() {
                 new Map([...latest].map(([k, r]) => [k, r.episodes_total / r.window_s])));
     const value = (r, f) => r[f];
     draw("chart-success", `success rate · ${experiment || "no experiment yet"}`, "%",
-         seriesTable(rows, [["success_rate", "", null, value]]), (u, lo, hi) => [Math.min(lo, 0.9), 1]);
+         seriesTable(rows, [["success_rate", "", null, value]]), (u, lo, hi) => [Math.min(lo, 0.9) - 0.01, 1.01]);  // points at 100 % stay whole
     draw("chart-energy", "energy per switch", "J",
          seriesTable(rows, [["energy_per_switch_j_mean", "", null, value]]));
     draw("chart-time", "switching time p50 / p95 / p99", "s",
