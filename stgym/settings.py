@@ -277,12 +277,18 @@ def main() -> None:
     parser.add_argument("--shell", action="store_true", help="print shell assignments")
     parser.add_argument("--ensure-secrets", action="store_true",
                         help="first create the missing credential files of secrets_dir")
+    parser.add_argument("--get", metavar="NAME",
+                        help="print one field or URL, e.g. postgres_url (with its password)")
     args = parser.parse_args()
     settings = load()
     if args.ensure_secrets:
         for path in ensure_secrets(settings):
             print(f"[services] generated {path} (mode 0600)", file=sys.stderr)
-    if args.shell:
+    if args.get:
+        if args.get.startswith("_") or not hasattr(settings, args.get):
+            parser.error(f"--get {args.get!r}: no such setting or URL")
+        print(getattr(settings, args.get))
+    elif args.shell:
         print(as_shell(settings))
     else:
         for field in dataclasses.fields(settings):

@@ -56,7 +56,7 @@ def test_killed_connections_reconnect_and_lose_nothing(postgres_url):
 
 
 def test_unreachable_database_is_a_clear_error():
-    sink = open_sink("postgresql://stgym:stgym@127.0.0.1:1/stgym", connect_timeout_s=1.0)
+    sink = open_sink("postgresql://stgym:x@127.0.0.1:1/stgym", connect_timeout_s=1.0)
     started = time.monotonic()
     with pytest.raises(ServiceUnavailable, match="does not answer"):
         sink.setup()
