@@ -1,4 +1,5 @@
-"""A training worker's own /metrics: its resident memory and its simulator throughput."""
+"""A training worker's own /metrics: its resident memory, its simulator throughput, its CPU and
+I/O, and the trace spans it could not deliver."""
 from __future__ import annotations
 
 import logging
@@ -17,6 +18,7 @@ class WorkerMetrics:
         import prometheus_client as prom
         import psutil
 
+        from stgym import tracing
         from stgym.procmetrics import ProcessResourceCollector
 
         registry = prom.CollectorRegistry()
@@ -29,6 +31,7 @@ class WorkerMetrics:
         )
         self._gauges = (memory.labels(service="stgym-trainer"), rate.labels(**labels))
         registry.register(ProcessResourceCollector("stgym-trainer"))
+        registry.register(tracing.SpanDropCollector())
         self._process = psutil.Process()
         try:
             self._server, _ = prom.start_http_server(port, addr=host, registry=registry)
