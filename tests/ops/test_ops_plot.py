@@ -67,3 +67,40 @@ def test_empty_database_is_a_one_line_error(tmp_path):
     )
     assert result.returncode == 2 and "no KPI windows" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _row(window_start: float, device: str, episodes: int, successes: int) -> dict:
+    row = {"experiment_id": "e", "device_type": device, "algorithm": "cem",
+           "window_start": window_start, "window_s": 60,
+           **kpi.summarize({"episodes_total": episodes, "successes": successes,
+                            "energy_success_sum": successes * 1e-13})}
+    row.update(switching_time_s_p50=1e-9, switching_time_s_p95=2e-9)
+    return row
+
+
+def _colour_pixels(path, hex_colour: str) -> int:
+    import numpy as np
+
+    rgb = (matplotlib.image.imread(path)[..., :3] * 255).astype(int)
+    target = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(rgb - target).sum(axis=2) <= 30).sum())
+
+
+BLUE, ORANGE = "#1f77b4", "#ff7f0e"  # matplotlib's first two cycle colours = the two keys
+
+
+def test_one_window_is_drawn_as_bars_of_both_series(tmp_path):
+    """One window: no date axis spanning years, side-by-side bars; two EQUAL series both show."""
+    rows = [_row(1.7e9, "stt-pma", 100, 95), _row(1.7e9, "sot-pma", 100, 95)]
+    output = kpiplot.draw(rows, tmp_path / "one.png", "t")
+    blue, orange = _colour_pixels(output, BLUE), _colour_pixels(output, ORANGE)
+    assert blue > 20_000 and orange > 20_000  # whole bars, not a dot each
+    assert abs(blue - orange) / blue < 0.1  # equal values: equal bars, neither covers the other
+
+
+def test_equal_series_over_several_windows_stay_visible(tmp_path):
+    rows = [_row(1.7e9 + 60 * i, device, 100, 95 - i) for i in range(5)
+            for device in ("stt-pma", "sot-pma")]  # identical values for both keys
+    output = kpiplot.draw(rows, tmp_path / "five.png", "t")
+    blue, orange = _colour_pixels(output, BLUE), _colour_pixels(output, ORANGE)
+    assert orange > 2_000 and blue > 0.3 * orange  # the first key shows around the second
