@@ -53,9 +53,20 @@ def _rewrite(node, settings, base_dir: Path, key: str | None = None):
     return node
 
 
+def with_webhook_token(config: dict, settings: settings_module.Settings) -> dict:
+    """An Alertmanager config whose webhooks send the generated bearer token
+    (secrets_dir/alert-webhook.token) that `stgym alerts serve` checks."""
+    token = str(settings.secret_path(settings_module.ALERT_WEBHOOK_TOKEN))
+    for receiver in config.get("receivers", []):
+        for webhook in receiver.get("webhook_configs", []):
+            webhook.setdefault("http_config", {})["authorization"] = {
+                "type": "Bearer", "credentials_file": token}
+    return config
+
+
 def render(source: Path, settings: settings_module.Settings) -> str:
     """The YAML of `source` with moved addresses and absolute file paths."""
-    config = yaml.safe_load(source.read_text())
+    config = with_webhook_token(yaml.safe_load(source.read_text()), settings)
     header = f"# Rendered from {source} by compose/bare/render.py: do not edit.\n"
     return header + yaml.safe_dump(_rewrite(config, settings, source.resolve().parent),
                                    sort_keys=False)
