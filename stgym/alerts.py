@@ -32,7 +32,7 @@ from typing import Any, Callable
 from aiohttp import web
 from prometheus_client import REGISTRY, Counter, Gauge
 
-from stgym import httpserver
+from stgym import httpserver, tracing
 
 log = logging.getLogger("stgym.alerts")
 
@@ -142,7 +142,8 @@ def webhook_route(switch: DeadMansSwitch | None, received: list[int]) -> web.Rou
                 {"error": f"POST to /alerts/{{{'|'.join(ROUTES)}}}"}, 404)
         try:
             payload = json.loads(await request.read())
-            count = handle_payload(payload, route, switch)
+            with tracing.span("alert_webhook", route=route):  # its alert records carry the ids
+                count = handle_payload(payload, route, switch)
         except (ValueError, TypeError, AttributeError) as error:
             log.warning("rejected webhook payload on %s: %s", request.path, error)
             return httpserver.json_response({"error": str(error)}, 400)
