@@ -22,9 +22,6 @@ import mlflow.pyfunc
 import numpy as np
 
 MODEL_ARTIFACT_PATH = "model"
-# MLflow suggests type hints on predict for its own input validation; the signature does that.
-warnings.filterwarnings("ignore", message=r".*type hints to the `predict` method",
-                        category=UserWarning)
 CODE_FILE = Path(__file__).with_name("policy_model_code.py")
 
 

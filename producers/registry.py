@@ -26,9 +26,11 @@ EVAL_KEYS = ("write_error_rate", "write_error_rate_95_upper", "energy_per_switch
 
 def client(uri: str):
     """An MlflowClient of `uri` (tracking and registry) that fails fast — no HTTP retries of
-    its own: tracking retries in order itself — and leaves MLflow's INFO lines out."""
+    its own: tracking retries in order itself — and leaves MLflow's INFO lines and run URLs
+    out of the output."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout: --json
     from mlflow.tracking import MlflowClient
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
