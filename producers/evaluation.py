@@ -13,20 +13,30 @@ from stgym.errors import UserError
 CHUNK = 2000
 
 
-def run_episodes(task, pulse: np.ndarray, episodes: int, seed: int,
-                 stop_alignment: float | None = None) -> EpisodeBatch:
-    """`episodes` episodes of one pulse, in chunks (bounded memory), seeds from `seed`."""
+def seed_chunks(episodes: int, seed: int):
+    """The evaluation episodes' reset seeds from `seed`, in chunks of at most CHUNK: episode i
+    is `env.reset(seed=...)` of its seed, so every policy kind is scored on the same episodes."""
     rng = np.random.default_rng(seed)
-    batches = []
     for start in range(0, episodes, CHUNK):
-        n = min(CHUNK, episodes - start)
-        seeds = rng.integers(0, 2**63, size=n, dtype=np.int64)
-        stops = None if stop_alignment is None else np.full(n, stop_alignment)
-        batches.append(rollout(task, np.tile(pulse, (n, 1)), seeds, stops))
+        yield rng.integers(0, 2**63, size=min(CHUNK, episodes - start), dtype=np.int64)
+
+
+def concatenate(batches: list[EpisodeBatch]) -> EpisodeBatch:
     return EpisodeBatch(**{
         name: np.concatenate([getattr(b, name) for b in batches])
         for name in EpisodeBatch.__dataclass_fields__
     })
+
+
+def run_episodes(task, pulse: np.ndarray, episodes: int, seed: int,
+                 stop_alignment: float | None = None) -> EpisodeBatch:
+    """`episodes` episodes of one pulse, in chunks (bounded memory), seeds from `seed`."""
+    batches = []
+    for seeds in seed_chunks(episodes, seed):
+        n = len(seeds)
+        stops = None if stop_alignment is None else np.full(n, stop_alignment)
+        batches.append(rollout(task, np.tile(pulse, (n, 1)), seeds, stops))
+    return concatenate(batches)
 
 
 def evaluate_policy(policy: PulsePolicy, episodes: int, temperature: float | None = None,

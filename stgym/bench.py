@@ -7,6 +7,7 @@ BENCH_MODULES = {
     "physics": "physics_ext.bench",
     "envs": "producers.bench",
     "pipeline": "streams.bench",
+    "rl": "producers.rl_bench",
 }
 
 

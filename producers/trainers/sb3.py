@@ -142,3 +142,43 @@ class PublishingCallback(BaseCallback):
             model_accuracy=batch.success_rate,
         ))
 
+
+
+def evaluate_agent(model, env_id: str, episodes: int, seed: int,
+                   env_kwargs: dict | None = None) -> EpisodeBatch:
+    """`episodes` episodes of the agent's deterministic policy on the evaluation seeds of
+    `producers.evaluation.seed_chunks` — the very episodes `stgym evaluate` scores a pulse
+    policy on — one native vector env copy per episode."""
+    import gymnasium as gym
+
+    from producers.evaluation import concatenate, seed_chunks
+
+    batches = []
+    for seeds in seed_chunks(episodes, seed):
+        n = len(seeds)
+        envs = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point",
+                            **(env_kwargs or {}))
+        obs, _ = envs.reset(seed=[int(s) for s in seeds])
+        started = time.perf_counter()
+        live = np.ones(n, dtype=bool)
+        success, energy, switching = np.zeros(n, bool), np.zeros(n), np.full(n, math.nan)
+        steps, sim_steps, total = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n)
+        while live.any():
+            actions, _ = model.predict(obs, deterministic=True)
+            obs, rewards, terminated, truncated, infos = envs.step(actions)
+            total[live] += rewards[live]
+            steps[live] += 1
+            ended = live & (terminated | truncated)
+            if ended.any():
+                success[ended] = terminated[ended]
+                energy[ended] = infos["energy_j"][ended]
+                switching[ended] = infos["switching_time_s"][ended]
+                sim_steps[ended] = infos["sim_steps"][ended]
+                live &= ~ended
+        wall = np.full(n, (time.perf_counter() - started) / n)
+        batches.append(EpisodeBatch(
+            seeds=np.asarray(seeds), success=success, energy_j=energy, switching_time_s=switching,
+            steps=steps, sim_steps=sim_steps, total_reward=total, wall_time_s=wall,
+            actions=np.zeros((n, 0)), bits=np.ones(n, dtype=np.int64),
+        ))
+    return concatenate(batches)
