@@ -35,7 +35,7 @@ def _admin_url(url: str, db: str) -> str:
 
 
 def _scrape_total(ports: list[int], experiment: str) -> int:
-    from streams.testing import http_get
+    from streams.workload import http_get
 
     total = 0
     pattern = re.compile(r'^training_episodes_total\{[^}]*experiment="' + re.escape(experiment)
@@ -143,9 +143,9 @@ def _cpu_seconds(procs) -> float:
 def balanced_runs(experiment: str, partitions: int = 4) -> list[str]:
     """One run id per partition (records are keyed by run id), so that the 2 workers get
     equal shares; a handful of random run ids can put most records on one worker."""
-    from streams import testing
+    from streams import workload
 
-    return [key.decode() for _, key in sorted(testing.partition_keys(f"{experiment}-run", partitions).items())]
+    return [key.decode() for _, key in sorted(workload.partition_keys(f"{experiment}-run", partitions).items())]
 
 
 def run_bench(quick: bool = False, engine: str = "faust") -> dict:
@@ -156,7 +156,7 @@ def run_bench(quick: bool = False, engine: str = "faust") -> dict:
     from stgym import settings as settings_module
     from stgym.bus import open_bus
     from stgym.errors import ServiceUnavailable
-    from streams import testing
+    from streams import workload
     from streams.worker import ensure_topics
 
     settings = settings_module.load()
@@ -173,10 +173,10 @@ def run_bench(quick: bool = False, engine: str = "faust") -> dict:
     db_url = _admin_url(settings.postgres_url, db_name)
     bus_url = settings.kafka_url
     ensure_topics(settings.kafka_bootstrap)
-    ports = [testing.free_port(), testing.free_port()]
+    ports = [workload.free_port(), workload.free_port()]
     logdir = Path(tempfile.mkdtemp(prefix="stgym-bench-"))
     app_id = f"stgym-bench-{engine}-{token}"
-    workers = [testing.start_worker(bus_url, db_url, ports[i], i, app_id, str(logdir / f"w{i}.log"),
+    workers = [workload.start_worker(bus_url, db_url, ports[i], i, app_id, str(logdir / f"w{i}.log"),
                                     extra=["--batch-size", "4000", "--offset-reset", "latest",
                                            "--engine", engine])
                for i in range(2)]
@@ -185,19 +185,19 @@ def run_bench(quick: bool = False, engine: str = "faust") -> dict:
     bus = open_bus(bus_url)
     sink = open_sink(db_url)
     try:
-        testing.wait_workers_ready(workers, ports, sink)
+        workload.wait_workers_ready(workers, ports, sink)
         # Let the group settle on its final assignment before timing anything.
-        testing.wait_until(lambda: all(
-            json.loads(testing.http_get(f"http://127.0.0.1:{p}/ready")[1]).get("recovered")
+        workload.wait_until(lambda: all(
+            json.loads(workload.http_get(f"http://127.0.0.1:{p}/ready")[1]).get("recovered")
             for p in ports), 60, what="workers ready")
 
         def stored(experiment):
-            return testing.stored_count(sink, experiment)
+            return workload.stored_count(sink, experiment)
 
         # The workers start at the latest offsets: publish warm-up events until some arrive,
         # so every partition's position is fixed before anything is timed.
         warmup = f"bench-{token}-warmup"
-        warm_events = testing.make_episodes(2000, warmup, seed=0)
+        warm_events = workload.make_episodes(2000, warmup, seed=0)
         k = 0
         deadline = time.monotonic() + 120
         while stored(warmup) < 200:
@@ -213,12 +213,12 @@ def run_bench(quick: bool = False, engine: str = "faust") -> dict:
         n = 20_000 if quick else 100_000
         experiment = f"bench-{token}-throughput"
         payloads = [(e.run_id.encode(), ev.encode(e))
-                    for e in testing.make_episodes(n, experiment, seed=1, run_ids=balanced_runs(experiment))]
+                    for e in workload.make_episodes(n, experiment, seed=1, run_ids=balanced_runs(experiment))]
         cpu0 = _cpu_seconds(workers)
         t0 = time.perf_counter()
         _publish_fast(settings.kafka_bootstrap, ev.TOPIC_EPISODES, payloads)
         produced_s = time.perf_counter() - t0
-        testing.wait_until(lambda: stored(experiment) >= n, 600, interval_s=0.05,
+        workload.wait_until(lambda: stored(experiment) >= n, 600, interval_s=0.05,
                            what="all benchmark events committed")
         total_s = time.perf_counter() - t0
         cpu_s = _cpu_seconds(workers) - cpu0
@@ -233,7 +233,7 @@ def run_bench(quick: bool = False, engine: str = "faust") -> dict:
         rate = 5000
         seconds = 4 if quick else 12
         experiment = f"bench-{token}-latency"
-        events = testing.make_episodes(rate * seconds, experiment, seed=2,
+        events = workload.make_episodes(rate * seconds, experiment, seed=2,
                                        run_ids=balanced_runs(experiment))
         payloads = [(e.run_id.encode(), ev.encode(e)) for e in events]
         sent: list[float] = []
@@ -251,7 +251,7 @@ def run_bench(quick: bool = False, engine: str = "faust") -> dict:
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
         achieved = _publish_paced(settings.kafka_bootstrap, ev.TOPIC_EPISODES, payloads, rate, sent)
-        testing.wait_until(lambda: seen and seen[-1][1] >= len(payloads), 300, interval_s=0.1,
+        workload.wait_until(lambda: seen and seen[-1][1] >= len(payloads), 300, interval_s=0.1,
                            what="latency events on /metrics")
         stop.set()
         poller.join(5)
@@ -269,7 +269,7 @@ def run_bench(quick: bool = False, engine: str = "faust") -> dict:
         result["meets_throughput_target"] = result["events_per_s"] >= TARGET_EVENTS_PER_S
         result["meets_latency_target"] = result["latency_p99_s"] <= TARGET_P99_S
     finally:
-        testing.stop_all(workers, bus, sink)
+        workload.stop_all(workers, bus, sink)
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         admin.close()

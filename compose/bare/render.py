@@ -45,6 +45,9 @@ def _rewrite(node, settings, base_dir: Path, key: str | None = None):
     if isinstance(node, dict):
         return {k: _rewrite(v, settings, base_dir, k) for k, v in node.items()}
     if isinstance(node, list):
+        if key == "files":  # file_sd: targets/ is the run dir's (compose/bare/hosts.py)
+            return [str(Path(settings.run_dir) / item) if item.startswith("targets/")
+                    else str(base_dir / item) for item in node]
         if key in ("rule_files", "files"):
             return [str(base_dir / item) for item in node]
         return [_rewrite(item, settings, base_dir) for item in node]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from stgym import logcontext, logsearch, logsetup, logspool
-from streams import testing
+from streams import workload
 
 pytestmark = pytest.mark.services
 REPO = Path(__file__).resolve().parents[2]
@@ -75,12 +75,12 @@ def test_collector_outage_loses_nothing_and_duplicates_nothing(
             log.info("outage record %d", i, extra={"seq": i})
         assert time.monotonic() - started < 5.0  # a down collector never blocks the caller
         # While it is down the shipper gives up on its buffer: the records go to the disk spool.
-        testing.wait_until(
+        workload.wait_until(
             lambda: sum(len(logspool.read_spool_file(p)) for p in logsetup.spool_files()) == 1000,
             30, what="1,000 records spooled to disk")
     finally:
         collector("up")
-    documents = testing.wait_until(
+    documents = workload.wait_until(
         lambda: (docs := stored(opensearch_url, "run_id", f"outage-{unique_id}")) and len(docs) >= 1000 and docs,
         180, 1.0, what="1,000 records in OpenSearch")
     time.sleep(5)  # a duplicate would arrive by now
@@ -116,7 +116,7 @@ def test_logs_search_cli_against_opensearch(shipping, opensearch_url, unique_id)
         pause()
     with logcontext.bound_context(experiment_id=f"exp-b-{unique_id}", run_id="r2"):
         log.error("calibration failed on second device")
-    testing.wait_until(lambda: len(stored(opensearch_url, "service", service)) == 4, 120, 1.0,
+    workload.wait_until(lambda: len(stored(opensearch_url, "service", service)) == 4, 120, 1.0,
                        what="4 records in OpenSearch")
 
     def search(*argv: str) -> list[str]:

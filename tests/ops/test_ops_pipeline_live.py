@@ -36,7 +36,8 @@ from stgym import events as ev
 from stgym import settings as settings_module
 from sinks.factory import open_sink
 from stgym.bus import open_bus
-from streams import testing
+from streams import workload
+import streamkit
 
 pytestmark = pytest.mark.services
 REPO = Path(__file__).resolve().parents[2]
@@ -92,7 +93,7 @@ def start_prometheus(tmp_path: Path, targets: list[str], alertmanager: str, expe
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    testing.wait_until(lambda: proc.poll() is None and testing.http_get(f"{url}/-/ready")[0] == 200,
+    workload.wait_until(lambda: proc.poll() is None and workload.http_get(f"{url}/-/ready")[0] == 200,
                        60, what=f"test Prometheus ready (log {tmp_path / 'prometheus.log'})")
     return proc, url
 
@@ -101,7 +102,7 @@ def start_webhook(tmp_path: Path, port: int) -> subprocess.Popen | None:
     """`stgym alerts serve` on the configured port, unless the service scripts already run it
     there (then None: its records are found through OpenSearch only)."""
     if port_open(port):
-        code, body = testing.http_get(f"http://127.0.0.1:{port}/health")
+        code, body = workload.http_get(f"http://127.0.0.1:{port}/health")
         assert code == 200 and "received" in json.loads(body), (
             f"port {port} (settings.alert_webhook_port) is taken by something other than "
             "`stgym alerts serve`")
@@ -112,8 +113,8 @@ def start_webhook(tmp_path: Path, port: int) -> subprocess.Popen | None:
         env=dict(os.environ, STGYM_DATA_DIR=str(tmp_path / "webhook-data")),
         start_new_session=True,
     )
-    testing.wait_until(
-        lambda: proc.poll() is None and testing.http_get(f"http://127.0.0.1:{port}/health")[0] == 200,
+    workload.wait_until(
+        lambda: proc.poll() is None and workload.http_get(f"http://127.0.0.1:{port}/health")[0] == 200,
         60, what="stgym alerts serve")
     return proc
 
@@ -141,8 +142,8 @@ class Publisher(threading.Thread):
         self.rng = random.Random(5)
 
     def keys(self):
-        for device in testing.DEVICE_TYPES:
-            for algorithm in testing.ALGORITHMS:
+        for device in workload.DEVICE_TYPES:
+            for algorithm in workload.ALGORITHMS:
                 yield device, algorithm
 
     def base(self, device: str, algorithm: str) -> dict:
@@ -190,7 +191,7 @@ def query_range(url: str, expr: str, seconds: int = 60) -> tuple[str, list]:
     """(status, result) of a Grafana-like range query over the last `seconds`."""
     end = time.time()
     params = urllib.parse.urlencode({"query": expr, "start": end - seconds, "end": end, "step": "2"})
-    code, body = testing.http_get(f"{url}/api/v1/query_range?{params}", timeout=10)
+    code, body = workload.http_get(f"{url}/api/v1/query_range?{params}", timeout=10)
     if code != 200:
         return f"HTTP {code}: {body[:300]!r}", []
     answer = json.loads(body)
@@ -221,11 +222,11 @@ def test_low_success_rate_alert_reaches_the_webhook_and_every_panel_has_data(
         webhook = start_webhook(tmp_path, settings.alert_webhook_port)
         # Start at the end of the shared topics (whatever benchmarks left there is not read);
         # warm_up() fixes every partition's position before the experiment's events flow.
-        worker = testing.start_worker(bus_url, postgres_url, web_port, 0, f"obs-{unique_id}",
+        worker = workload.start_worker(bus_url, postgres_url, web_port, 0, f"obs-{unique_id}",
                                       str(tmp_path / "worker.log"),
                                       extra=["--offset-reset", "latest"])
-        testing.wait_ready(web_port, 120, worker)
-        testing.warm_up(publisher.bus, sink, unique_id)
+        workload.wait_ready(web_port, 120, worker)
+        streamkit.warm_up(publisher.bus, sink, unique_id)
         prometheus, prom_url = start_prometheus(
             tmp_path / "prometheus", [f"127.0.0.1:{web_port}"], am.netloc, experiment)
         publisher.start()
@@ -235,14 +236,14 @@ def test_low_success_rate_alert_reaches_the_webhook_and_every_panel_has_data(
             [("filter", 'alertname="LowSuccessRate"'), ("filter", f'experiment="{experiment}"')])
 
         def in_alertmanager():  # one alert per (device type, algorithm): all four below 0.8
-            code, body = testing.http_get(f"{alertmanager_url}/api/v2/alerts?{filters}", timeout=5)
+            code, body = workload.http_get(f"{alertmanager_url}/api/v2/alerts?{filters}", timeout=5)
             alerts = json.loads(body) if code == 200 else []
             keys = {(a["labels"]["device_type"], a["labels"]["algorithm"]) for a in alerts}
             return alerts if len(keys) == 4 else None
 
-        alerts = testing.wait_until(in_alertmanager, 240, 1.0, what="LowSuccessRate in Alertmanager")
-        assert {a["labels"]["device_type"] for a in alerts} == set(testing.DEVICE_TYPES)
-        assert {a["labels"]["algorithm"] for a in alerts} == set(testing.ALGORITHMS)
+        alerts = workload.wait_until(in_alertmanager, 240, 1.0, what="LowSuccessRate in Alertmanager")
+        assert {a["labels"]["device_type"] for a in alerts} == set(workload.DEVICE_TYPES)
+        assert {a["labels"]["algorithm"] for a in alerts} == set(workload.ALGORITHMS)
         assert all(a["labels"]["severity"] == "warning" for a in alerts)
 
         # 2. ... and, routed by severity, the webhook receiver, which logs structured records
@@ -257,7 +258,7 @@ def test_low_success_rate_alert_reaches_the_webhook_and_every_panel_has_data(
             assert result.returncode == 0, result.stderr
             return [r for r in json.loads(result.stdout) if r.get("alert_status") == "firing"]
 
-        records = testing.wait_until(searched, 180, 2.0, what="LowSuccessRate record in OpenSearch")
+        records = workload.wait_until(searched, 180, 2.0, what="LowSuccessRate record in OpenSearch")
         if webhook is not None:  # our own receiver: its stderr has the same records
             local = [r for r in webhook_records(tmp_path)
                      if r.get("alertname") == "LowSuccessRate" and r.get("experiment_id") == experiment]
@@ -276,7 +277,7 @@ def test_low_success_rate_alert_reaches_the_webhook_and_every_panel_has_data(
         # 3. Every panel of every dashboard returns data for this experiment, without errors.
         values = {"experiment": experiment, "device_type": "stt-pma", "algorithm": ".*",
                   "datasource": "prometheus"}
-        code, metrics = testing.http_get(f"http://127.0.0.1:{web_port}/metrics")
+        code, metrics = workload.http_get(f"http://127.0.0.1:{web_port}/metrics")
         gpu_present = b"\ngpu_utilization_percent" in metrics
         queries = [
             (name, title, dashboards.substitute(expr, values))
@@ -307,14 +308,14 @@ def test_low_success_rate_alert_reaches_the_webhook_and_every_panel_has_data(
         # The template variables' own queries list this experiment's values.
         def label_values(label: str, match: str) -> set[str]:
             params = urllib.parse.urlencode({"match[]": match})
-            code, body = testing.http_get(f"{prom_url}/api/v1/label/{label}/values?{params}")
+            code, body = workload.http_get(f"{prom_url}/api/v1/label/{label}/values?{params}")
             assert code == 200, body
             return set(json.loads(body)["data"])
 
         assert experiment in label_values("experiment", "training_episodes_total")
         scoped = f'training_episodes_total{{experiment=~"{experiment}"}}'
-        assert label_values("device_type", scoped) == set(testing.DEVICE_TYPES)
-        assert label_values("algorithm", scoped) == set(testing.ALGORITHMS)
+        assert label_values("device_type", scoped) == set(workload.DEVICE_TYPES)
+        assert label_values("algorithm", scoped) == set(workload.ALGORITHMS)
 
         assert not publisher.errors, publisher.errors
     finally:  # every process is stopped even if stopping another one fails

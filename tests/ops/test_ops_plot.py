@@ -12,7 +12,7 @@ from sinks.factory import open_sink
 from stgym import events as ev
 from stgym import kpiplot
 from stgym import kpi
-from streams import testing
+from streams import workload
 
 
 def store_episodes(url: str, experiment: str) -> list[ev.EpisodeEvent]:
@@ -20,7 +20,7 @@ def store_episodes(url: str, experiment: str) -> list[ev.EpisodeEvent]:
     start = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
     episodes = []
     for minute in range(3):
-        episodes += testing.make_episodes(200, experiment, seed=minute,
+        episodes += workload.make_episodes(200, experiment, seed=minute,
                                           start=start + dt.timedelta(minutes=minute))
     records = [(ev.TOPIC_EPISODES, 0, i, None, ev.encode(e)) for i, e in enumerate(episodes)]
     sink = open_sink(url)

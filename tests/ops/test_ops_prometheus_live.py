@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streams import testing
+from streams import workload
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "compose" / "prometheus"
 pytestmark = pytest.mark.services
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.services
 
 def api(prometheus_url: str, path: str, **params) -> dict:
     query = f"?{urllib.parse.urlencode(params)}" if params else ""
-    code, body = testing.http_get(f"{prometheus_url}/api/v1/{path}{query}", timeout=10)
+    code, body = workload.http_get(f"{prometheus_url}/api/v1/{path}{query}", timeout=10)
     assert code == 200, body
     answer = json.loads(body)
     assert answer["status"] == "success", answer
@@ -38,7 +38,7 @@ def test_committed_rules_are_loaded_and_evaluate_cleanly(prometheus_url):
         return rules if rules and all(r.get("lastEvaluation", "").startswith("2") and
                                       not r["lastEvaluation"].startswith("0001") for r in rules) else None
 
-    rules = testing.wait_until(evaluated, 60, 1.0, what="every rule evaluated once")
+    rules = workload.wait_until(evaluated, 60, 1.0, what="every rule evaluated once")
     assert {r["name"] for r in rules} == expected
     assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
 
@@ -47,11 +47,11 @@ def test_infrastructure_alert_inputs_are_scraped_and_healthy(prometheus_url):
     def value(query: str) -> list[float]:
         return [float(s["value"][1]) for s in api(prometheus_url, "query", query=query)["result"]]
 
-    testing.wait_until(lambda: value('probe_success{job="kafka"}') == [1.0], 60, 1.0,
+    workload.wait_until(lambda: value('probe_success{job="kafka"}') == [1.0], 60, 1.0,
                        what="Kafka TCP probe succeeding")
-    testing.wait_until(lambda: value('pg_up{job="postgres"}') == [1.0], 60, 1.0,
+    workload.wait_until(lambda: value('pg_up{job="postgres"}') == [1.0], 60, 1.0,
                        what="PostgreSQL exporter reporting pg_up 1")
-    used = testing.wait_until(lambda: value("instance_mountpoint:node_filesystem_used:ratio"), 60, 1.0,
+    used = workload.wait_until(lambda: value("instance_mountpoint:node_filesystem_used:ratio"), 60, 1.0,
                               what="node filesystem usage recorded")
     assert all(0.0 <= ratio <= 1.0 for ratio in used)
     firing = {a["labels"]["alertname"] for a in api(prometheus_url, "alerts")["alerts"]

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from stgym import settings as settings_module
-from streams import testing
+from streams import workload
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 6
@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 def metric(url: str, name: str) -> float | None:
-    code, body = testing.http_get(f"{url}/metrics")
+    code, body = workload.http_get(f"{url}/metrics")
     if code != 200:
         return None
     for line in body.decode().splitlines():
@@ -102,24 +102,24 @@ def test_stopping_prometheus_trips_the_dead_mans_switch(tmp_path):
         # The switch counts its start as a beat: start it once the others answer (Alertmanager
         # retries the notifications it could not deliver meanwhile).
         for name in ("prometheus", "alertmanager"):
-            testing.wait_until(lambda: testing.http_get(f"http://127.0.0.1:{ports[name]}/-/ready")[0] == 200,
+            workload.wait_until(lambda: workload.http_get(f"http://127.0.0.1:{ports[name]}/-/ready")[0] == 200,
                                60, 0.5, what=f"private {name} ready (logs under {tmp_path})")
         webhook = start([sys.executable, "-m", "stgym.cli", "--log-format", "json", "alerts", "serve"],
                         tmp_path / "webhook.log", env)
-        testing.wait_until(lambda: (metric(hook_url, "stgym_watchdog_last_seen_timestamp_seconds") or 0) > 0,
+        workload.wait_until(lambda: (metric(hook_url, "stgym_watchdog_last_seen_timestamp_seconds") or 0) > 0,
                            60, 0.5, what=f"first Watchdog at the webhook (logs under {tmp_path})")
         first = metric(hook_url, "stgym_watchdog_last_seen_timestamp_seconds")
-        testing.wait_until(lambda: metric(hook_url, "stgym_watchdog_last_seen_timestamp_seconds") > first + TIMEOUT_S,
+        workload.wait_until(lambda: metric(hook_url, "stgym_watchdog_last_seen_timestamp_seconds") > first + TIMEOUT_S,
                            30, 0.5, what="Watchdog repeated for longer than the timeout")
         assert metric(hook_url, "stgym_watchdog_missing") == 0
 
         stop(prometheus)
-        testing.wait_until(lambda: metric(hook_url, "stgym_watchdog_missing") == 1, 60, 0.5,
+        workload.wait_until(lambda: metric(hook_url, "stgym_watchdog_missing") == 1, 60, 0.5,
                            what="dead man's switch tripped after Prometheus stopped")
         assert metric(hook_url, "stgym_watchdog_trips_total") == 1
 
         prometheus = start(prometheus_argv, tmp_path / "prometheus-2.log", env)
-        testing.wait_until(lambda: metric(hook_url, "stgym_watchdog_missing") == 0, 60, 0.5,
+        workload.wait_until(lambda: metric(hook_url, "stgym_watchdog_missing") == 0, 60, 0.5,
                            what="switch reset by the Watchdog of the restarted Prometheus")
     finally:
         for proc in (prometheus, alertmanager, webhook):

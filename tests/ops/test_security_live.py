@@ -19,7 +19,7 @@ from kafka.errors import KafkaError
 
 from sinks.factory import open_sink
 from stgym import settings as settings_module
-from streams import testing
+from streams import workload
 
 pytestmark = pytest.mark.services
 REPO = Path(__file__).resolve().parents[2]
@@ -103,12 +103,12 @@ def test_authenticated_pipeline_counts_every_episode_once(private_stack, tmp_pat
     s = settings_of(env)
     bus_url = f"kafka://{s.kafka_bootstrap}"
     experiment = f"sasl-{os.getpid()}"
-    port = testing.free_port()
-    worker = testing.start_worker(bus_url, s.postgres_url, port, 0, f"stgym-sasl-{os.getpid()}",
+    port = workload.free_port()
+    worker = workload.start_worker(bus_url, s.postgres_url, port, 0, f"stgym-sasl-{os.getpid()}",
                                   str(tmp_path / "stream.log"))
     sink = open_sink(s.postgres_url)
     try:
-        testing.wait_workers_ready([worker], [port], sink, timeout_s=180)
+        workload.wait_workers_ready([worker], [port], sink, timeout_s=180)
         train = subprocess.run(
             [sys.executable, "-m", "stgym.cli", "train", "--algo", "random", "--episodes", "600",
              "--workers", "2", "--experiment", experiment, "--bus", bus_url,
@@ -117,9 +117,9 @@ def test_authenticated_pipeline_counts_every_episode_once(private_stack, tmp_pat
         assert train.returncode == 0, train.stderr[-3000:]
         ledgered = sum(len(p.read_text().split()) for p in (tmp_path / "train").glob("*.ledger"))
         assert ledgered == 600
-        testing.wait_until(lambda: testing.stored_count(sink, experiment) >= 600, 180,
+        workload.wait_until(lambda: workload.stored_count(sink, experiment) >= 600, 180,
                            what="all 600 episodes stored")
         time.sleep(2.0)  # nothing beyond the 600 arrives late
-        assert testing.stored_count(sink, experiment) == 600
+        assert workload.stored_count(sink, experiment) == 600
     finally:
-        testing.stop_all([worker], sink)
+        workload.stop_all([worker], sink)

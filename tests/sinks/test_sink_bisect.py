@@ -7,7 +7,8 @@ import pytest
 from sinks.factory import open_sink
 from stgym import events as ev
 from stgym import kpi
-from streams import testing
+from streams import workload
+import streamkit
 
 POISON = "poison"  # run ids starting with this are refused by the trigger the tests install
 
@@ -73,7 +74,7 @@ def stored_ids(sink, experiment):
 @pytest.mark.parametrize("bad_at", [[0], [1999], [7, 8, 9], [3, 500, 1000, 1500, 1999]])
 def test_refused_events_are_isolated_and_the_rest_commits(sink, bad_at):
     experiment = f"exp-bisect-{len(bad_at)}-{bad_at[0]}"
-    episodes = testing.make_episodes(2000, experiment, seed=5)
+    episodes = workload.make_episodes(2000, experiment, seed=5)
     for i in bad_at:
         episodes[i] = poisoned(episodes[i], run_id=f"{POISON}-{i}")
     batch = batch_of(episodes)
@@ -85,7 +86,7 @@ def test_refused_events_are_isolated_and_the_rest_commits(sink, bad_at):
     good = [e for e in episodes if e.event_id not in bad_ids]
     assert len(result.new_episodes) == len(good)
     assert stored_ids(sink, experiment) == {e.event_id for e in good}
-    testing.assert_matches_truth(sink.query_kpis(experiment=experiment), testing.ground_truth(good))
+    streamkit.assert_matches_truth(sink.query_kpis(experiment=experiment), streamkit.ground_truth(good))
     # bisection costs O(k log n) transactions, not one per event
     assert result.transactions <= 1 + 2 * len(bad_at) * 12
 
@@ -98,11 +99,11 @@ def test_refused_events_are_isolated_and_the_rest_commits(sink, bad_at):
     again = sink.write_batch(batch_of(episodes))
     assert again.new_episodes == [] and again.duplicates == len(good)
     assert {e.event_id for e, _ in again.unstorable} == bad_ids
-    testing.assert_matches_truth(sink.query_kpis(experiment=experiment), testing.ground_truth(good))
+    streamkit.assert_matches_truth(sink.query_kpis(experiment=experiment), streamkit.ground_truth(good))
 
 
 def test_a_clean_batch_is_one_transaction(sink):
-    episodes = testing.make_episodes(500, "exp-bisect-clean", seed=6)
+    episodes = workload.make_episodes(500, "exp-bisect-clean", seed=6)
     result = sink.write_batch(batch_of(episodes))
     assert result.transactions == 1 and result.unstorable == []
     assert len(result.new_episodes) == 500
@@ -115,7 +116,7 @@ def test_a_clean_batch_is_one_transaction(sink):
     {"device_type": "lone \ud800 surrogate"},  # not encodable as UTF-8
 ], ids=["episode-2**64", "seed-neg-2**70", "nul", "surrogate"])
 def test_values_the_schema_would_refuse_are_unstorable_not_fatal(sink, fields):
-    episodes = testing.make_episodes(300, f"exp-raw-{next(iter(fields))}", seed=7)
+    episodes = workload.make_episodes(300, f"exp-raw-{next(iter(fields))}", seed=7)
     episodes[150] = poisoned(episodes[150], **fields)
     result = sink.write_batch(unchecked_batch(episodes))
     if result.unstorable:  # SQLite stores a NUL character, PostgreSQL does not
@@ -136,7 +137,7 @@ def test_trainings_and_experiments_bisect_too(sink):
     trainings[4] = poisoned(trainings[4], iteration=2**65)
     started = ev.ExperimentEvent(event_id=ev.new_event_id(), timestamp=now, run_id="r",
                                  status="started", **common)
-    episodes = testing.make_episodes(50, "exp-bisect-mixed", seed=8)
+    episodes = workload.make_episodes(50, "exp-bisect-mixed", seed=8)
     result = sink.write_batch(unchecked_batch([*episodes, *trainings, started]))
     assert [e.event_id for e, _ in result.unstorable] == [trainings[4].event_id]
     assert result.new_trainings == 19 and result.experiments == 1

@@ -9,7 +9,8 @@ from sinks.factory import open_sink
 from stgym import events as ev
 from stgym.errors import ServiceUnavailable
 from stgym import kpi
-from streams import testing
+from streams import workload
+import streamkit
 
 pytestmark = pytest.mark.services
 
@@ -20,7 +21,7 @@ def batch_of(episodes):
 
 
 def test_killed_connections_reconnect_and_lose_nothing(postgres_url):
-    episodes = testing.make_episodes(4000, "exp-kill", seed=11)
+    episodes = workload.make_episodes(4000, "exp-kill", seed=11)
     sink = open_sink(postgres_url, max_backoff_s=0.5)
     sink.setup()
     done = threading.Event()
@@ -50,7 +51,7 @@ def test_killed_connections_reconnect_and_lose_nothing(postgres_url):
         done.set()
         thread.join(30)
     assert len(kills) >= 3 and sink.reconnects >= 3
-    testing.assert_matches_truth(sink.query_kpis(experiment="exp-kill"), testing.ground_truth(episodes))
+    streamkit.assert_matches_truth(sink.query_kpis(experiment="exp-kill"), streamkit.ground_truth(episodes))
     assert sink._fetch("SELECT COUNT(*) FROM episodes")[0][0] == 4000
     sink.close()
 

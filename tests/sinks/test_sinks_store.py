@@ -10,7 +10,8 @@ from sinks.base import migrations
 from sinks.factory import open_sink
 from stgym import events as ev
 from stgym import kpi
-from streams import testing
+from streams import workload
+import streamkit
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
@@ -47,33 +48,33 @@ def test_migrations_are_versioned_and_idempotent(sink, db_url):
 
 
 def test_replayed_batches_never_double_count(sink):
-    episodes = testing.make_episodes(600, "exp-replay", seed=4)
+    episodes = workload.make_episodes(600, "exp-replay", seed=4)
     first = sink.write_batch(batch_of(episodes[:400]))
     assert len(first.new_episodes) == 400 and first.duplicates == 0
     replay = sink.write_batch(batch_of(episodes[:400]))
     assert replay.new_episodes == [] and replay.duplicates == 400
     overlap = sink.write_batch(batch_of(episodes[350:]))
     assert len(overlap.new_episodes) == 200 and overlap.duplicates == 50
-    testing.assert_matches_truth(sink.query_kpis(experiment="exp-replay"), testing.ground_truth(episodes))
+    streamkit.assert_matches_truth(sink.query_kpis(experiment="exp-replay"), streamkit.ground_truth(episodes))
     window_rows = sink.query_kpis(experiment="exp-replay", window_s=60)
     assert sum(r["episodes_total"] for r in window_rows) == 600
     snap = sink.metric_snapshot()
     assert sum(r["episodes_total"] for r in snap["kpis"]) == 600
-    for key in testing.ground_truth(episodes):
+    for key in streamkit.ground_truth(episodes):
         counts = snap["histograms"][(*key, "energy_per_switch_joules")]
-        assert sum(counts.values()) == testing.ground_truth(episodes)[key]["successes"]
+        assert sum(counts.values()) == streamkit.ground_truth(episodes)[key]["successes"]
 
 
 def test_queries_filter_by_key_since_and_window(sink):
     now = time.time()
     old_start = dt.datetime.fromtimestamp(now - 7200, dt.timezone.utc)
     new_start = dt.datetime.fromtimestamp(now - 120, dt.timezone.utc)
-    old = testing.make_episodes(300, "exp-q", seed=5, start=old_start)
-    new = testing.make_episodes(300, "exp-q", seed=6, start=new_start)
+    old = workload.make_episodes(300, "exp-q", seed=5, start=old_start)
+    new = workload.make_episodes(300, "exp-q", seed=6, start=new_start)
     sink.write_batch(batch_of(old, new))
-    testing.assert_matches_truth(sink.query_kpis(experiment="exp-q"), testing.ground_truth(old + new))
-    testing.assert_matches_truth(sink.query_kpis(experiment="exp-q", since_s=3600, now=now),
-                                 testing.ground_truth(new))
+    streamkit.assert_matches_truth(sink.query_kpis(experiment="exp-q"), streamkit.ground_truth(old + new))
+    streamkit.assert_matches_truth(sink.query_kpis(experiment="exp-q", since_s=3600, now=now),
+                                 streamkit.ground_truth(new))
     only = sink.query_kpis(experiment="exp-q", device_type="sot", algorithm="cem")
     assert [(r["device_type"], r["algorithm"]) for r in only] == [("sot", "cem")]
     assert sink.query_kpis(experiment="nope") == []
@@ -111,7 +112,7 @@ def test_training_progress_and_experiments(sink):
 
 
 def test_concurrent_writers_with_overlapping_batches_stay_exact(db_url):
-    episodes = testing.make_episodes(3000, "exp-conc", seed=8)
+    episodes = workload.make_episodes(3000, "exp-conc", seed=8)
     sinks = [open_sink(db_url) for _ in range(3)]
     for s in sinks:
         s.setup()
@@ -133,7 +134,7 @@ def test_concurrent_writers_with_overlapping_batches_stay_exact(db_url):
     for t in threads:
         t.join(120)
     assert errors == []
-    testing.assert_matches_truth(sinks[0].query_kpis(experiment="exp-conc"), testing.ground_truth(episodes))
+    streamkit.assert_matches_truth(sinks[0].query_kpis(experiment="exp-conc"), streamkit.ground_truth(episodes))
     for s in sinks:
         s.close()
 
@@ -142,10 +143,10 @@ def test_names_with_tabs_backslashes_and_newlines_round_trip(sink):
     odd = "exp\t\\N\nline\r\\"
     episodes = [e.__class__(**{**{f: getattr(e, f) for f in e.__struct_fields__}, "worker_id": odd,
                                "run_id": odd + "-r"})
-                for e in testing.make_episodes(200, odd, seed=9)]
+                for e in workload.make_episodes(200, odd, seed=9)]
     result = sink.write_batch(batch_of(episodes))  # 200 rows: the COPY path on PostgreSQL
     assert len(result.new_episodes) == 200
-    testing.assert_matches_truth(sink.query_kpis(experiment=odd), testing.ground_truth(episodes))
+    streamkit.assert_matches_truth(sink.query_kpis(experiment=odd), streamkit.ground_truth(episodes))
     stored = sink._fetch(f"SELECT DISTINCT worker_id, run_id FROM episodes WHERE experiment_id = {sink.ph}",
                          [odd])
     assert stored == [(odd, odd + "-r")]

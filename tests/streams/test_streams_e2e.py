@@ -23,8 +23,10 @@ from sinks.factory import open_sink
 from stgym import events as ev
 from stgym import settings as settings_module
 from stgym.bus import open_bus
-from streams import testing
-from streams.testing import TopicReader, stored_count
+from streams import workload
+import streamkit
+from streams.workload import stored_count
+from streamkit import TopicReader
 
 pytestmark = pytest.mark.services
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +40,7 @@ def restart_postgres() -> None:
 
 
 def prom_query(prometheus_url: str, query: str) -> list[dict]:
-    status, body = testing.http_get(
+    status, body = workload.http_get(
         f"{prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': query})}", timeout=5)
     assert status == 200, body
     return json.loads(body)["data"]["result"]
@@ -49,7 +51,7 @@ def training_events(experiment: str, n: int) -> list[ev.Event]:
     out: list[ev.Event] = []
     for run in range(4):
         base = dict(experiment_id=experiment, run_id=f"{experiment}-run{run}", worker_id=f"w{run}",
-                    device_type=testing.DEVICE_TYPES[run % 2], algorithm=testing.ALGORITHMS[(run // 2) % 2])
+                    device_type=workload.DEVICE_TYPES[run % 2], algorithm=workload.ALGORITHMS[(run // 2) % 2])
         out.append(ev.ExperimentEvent(event_id=ev.new_event_id(), timestamp=now, status="started", **base))
         for i in range(n):
             out.append(ev.TrainingEvent(
@@ -70,7 +72,7 @@ def test_two_workers_survive_sigkill_and_postgres_restart_exactly(
     def start(i):
         # Start at the end of the topics (their history belongs to other tests and runs);
         # warm_up() below fixes every partition's position before anything is published.
-        return testing.start_worker(bus_url, postgres_url, ports[i], i, app_id, logs[i],
+        return workload.start_worker(bus_url, postgres_url, ports[i], i, app_id, logs[i],
                                     extra=["--batch-size", "500", "--offset-reset", "latest"])
 
     workers = [start(0), start(1)]
@@ -78,8 +80,8 @@ def test_two_workers_survive_sigkill_and_postgres_restart_exactly(
     bus = open_bus(bus_url)
     sink = open_sink(postgres_url)
     try:
-        testing.wait_workers_ready(workers, ports, sink)
-        testing.warm_up(bus, sink, unique_id)
+        workload.wait_workers_ready(workers, ports, sink)
+        streamkit.warm_up(bus, sink, unique_id)
 
         # Phase 0: the real trainer, 2 worker processes, into Kafka; the truth is what it sent.
         train_experiment = f"e2e-train-{unique_id}"
@@ -102,37 +104,37 @@ def test_two_workers_survive_sigkill_and_postgres_restart_exactly(
                         sent.append(ev.decode(record.value, ev.EpisodeEvent))
         episodes_topic.close()
         assert len({e.event_id for e in sent}) == 240
-        testing.wait_until(lambda: stored_count(sink, train_experiment) == 240, 120,
+        workload.wait_until(lambda: stored_count(sink, train_experiment) == 240, 120,
                            what="trained episodes stored")
-        testing.assert_matches_truth(sink.query_kpis(experiment=train_experiment),
-                                     testing.ground_truth(sent))
+        streamkit.assert_matches_truth(sink.query_kpis(experiment=train_experiment),
+                                     streamkit.ground_truth(sent))
         assert all(r["training_iterations"] > 0 and r["model_accuracy"] is not None
                    for r in sink.query_kpis(experiment=train_experiment))
 
         # Phase 1: episodes + training + experiment events, both workers consuming.
-        phase1 = testing.make_episodes(3000, experiment, seed=1)
+        phase1 = workload.make_episodes(3000, experiment, seed=1)
         extra = training_events(experiment, 10)
         for event in phase1 + extra:
             bus.publish(event)
         bus.flush(60)
-        testing.wait_until(lambda: stored_count(sink, experiment) == 3000, 120, what="phase 1 stored")
+        workload.wait_until(lambda: stored_count(sink, experiment) == 3000, 120, what="phase 1 stored")
 
         dlq = TopicReader(kafka_bootstrap)
         dlq_start = dlq.end_offsets()
 
         # Phase 2: a steady stream while one worker is SIGKILLed and PostgreSQL restarts.
-        phase2 = testing.make_episodes(6000, experiment, seed=2,
+        phase2 = workload.make_episodes(6000, experiment, seed=2,
                                        start=ev.utc_now() + dt.timedelta(seconds=5))
-        bad = testing.malformed_records(1000, seed=3, tag=unique_id)
+        bad = streamkit.malformed_records(1000, seed=3, tag=unique_id)
         chunks = [(phase2[k:k + 200], [raw for raw, _ in bad[k // 6:(k + 200) // 6]])
                   for k in range(0, len(phase2), 200)]
         chunks.append(([], [raw for raw, _ in bad[len(phase2) // 6:]]))
-        publisher = testing.BackgroundPublisher(bus, chunks, unique_id.encode(), 0.1).start()
-        testing.wait_until(lambda: stored_count(sink, experiment) > 3600, 120, what="phase 2 flowing")
+        publisher = streamkit.BackgroundPublisher(bus, chunks, unique_id.encode(), 0.1).start()
+        workload.wait_until(lambda: stored_count(sink, experiment) > 3600, 120, what="phase 2 flowing")
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait(30)
         workers[0] = start(0)
-        testing.wait_until(lambda: stored_count(sink, experiment) > 5000, 120,
+        workload.wait_until(lambda: stored_count(sink, experiment) > 5000, 120,
                            what="progress after the SIGKILL")
         sink.close()
         restart_postgres()
@@ -141,9 +143,9 @@ def test_two_workers_survive_sigkill_and_postgres_restart_exactly(
         assert publisher.join(180), publisher.errors
 
         everything = phase1 + phase2
-        testing.wait_until(lambda: stored_count(sink, experiment) >= 9000, 180, what="all stored")
+        workload.wait_until(lambda: stored_count(sink, experiment) >= 9000, 180, what="all stored")
         rows = sink.query_kpis(experiment=experiment)
-        testing.assert_matches_truth(rows, testing.ground_truth(everything))
+        streamkit.assert_matches_truth(rows, streamkit.ground_truth(everything))
         assert sink._fetch("SELECT COUNT(*) FROM episodes WHERE experiment_id = %s",
                            [experiment])[0][0] == 9000
         for row in rows:
@@ -153,18 +155,18 @@ def test_two_workers_survive_sigkill_and_postgres_restart_exactly(
 
         # Every malformed record is in the DLQ with its reason (read from where the DLQ ended
         # before this test published anything malformed).
-        found = testing.read_dlq(dlq, dlq_start, unique_id, len(bad))
+        found = streamkit.read_dlq(dlq, dlq_start, unique_id, len(bad))
         assert found == {raw: reason for raw, reason in bad}
         assert set(Counter(found.values())) == {"bad_json", "invalid_field", "out_of_range", "schema_version", "oversized"}
 
         # Both workers healthy and ready after all that.
         for i, proc in enumerate(workers):
             assert proc.poll() is None, f"worker {i} exited"
-            testing.wait_ready(ports[i], 120, proc)
-            assert testing.http_get(f"http://127.0.0.1:{ports[i]}/health")[0] == 200
+            workload.wait_ready(ports[i], 120, proc)
+            assert workload.http_get(f"http://127.0.0.1:{ports[i]}/health")[0] == 200
 
         # Prometheus, scraping the workers, agrees with the ground truth.
-        truth = testing.ground_truth(everything)
+        truth = streamkit.ground_truth(everything)
 
         def prometheus_agrees():
             got = {}
@@ -185,6 +187,6 @@ def test_two_workers_survive_sigkill_and_postgres_restart_exactly(
                 math.isclose(rates[(device, algo)], row["success_rate"], rel_tol=1e-9)
                 for (_, device, algo), row in truth.items())
 
-        testing.wait_until(prometheus_agrees, 90, interval_s=1.0, what="Prometheus to match the store")
+        workload.wait_until(prometheus_agrees, 90, interval_s=1.0, what="Prometheus to match the store")
     finally:
-        testing.stop_all(workers, bus, sink, dlq)
+        workload.stop_all(workers, bus, sink, dlq)

@@ -7,7 +7,8 @@ import pytest
 
 from stgym import events as ev
 from stgym import kpi
-from streams import testing
+from streams import workload
+import streamkit
 
 
 def records(events, topic=ev.TOPIC_EPISODES):
@@ -15,7 +16,7 @@ def records(events, topic=ev.TOPIC_EPISODES):
 
 
 def test_parse_keeps_valid_events_and_deduplicates_event_ids():
-    episodes = testing.make_episodes(50, "exp-a", seed=1)
+    episodes = workload.make_episodes(50, "exp-a", seed=1)
     batch = kpi.parse_records(records(episodes + episodes[:10]))
     assert [e.event_id for e in batch.episodes] == [e.event_id for e in episodes]
     assert batch.rejected == [] and batch.duplicates == 10
@@ -23,7 +24,7 @@ def test_parse_keeps_valid_events_and_deduplicates_event_ids():
 
 
 def test_parse_rejects_every_malformed_kind_with_its_reason_and_original_bytes():
-    bad = testing.malformed_records(60, seed=3)
+    bad = streamkit.malformed_records(60, seed=3)
     recs = [(ev.TOPIC_EPISODES, 1, i, b"k", raw) for i, (raw, _) in enumerate(bad)]
     recs.append((ev.TOPIC_EPISODES, 1, 60, b"k", None))
     recs.append(("some.other.topic", 0, 0, None, b"{}"))
@@ -50,9 +51,9 @@ def test_parse_routes_training_and_experiment_events():
 
 
 def test_aggregate_counts_means_and_buckets_exactly():
-    episodes = testing.make_episodes(2000, "exp-b", seed=2)
+    episodes = workload.make_episodes(2000, "exp-b", seed=2)
     cumulative = kpi.aggregate(episodes)
-    truth = testing.ground_truth(episodes)
+    truth = streamkit.ground_truth(episodes)
     assert set(cumulative) == set(truth)
     for key, delta in cumulative.items():
         group = [e for e in episodes if kpi.key_of(e) == key]

@@ -10,7 +10,8 @@ from sinks.factory import open_sink
 from stgym import events as ev
 from stgym import httpserver
 from stgym.bus import open_bus
-from streams import testing
+from streams import workload
+import streamkit
 from streams.metrics import KpiCollector, ProcessMetrics, gpu_reader
 from streams.pipeline import EmbeddedPipeline, Processor, read_dlq_envelope
 
@@ -24,7 +25,7 @@ def sink(tmp_path):
 
 
 def scrape(port):
-    status, body = testing.http_get(f"http://127.0.0.1:{port}/metrics")
+    status, body = workload.http_get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200
     samples = {}
     for line in body.decode().splitlines():
@@ -39,8 +40,8 @@ def test_embedded_pipeline_exact_kpis_dlq_and_metrics(sink, unique_id):
     metrics = ProcessMetrics("stgym-test")
     metrics.registry.register(KpiCollector(sink, cache_s=0.0))
     pipeline = EmbeddedPipeline(bus, Processor(sink, metrics), group=f"g-{unique_id}").start()
-    episodes = testing.make_episodes(1500, f"exp-{unique_id}", seed=21)
-    bad = testing.malformed_records(120, seed=2)
+    episodes = workload.make_episodes(1500, f"exp-{unique_id}", seed=21)
+    bad = streamkit.malformed_records(120, seed=2)
     for i, e in enumerate(episodes):
         bus.publish(e)
         if i % 10 == 0 and i // 10 < len(bad):
@@ -49,8 +50,8 @@ def test_embedded_pipeline_exact_kpis_dlq_and_metrics(sink, unique_id):
         bus.publish(e)
     pipeline.drain()
 
-    testing.assert_matches_truth(sink.query_kpis(experiment=f"exp-{unique_id}"),
-                                 testing.ground_truth(episodes))
+    streamkit.assert_matches_truth(sink.query_kpis(experiment=f"exp-{unique_id}"),
+                                 streamkit.ground_truth(episodes))
     dlq = [read_dlq_envelope(r.value) for r in bus.records(ev.TOPIC_EPISODES_DLQ)]
     assert [d["original"] for d in dlq] == [raw for raw, _ in bad]
     assert [d["reason"] for d in dlq] == [reason for _, reason in bad]
@@ -60,7 +61,7 @@ def test_embedded_pipeline_exact_kpis_dlq_and_metrics(sink, unique_id):
     port = server.server_address[1]
     try:
         samples = scrape(port)
-        truth = testing.ground_truth(episodes)
+        truth = streamkit.ground_truth(episodes)
         for (exp, device, algo), row in truth.items():
             labels = f'algorithm="{algo}",device_type="{device}",experiment="{exp}"'
             assert samples[f'success_rate{{{labels}}}'] == pytest.approx(row["success_rate"], rel=1e-12)
@@ -80,11 +81,11 @@ def test_embedded_pipeline_exact_kpis_dlq_and_metrics(sink, unique_id):
         has_gpu = any(name.startswith("gpu_utilization_percent") for name in samples)
         assert has_gpu == (gpu_reader() is not None)  # a real reading or absent, never a fake 0
         assert not any(re.search(r"event_id|run_id", name) for name in samples)
-        status, body = testing.http_get(f"http://127.0.0.1:{port}/health")
+        status, body = workload.http_get(f"http://127.0.0.1:{port}/health")
         assert status == 200 and json.loads(body)["status"] == "ok"
-        status, body = testing.http_get(f"http://127.0.0.1:{port}/ready")
+        status, body = workload.http_get(f"http://127.0.0.1:{port}/ready")
         assert status == 200 and json.loads(body)["database"] is True
-        assert testing.http_get(f"http://127.0.0.1:{port}/nope")[0] == 404
+        assert workload.http_get(f"http://127.0.0.1:{port}/nope")[0] == 404
     finally:
         server.shutdown()
 
@@ -95,7 +96,7 @@ def test_ready_is_503_with_reasons_when_the_database_is_gone(sink):
     port = server.server_address[1]
     try:
         sink.close()
-        status, body = testing.http_get(f"http://127.0.0.1:{port}/ready")
+        status, body = workload.http_get(f"http://127.0.0.1:{port}/ready")
         assert status == 503
         assert json.loads(body) == {"status": "not ready", "service": "stgym-stream",
                                     "pid": os.getpid(), "database": False}

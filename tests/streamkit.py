@@ -1,52 +1,16 @@
-"""Helpers shared by the streams tests and `stgym bench pipeline`: synthetic events with their
-ground truth, malformed records with their expected DLQ reasons, and stream-worker processes."""
+"""Test helpers for the stream pipeline: the exact ground truth of synthetic episodes,
+malformed records with their expected DLQ reasons, topic and DLQ readers, a background
+publisher. Synthetic episodes and worker processes come from streams.workload."""
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 
 from stgym import events as ev, settings as settings_module
-
-DEVICE_TYPES = ("stt-pma", "sot")
-ALGORITHMS = ("ppo", "cem")
-
-
-def make_episodes(n: int, experiment: str, seed: int = 0, runs: int = 4,
-                  start: dt.datetime | None = None,
-                  run_ids: list[str] | None = None) -> list[ev.EpisodeEvent]:
-    """n deterministic EpisodeEvents over 2 device types x 2 algorithms, a few runs each
-    (named `{experiment}-run{i}`, or the given run_ids, taken in turn)."""
-    rng = random.Random(f"{experiment}/{seed}")  # event ids unique per experiment and seed
-    start = start or ev.utc_now()
-    run_ids = run_ids or [f"{experiment}-run{i}" for i in range(runs)]
-    runs = len(run_ids)
-    out = []
-    for i in range(n):
-        success = rng.random() < 0.7
-        device = DEVICE_TYPES[i % 2]
-        algorithm = ALGORITHMS[(i // 2) % 2]
-        out.append(ev.EpisodeEvent(
-            event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            timestamp=start + dt.timedelta(milliseconds=i),
-            experiment_id=experiment, run_id=run_ids[i % runs],
-            worker_id=f"w{i % runs}", device_type=device, algorithm=algorithm,
-            episode=i, seed=seed * 1_000_003 + i, success=success,
-            energy_j=rng.uniform(1e-14, 5e-12),
-            switching_time_s=rng.uniform(1e-10, 5e-9) if success and rng.random() < 0.95 else None,
-            steps=rng.randint(1, 20), total_reward=rng.uniform(-5.0, 1.0),
-            sim_steps=rng.randint(100, 5000), wall_time_s=rng.uniform(1e-4, 1e-2),
-            sim_steps_per_s=rng.uniform(1e5, 1e6),
-        ))
-    return out
+from streams.workload import make_episodes, partition_keys
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -127,19 +91,6 @@ def malformed_records(n: int, seed: int = 0, tag: str = "x") -> list[tuple[bytes
     return out
 
 
-def partition_keys(tag: str, partitions: int = 4) -> dict[int, bytes]:
-    """One record key per partition (Kafka's default murmur2 partitioner)."""
-    from kafka.partitioner.default import murmur2
-
-    keys: dict[int, bytes] = {}
-    i = 0
-    while len(keys) < partitions:
-        key = f"{tag}-{i}".encode()
-        keys.setdefault((murmur2(key) & 0x7FFFFFFF) % partitions, key)
-        i += 1
-    return keys
-
-
 def warm_up(bus, sink, tag: str, timeout_s: float = 120.0, partitions: int = 4) -> None:
     """For workers started with --offset-reset latest: publish one episode, training and
     experiment event to every partition of the three topics, again and again, until the store
@@ -176,112 +127,13 @@ def warm_up(bus, sink, tag: str, timeout_s: float = 120.0, partitions: int = 4) 
         time.sleep(1.0)
 
 
-# -- stream worker processes -----------------------------------------------------------------
-def start_worker(bus_url: str, db_url: str, web_port: int, worker_id: int, app_id: str,
-                 log_path: str, extra: list[str] | None = None) -> subprocess.Popen:
-    """`stgym stream` as a child process (its own process group), logging to log_path."""
-    cmd = [sys.executable, "-m", "stgym.cli", "--log-level", "INFO", "stream", "--bus", bus_url,
-           "--db", db_url, "--web-port", str(web_port), "--worker-id", str(worker_id),
-           "--app-id", app_id, *(extra or [])]
-    log = open(log_path, "ab")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-    except OSError:  # refused, reset, timed out: not answering (yet)
-        return 0, b""
-
-
-def wait_until(predicate, timeout_s: float, interval_s: float = 0.25, what: str = "condition"):
-    """Poll predicate() until it returns a truthy value (returned) or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    last_error = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as error:  # e.g. a service still starting
-            last_error = error
-        time.sleep(interval_s)
-    raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}"
-                       + (f" (last error: {last_error!r})" if last_error else ""))
-
-
-def wait_ready(port: int, timeout_s: float = 60.0, proc: subprocess.Popen | None = None) -> None:
-    """Wait for 200 from /ready on `port`, answered by `proc` itself (its pid), not by some
-    other process that happens to hold the port."""
-    def ready():
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"stream worker exited with {proc.returncode} (port {port} taken?)")
-        status, body = http_get(f"http://127.0.0.1:{port}/ready")
-        if status != 200:
-            return False
-        if proc is not None and json.loads(body).get("pid") != proc.pid:
-            raise RuntimeError(f"port {port} is answered by another process, not the worker")
-        return True
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        time.sleep(0.25)
-    raise TimeoutError(f"stream worker on port {port} not ready after {timeout_s:.0f} s")
-
-
-def stop_worker(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-
-
-def wait_workers_ready(workers: list[subprocess.Popen], ports: list[int], sink,
-                       timeout_s: float = 120.0) -> None:
-    """Every worker answers /ready itself, then the checking sink connects (tables migrated)."""
-    for port, proc in zip(ports, workers):
-        wait_ready(port, timeout_s, proc)
-    sink.setup()
-
-
-def stop_all(workers: list[subprocess.Popen], *closables) -> None:
-    """SIGTERM every worker, then close the bus, sink and readers given (None is skipped)."""
-    for proc in workers:
-        stop_worker(proc)
-    for thing in closables:
-        if thing is not None:
-            thing.close()
-
-
-def stored_count(sink, experiment: str) -> int:
-    """Episodes the store has counted into the KPI rows of `experiment`."""
-    return sum(r["episodes_total"] for r in sink.query_kpis(experiment=experiment, percentiles=False))
-
-
 class TopicReader:
     """Reads a topic by explicit partition assignment (no consumer-group join)."""
 
+
     def __init__(self, bootstrap: str, topic: str = ev.TOPIC_EPISODES_DLQ) -> None:
         from kafka import KafkaConsumer, TopicPartition
+
 
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                       max_partition_fetch_bytes=8 * 1024 * 1024,
@@ -291,15 +143,19 @@ class TopicReader:
         self.partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
         self.consumer.assign(self.partitions)
 
+
     def end_offsets(self) -> dict:
         return self.consumer.end_offsets(self.partitions)
+
 
     def seek_to(self, offsets: dict) -> None:
         for tp, offset in offsets.items():
             self.consumer.seek(tp, offset)
 
+
     def poll(self, **kwargs):
         return self.consumer.poll(**kwargs)
+
 
     def close(self) -> None:
         self.consumer.close()
@@ -310,6 +166,7 @@ def read_dlq(reader: TopicReader, start: dict, tag: str, expected: int,
     """{original bytes: reason} of the DLQ envelopes after `start` whose original contains
     `tag`, read until `expected` are found or time runs out."""
     from streams.pipeline import read_dlq_envelope
+
 
     found: dict[bytes, str] = {}
     deadline = time.monotonic() + timeout_s
@@ -327,9 +184,11 @@ class BackgroundPublisher:
     """Publishes chunks of (events, raw episode records) in a thread, flushing and pausing
     after each chunk, as a steady stream; errors are collected in `errors`."""
 
+
     def __init__(self, bus, chunks: list[tuple[list, list[bytes]]], raw_key: bytes,
                  pause_s: float) -> None:
         import threading
+
 
         self.bus = bus
         self.chunks = chunks
@@ -337,6 +196,7 @@ class BackgroundPublisher:
         self.pause_s = pause_s
         self.errors: list[BaseException] = []
         self.thread = threading.Thread(target=self._run, name="stgym-test-publisher")
+
 
     def _run(self) -> None:
         try:
@@ -350,9 +210,11 @@ class BackgroundPublisher:
         except Exception as error:  # reported by the test's assertion
             self.errors.append(error)
 
+
     def start(self) -> "BackgroundPublisher":
         self.thread.start()
         return self
+
 
     def join(self, timeout_s: float) -> bool:
         """True if it finished in time without an error."""
