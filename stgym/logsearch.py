@@ -5,9 +5,9 @@ Where logs are
 Processes ship their records (stgym/logsetup.py) through the collector, whose exporter writes
 them to the log indices ``<settings.logs_index>*``: the daily ``stgym-logs-YYYY.MM.DD`` (UTC date
 of the record) where the exporter names indices by date, else ``stgym-logs``. All of them get
-the mappings of ``compose/opensearch/logs-component-template.json`` through the index template
-that `install_templates` puts into the cluster (idempotent; ``stgym logs setup``, run by the
-service scripts once OpenSearch is up, before the first record arrives). Searches always cover
+the mappings of ``stgym/data/opensearch/logs-component-template.json`` (package data) through
+the index template that `install_templates` puts into the cluster (idempotent; ``stgym logs
+setup``, run by the service scripts once OpenSearch is up, before the first record arrives). Searches always cover
 ``<logs_index>*``.
 
 A document is SS4O-shaped: ``body`` is the record's message, ``attributes`` holds the other
@@ -25,6 +25,7 @@ import dataclasses
 import datetime as dt
 import json
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -32,7 +33,6 @@ from stgym import logcontext
 from stgym import settings as settings_module
 from stgym.errors import ServiceUnavailable, UserError
 
-COMPOSE_DIR = settings_module.REPO_ROOT / "compose" / "opensearch"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 COMPONENT_ID = "stgym-logs-mappings"
 _TEXT_FIELDS = ("message", "logger", "alertname")
@@ -209,7 +209,8 @@ def install_templates(url: str | None = None) -> list[str]:
     """Put the component template (mappings) and the index template of the log indices."""
     settings = settings_module.load()
     os_client = client(url)
-    component = json.loads((COMPOSE_DIR / "logs-component-template.json").read_text())
+    component = json.loads(resources.files("stgym").joinpath(
+        "data", "opensearch", "logs-component-template.json").read_text())
     os_client.cluster.put_component_template(name=COMPONENT_ID, body=component)
     template = settings.logs_index
     os_client.indices.put_index_template(name=template, body={

@@ -28,7 +28,11 @@ SECRETS = (POSTGRES_PASSWORD, POSTGRES_READER_PASSWORD, KAFKA_PASSWORD, ALERT_WE
 
 
 def _default_run_dir() -> str:
-    return str(REPO_ROOT / ".run")
+    """`.run` of the checkout (where the service scripts keep pids, data and logs), else, for an
+    installed wheel, the user's state directory."""
+    if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "compose" / "bare").is_dir():
+        return str(REPO_ROOT / ".run")
+    return platformdirs.user_state_dir("stgym")
 
 
 def _default_data_dir() -> str:

@@ -18,7 +18,7 @@ ALL=(postgres kafka opensearch prometheus alertmanager collector
      postgres-exporter node-exporter blackbox-exporter mlflow jaeger api)
 
 # Post-start step of OpenSearch: the log index templates and daily-index pipeline of
-# `stgym logs setup` (compose/opensearch/*.json), before the collector writes the first record.
+# `stgym logs setup` (stgym/data/opensearch/*.json), before the collector writes the first record.
 after_ready_opensearch() {
     local stgym="$REPO_ROOT/.venv/bin/stgym" t0; t0=$(now)
     [[ -x "$stgym" ]] && "$stgym" logs setup --help >/dev/null 2>&1 || return 0
