@@ -19,7 +19,8 @@ def expired_indices(names: Iterable[str], prefix: str, days: int, today: dt.date
     """The daily indices `<prefix>-YYYY.MM.DD` among `names` older than `days` days."""
     if days < 1:
         raise ValueError(f"log retention must be >= 1 day, got {days}")
-    pattern = re.compile(rf"{re.escape(prefix)}-(\d{{4}})\.(\d{{2}})\.(\d{{2}})")
+    # `stgym backup restore` brings a day back as <prefix>-YYYY.MM.DD-restored.
+    pattern = re.compile(rf"{re.escape(prefix)}-(\d{{4}})\.(\d{{2}})\.(\d{{2}})(?:-restored)?")
     oldest_kept = today - dt.timedelta(days=days - 1)
     expired = []
     for name in names:

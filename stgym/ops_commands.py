@@ -66,6 +66,23 @@ def register(subparsers) -> None:
     apply.add_argument("--skip-logs", action="store_true", help="leave the log indices alone")
     apply.set_defaults(handler=run_retention_apply)
 
+    backup = subparsers.add_parser(
+        "backup", help="back up and restore the stack (KPI and MLflow databases, Prometheus TSDB, "
+                       "log indices, MLflow artifacts, dashboards)")
+    backup_commands = backup.add_subparsers(dest="backup_command", metavar="ACTION", required=True)
+    create = backup_commands.add_parser("create", help="write a new backup with a sha256 manifest")
+    create.add_argument("--to", help="backup directory (default settings.backup_dir/stgym-<time>)")
+    create.set_defaults(handler=run_backup)
+    backup_commands.add_parser("list", help="backups under settings.backup_dir").set_defaults(
+        handler=run_backup)
+    prune = backup_commands.add_parser("prune", help="delete all but the newest N backups")
+    prune.add_argument("--keep", type=int, required=True, help="complete backups to keep")
+    prune.set_defaults(handler=run_backup)
+    restore = backup_commands.add_parser(
+        "restore", help="verify a backup, then restore it into a fresh stack (overwrites nothing)")
+    restore.add_argument("dir", help="backup directory")
+    restore.set_defaults(handler=run_backup)
+
     plot = subparsers.add_parser("plot", help="draw charts without Grafana")
     plot_commands = plot.add_subparsers(dest="plot_command", metavar="WHAT", required=True)
     kpi = plot_commands.add_parser("kpi", help="KPI history from the database to a PNG")
@@ -160,6 +177,34 @@ def run_retention_apply(args) -> int:
             raise ServiceUnavailable(f"OpenSearch at {config.opensearch_url} does not answer") from error
         print(f"{config.opensearch_url}: deleted {len(indices)} log indices older than "
               f"{config.log_retention_days} days{': ' + ', '.join(indices) if indices else ''}")
+    return 0
+
+
+def run_backup(args) -> int:
+    from pathlib import Path
+
+    from stgym import backup
+
+    if args.backup_command == "create":
+        path = backup.create(Path(args.to) if args.to else None)
+        manifest = backup.read_manifest(path)
+        print(f"{path}: {len(manifest['files'])} files, {manifest['size_bytes']:,} bytes in "
+              f"{manifest['seconds']['total']} s ({manifest['seconds']})")
+    elif args.backup_command == "list":
+        for info in backup.list_backups():
+            if info.manifest:
+                print(f"{info.path}  {info.created_at}  {info.manifest['size_bytes']:>14,} bytes  "
+                      f"{', '.join(info.manifest['components'])}")
+            else:
+                print(f"{info.path}  incomplete")
+    elif args.backup_command == "prune":
+        for path in backup.prune(args.keep):
+            print(f"deleted {path}")
+    else:
+        done = backup.restore(Path(args.dir))
+        print(f"restored {args.dir}: databases {', '.join(done['databases'])}; "
+              f"{len(done['blocks'])} Prometheus blocks (loaded within a minute); log indices "
+              f"{', '.join(done['indices']) or 'none'}; {done['seconds']}")
     return 0
 
 

@@ -2,6 +2,7 @@
 # OpenSearch (Elasticsearch API) from Maven Central's integ-test zip: no security plugin, plain
 # HTTP on 127.0.0.1:$STGYM_OPENSEARCH_PORT. It refuses to run as root, so it runs as the
 # system user `opensearch`. Heap: 512 MiB. Node config: compose/opensearch/opensearch.yml.
+# Snapshot repository (path.repo) for `stgym backup`: $STGYM_RUN_DIR/opensearch/snapshots.
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -40,7 +41,8 @@ svc_opensearch_start() {
         timing "opensearch unpack" "$t0"
     fi
     cp "$REPO_ROOT/compose/opensearch/opensearch.yml" "$home/config/opensearch.yml"
-    mkdir -p "$base/data" "$base/logs"
+    # snapshots: the filesystem snapshot repository of `stgym backup` (path.repo).
+    mkdir -p "$base/data" "$base/logs" "$base/snapshots"
     [[ $EUID -eq 0 ]] && chown -R "$OS_USER:$OS_USER" "$base"
     local java_home
     java_home="$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")"
@@ -52,7 +54,7 @@ svc_opensearch_start() {
             "$home/bin/opensearch" \
             -Enetwork.host="$HOST" -Ehttp.port="$STGYM_OPENSEARCH_PORT" \
             -Etransport.port="$STGYM_OPENSEARCH_TRANSPORT_PORT" \
-            -Epath.data="$base/data" -Epath.logs="$base/logs"
+            -Epath.data="$base/data" -Epath.logs="$base/logs" -Epath.repo="$base/snapshots"
     )
 }
 

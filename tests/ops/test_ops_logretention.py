@@ -12,9 +12,10 @@ TODAY = dt.date(2026, 12, 1)
 
 def test_expired_are_the_days_before_the_retention_window():
     names = ["stgym-logs-2026.12.01", "stgym-logs-2026.11.18", "stgym-logs-2026.11.17",
-             "stgym-logs-2025.01.01", "stgym-logs", "stgym-logs-archive", "other-2020.01.01"]
+             "stgym-logs-2025.01.01", "stgym-logs-2025.01.01-restored", "stgym-logs",
+             "stgym-logs-archive", "other-2020.01.01"]
     assert logretention.expired_indices(names, "stgym-logs", 14, TODAY) == [
-        "stgym-logs-2025.01.01", "stgym-logs-2026.11.17"]
+        "stgym-logs-2025.01.01", "stgym-logs-2025.01.01-restored", "stgym-logs-2026.11.17"]
     with pytest.raises(ValueError, match="log retention must be >= 1 day, got 0"):
         logretention.expired_indices(names, "stgym-logs", 0, TODAY)
 
