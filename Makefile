@@ -27,8 +27,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt setup.py
 	    -c constraints.txt -e '.[$(EXTRAS)]' && \
 	touch $@ && echo "[timing] venv $$(( $$(date +%s) - start )) s"
 
+# The compiler's warnings are filtered from the output, never its exit status: a failed
+# Cython or C build fails `make build` (pipefail).
 build: venv
-	@$(PY) setup.py -q build_ext --inplace 2>&1 | grep -v -e '^$$' -e 'warning: ' -e 'Compiling' || true
+	@set -o pipefail; $(PY) setup.py -q build_ext --inplace 2>&1 \
+		| { grep -v -e '^$$' -e 'warning: ' -e 'Compiling' || true; }
 
 demo: build
 	$(VENV)/bin/stgym demo
