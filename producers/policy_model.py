@@ -14,7 +14,6 @@ producers/policy_model_code.py (an MLflow "model from code", no pickle).
 """
 from __future__ import annotations
 
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -45,7 +44,7 @@ class PulsePolicyModel(mlflow.pyfunc.PythonModel):
 
 
 def signature(env_id: str, env_kwargs: dict):
-    """(signature, input example) of a policy for `env_id`: float32 observations in, actions out."""
+    """The signature of a policy for `env_id`: float32 observations in, actions out."""
     import gymnasium as gym
     from mlflow.models import ModelSignature
     from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
@@ -53,14 +52,13 @@ def signature(env_id: str, env_kwargs: dict):
     import producers  # noqa: F401  (registers the envs)
 
     env = gym.make(env_id, **env_kwargs)
-    example, _ = env.reset(seed=0)
     obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
     env.close()
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, obs_dim))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, action_dim))]),
         params=ParamSchema([ParamSpec("output", "string", "action")]),
-    ), example[None, :].astype(np.float32)
+    )
 
 
 def save_policy_model(policy_path: str, path: str) -> None:
@@ -68,22 +66,14 @@ def save_policy_model(policy_path: str, path: str) -> None:
     from producers.rollout import PulsePolicy
 
     policy = PulsePolicy.load(policy_path)
-    model_signature, example = signature(policy.env_id, policy.env_kwargs)
+    model_signature = signature(policy.env_id, policy.env_kwargs)
     with warnings.catch_warnings():
         # MLflow's hints (type hints on predict, pickling) do not apply to a model from code
         warnings.simplefilter("ignore", UserWarning)
         mlflow.pyfunc.save_model(
             path, python_model=str(CODE_FILE), artifacts={"policy": str(policy_path)},
-            signature=model_signature, input_example=example,
+            signature=model_signature,
             # explicit: inferring them would load the model in a subprocess (seconds)
             pip_requirements=["spin-torque-gym", f"mlflow-skinny=={mlflow.__version__}"],
             metadata={"env_id": policy.env_id, "algorithm": policy.algorithm},
         )
-
-
-def log_policy_model(client, run_id: str, policy_path: str) -> None:
-    """The pyfunc model of `policy_path` as the artifacts `model/` of the run `run_id`."""
-    with tempfile.TemporaryDirectory(prefix="stgym-model-") as tmp:
-        target = Path(tmp) / MODEL_ARTIFACT_PATH
-        save_policy_model(policy_path, str(target))
-        client.log_artifacts(run_id, str(target), MODEL_ARTIFACT_PATH)

@@ -10,7 +10,8 @@ What a training leaves there. The MLflow experiment is `--experiment`; the paren
 (`<experiment>.<token>`) has the parameters (algorithm, env id and kwargs, device parameters,
 seed, budgets, trainer hyperparameters), the final summary as metrics, the tags and the
 artifacts `policy/policy.json`, `model/` (the policy as a pyfunc model: producers.policy_model),
-`training_curve.png` and `config.json` (the resolved TrainConfig). Each worker's nested run
+`training_curve.png` and `config.json` (the resolved TrainConfig) — a copy stays in the run
+directory (`mlflow-artifacts/`). Each worker's nested run
 (`<experiment>.<token>.w<N>`) has every iteration's metrics with the iteration as step —
 `objective`, `success_rate` (the worker's so far), `energy_per_switch_j` and
 `switching_time_p50_s` (the iteration's successful episodes), `model_accuracy`,
@@ -39,9 +40,9 @@ import logging
 import math
 import os
 import queue
+import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -233,19 +234,18 @@ class Tracker:
             ])
         self._put("tags", "parent", {"stgym.run_ids": ",".join(summary.run_ids),
                                      "stgym.failed_workers": ",".join(summary.failed_workers)})
-        artifacts = Path(tempfile.mkdtemp(prefix="stgym-mlflow-", dir=summary.run_dir))
-        config_path = artifacts / "config.json"
-        config_path.write_text(json.dumps(
+        # The run's artifact tree, built here and sent in one log_artifacts call (a copy
+        # stays in the run directory): config.json, training_curve.png, policy/, model/.
+        artifacts = Path(summary.run_dir) / "mlflow-artifacts"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        (artifacts / "config.json").write_text(json.dumps(
             dataclasses.asdict(self.config) | {"mlflow": self.uri}, indent=2, default=str
         ) + "\n")
-        self._put("artifact", "parent", (str(config_path), None))
-        curve = self._training_curve(artifacts / "training_curve.png")
-        if curve is not None:
-            self._put("artifact", "parent", (str(curve), None))
+        self._training_curve(artifacts / "training_curve.png")
         if summary.policy_path:
-            self._put("artifact", "parent", (summary.policy_path, "policy"))
-            if summary.policy_path.endswith(".json"):  # a pulse policy (an SB3 agent: a .zip)
-                self._put("model", "parent", summary.policy_path)
+            (artifacts / "policy").mkdir(exist_ok=True)
+            shutil.copy(summary.policy_path, artifacts / "policy")
+        self._put("artifacts", "parent", str(artifacts))
         status = "FINISHED" if summary.ok else "FAILED"
         for index in range(self.config.workers):
             self._put("end", f"w{index}", "FINISHED" if index in results else "FAILED")
@@ -367,17 +367,23 @@ class Tracker:
         elif op.kind == "tags":
             client.log_batch(self.run_ids[op.run],
                              tags=[RunTag(k, str(v)) for k, v in op.payload.items()])
-        elif op.kind == "artifact":
-            path, artifact_path = op.payload
-            client.log_artifact(self.run_ids[op.run], path, artifact_path)
-        elif op.kind == "model":
-            from producers.policy_model import log_policy_model
-
-            log_policy_model(client, self.run_ids[op.run], op.payload)
+        elif op.kind == "artifacts":
+            self._add_model(Path(op.payload))
+            client.log_artifacts(self.run_ids[op.run], op.payload)
         elif op.kind == "end":
             client.set_terminated(self.run_ids[op.run], op.payload)
 
     # ------------------------------------------------------------------ contents
+
+    @staticmethod
+    def _add_model(artifacts: Path) -> None:
+        """model/: the pyfunc model of a pulse policy (policy/*.json; an SB3 agent's .zip
+        stays a plain artifact). Made once, on this thread: it builds an env."""
+        from producers.policy_model import MODEL_ARTIFACT_PATH, save_policy_model
+
+        policies = sorted((artifacts / "policy").glob("*.json"))
+        if policies and not (artifacts / MODEL_ARTIFACT_PATH).exists():
+            save_policy_model(str(policies[0]), str(artifacts / MODEL_ARTIFACT_PATH))
 
     def _tags(self, event_run_ids: list[str]) -> dict:
         tags = {"stgym.experiment_id": self.config.experiment, "stgym.token": self.token,
@@ -402,18 +408,18 @@ class Tracker:
         params |= {f"trainer.{k}": v for k, v in dataclasses.asdict(config.options).items()}
         return params
 
-    def _training_curve(self, path: Path) -> Path | None:
-        """Objective and success rate per iteration of every worker (None without matplotlib
+    def _training_curve(self, path: Path) -> None:
+        """Objective and success rate per iteration of every worker (none without matplotlib
         or without an iteration)."""
         if not self.history:
-            return None
+            return
         try:
             import matplotlib
 
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError:
-            return None
+            return
         figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(7, 5))
         for index, rows in sorted(self.history.items()):
             steps = [step for step, _ in rows]
@@ -428,7 +434,6 @@ class Tracker:
         figure.tight_layout()
         figure.savefig(path, dpi=100)
         plt.close(figure)
-        return path
 
 
 def open_tracker(config, token: str) -> Tracker | None:
