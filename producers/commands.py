@@ -30,6 +30,13 @@ def register(subparsers) -> None:
     train.add_argument("--episodes", type=int, default=512, help="episodes over all workers")
     train.add_argument("--workers", type=int, default=1, help="worker processes")
     train.add_argument(
+        "--ray-workers", type=int, default=0, metavar="K",
+        help="one learner whose episode batches run as Ray tasks on K workers (one CPU each; "
+        "the rl extra)",
+    )
+    train.add_argument("--ray-address", default=None,
+                       help="join this Ray cluster (HOST:PORT) instead of a local instance")
+    train.add_argument(
         "--first-worker", type=int, default=0,
         help="number of this host's first worker (worker ids and seed streams w<N>..; a run "
         "spread over several hosts or a Kubernetes Indexed Job gives each its own range)",
@@ -131,6 +138,7 @@ def run_train(args) -> int:
     config = TrainConfig(
         algorithm=args.algo, env_id=args.env, env_kwargs=env_kwargs, episodes=args.episodes,
         workers=args.workers, first_worker=args.first_worker, experiment=args.experiment,
+        ray_workers=args.ray_workers, ray_address=args.ray_address,
         seed=args.seed, bus_url=args.bus,
         options=_trainer_options(args), policy_out=args.policy_out, run_dir=args.run_dir,
         metrics_port=None if metrics_port < 0 else metrics_port,

@@ -77,6 +77,10 @@ def run_worker(config: TrainConfig, index: int, token: str, bus: Bus,
         )
     else:
         trainer = TRAINERS[config.algorithm](task, config.options, rng)
+        if config.ray_workers:
+            from producers.ray_rollouts import RayRollouts
+
+            trainer.rollout = RayRollouts(config.ray_workers, config.ray_address)
     settings = settings_module.load()
     metrics = WorkerMetrics(
         None if config.metrics_port is None else config.metrics_port + index, settings.host,
@@ -103,6 +107,8 @@ def run_worker(config: TrainConfig, index: int, token: str, bus: Bus,
             raise
         finally:
             metrics.close()
+            if config.ray_workers:
+                trainer.rollout.close()  # a spawned worker runs no atexit handler (Ray's)
         publisher.experiment("finished")
     extra = trainer.summary() if hasattr(trainer, "summary") else {}
     return {

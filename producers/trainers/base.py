@@ -61,6 +61,8 @@ class PulseTrainer:
     """Base class: subclasses implement `propose`, `learn` and `best_pulse`."""
 
     name = ""
+    # how a batch of episodes is run: here, or on Ray workers (producers.ray_rollouts)
+    rollout = staticmethod(rollout)
 
     def __init__(self, task: SwitchingTask | ArrayTask, options: TrainerOptions,
                  rng: np.random.Generator):
@@ -97,7 +99,7 @@ class PulseTrainer:
             with tracing.span("iteration", iteration=iteration):
                 pulses = self.propose(min(self.options.batch_size, remaining))
                 with tracing.span("physics_simulation", episodes=len(pulses)):
-                    batch = rollout(
+                    batch = self.rollout(
                         self.task, pulses, self.episode_seeds(len(pulses)),
                         self.stops(len(pulses)),
                     )

@@ -1,0 +1,65 @@
+"""One learner, many workers: a trainer's batched rollouts as Ray tasks.
+
+`RayRollouts(workers)` is a drop-in for `producers.rollout.rollout`: the episodes of one
+trainer iteration (a CEM generation's whole population) are split into `workers` contiguous
+shares, each rolled out by a Ray task that holds one CPU (OpenMP on one thread), and gathered
+back in order. The learner — the one trainer — sees the same `EpisodeBatch` as with a local
+rollout, bit for bit: each episode depends only on its pulse, stop and seed. It publishes the
+batch itself after the gather, so an episode reaches the bus exactly once, from the learner.
+
+A task whose worker dies (its process killed, its node lost) is re-run by Ray
+(`max_retries`); being a pure function of its share it gives the same episodes again, so a
+lost worker costs time, never an episode or a duplicate. `address` joins a running cluster
+(`ray start --head` on one machine, `ray start --address=...` on the others; `stgym train
+--ray-address HOST:6379`); without it a local Ray instance with `workers` CPUs is started.
+
+Needs the `rl` extra (Ray).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from producers.evaluation import concatenate
+from producers.rollout import EpisodeBatch, rollout
+
+TASK_RETRIES = 5
+
+
+def _share(task, pulses, seeds, stops) -> EpisodeBatch:
+    return rollout(task, pulses, seeds, stops)
+
+
+class RayRollouts:
+    """`rollout(task, pulses, seeds, stops)` over `workers` Ray tasks (one CPU each)."""
+
+    def __init__(self, workers: int, address: str | None = None) -> None:
+        import ray
+
+        self.ray, self.workers = ray, workers
+        self._owned = not ray.is_initialized()  # started here: shut down by close()
+        if self._owned:
+            ray.init(
+                address=address, num_cpus=None if address else workers,
+                include_dashboard=False, log_to_driver=False, configure_logging=False,
+                runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
+            )
+        self._remote = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_share)
+        self._task_ref = None
+        self._task = None
+
+    def __call__(self, task, pulses: np.ndarray, seeds: np.ndarray,
+                 stops: np.ndarray | None = None) -> EpisodeBatch:
+        if task is not self._task:  # the task goes to the object store once
+            self._task, self._task_ref = task, self.ray.put(task)
+        shares = [rows for rows in np.array_split(np.arange(len(pulses)), self.workers)
+                  if len(rows)]
+        refs = [
+            self._remote.remote(self._task_ref, pulses[rows], seeds[rows],
+                                None if stops is None else stops[rows])
+            for rows in shares
+        ]
+        return concatenate(self.ray.get(refs))
+
+    def close(self) -> None:
+        if self._owned:
+            self.ray.shutdown()

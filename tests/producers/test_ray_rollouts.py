@@ -1,0 +1,85 @@
+"""One learner over Ray workers: the rollouts are the local ones bit for bit, a killed worker's
+share is re-run, and CEM over 2 Ray workers learns exactly the policy of one process."""
+import signal
+import threading
+import time
+
+import gymnasium as gym
+import numpy as np
+import psutil
+import pytest
+import ray
+
+import producers  # noqa: F401
+from producers.ray_rollouts import RayRollouts
+from producers.rollout import rollout
+from producers.runner import train
+from producers.train_config import TrainConfig
+from producers.trainers import TrainerOptions
+from stgym import events
+from stgym.bus import MemoryBus
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    yield
+    ray.shutdown()
+
+
+def batches_equal(a, b):
+    return all(np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True)
+               for f in a.__dataclass_fields__ if f != "wall_time_s")
+
+
+def episodes(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(0.3, 1, (n, 80)), rng.integers(0, 2**63, n, dtype=np.int64),
+            np.full(n, 0.9))
+
+
+def test_ray_rollouts_are_the_local_rollout_bit_for_bit(ray_instance):
+    task = gym.make("SpinTorque-v1").unwrapped.task
+    pulses, seeds, stops = episodes(101)
+    assert batches_equal(RayRollouts(2)(task, pulses, seeds, stops),
+                         rollout(task, pulses, seeds, stops))
+
+
+def test_a_killed_workers_share_is_run_again_with_the_same_episodes(ray_instance):
+    task = gym.make("SpinTorque-v1").unwrapped.task
+    pulses, seeds, stops = episodes(3000, seed=1)
+    result = {}
+    worker = threading.Thread(
+        target=lambda: result.update(batch=RayRollouts(2)(task, pulses, seeds, stops)))
+    worker.start()
+    killed, deadline = None, time.monotonic() + 120
+    while killed is None and time.monotonic() < deadline:
+        for process in psutil.process_iter(["cmdline"]):
+            if any("ray::_share" in part for part in process.info["cmdline"] or []):
+                process.send_signal(signal.SIGKILL)
+                killed = process.pid
+                break
+        time.sleep(0.05)
+    worker.join(300)
+    assert killed is not None, "no Ray task process seen"
+    assert batches_equal(result["batch"], rollout(task, pulses, seeds, stops))
+
+
+def run_cem(ray_workers):
+    bus = MemoryBus(f"cem-ray{ray_workers}")
+    config = TrainConfig(algorithm="cem", env_id="SpinTorque-v1", episodes=640, seed=5,
+                         experiment=f"ray{ray_workers}", ray_workers=ray_workers,
+                         options=TrainerOptions(batch_size=128))
+    summary = train(config, bus=bus)
+    ids = [events.decode(r.value, events.EpisodeEvent).event_id
+           for r in bus.records(events.TOPIC_EPISODES)]
+    return summary, ids
+
+
+def test_cem_over_two_ray_workers_learns_the_one_process_policy(ray_instance):
+    local, _ = run_cem(0)
+    distributed, ids = run_cem(2)
+    assert distributed.ok and len(ids) == len(set(ids)) == 640
+    assert distributed.success_rate == local.success_rate
+    assert distributed.energy_per_switch_j == local.energy_per_switch_j
