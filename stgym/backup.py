@@ -30,7 +30,6 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,12 +51,6 @@ HTTP_TIMEOUT_S = 600.0
 
 
 # --------------------------------------------------------------------------- places
-def database_url(settings: settings_module.Settings, database: str) -> str:
-    """The application role's URL of another database of the same cluster."""
-    parts = urllib.parse.urlsplit(settings.postgres_url)
-    return urllib.parse.urlunsplit(parts._replace(path=f"/{database}"))
-
-
 def prometheus_data_dir(settings: settings_module.Settings) -> Path:
     return Path(settings.run_dir) / "prometheus"  # compose/bare/prometheus.sh
 
@@ -166,7 +159,7 @@ def _dump_postgres(settings, target: Path) -> list[str]:
     target.mkdir()
     dumped = []
     for database in (settings.postgres_db, settings.mlflow_db):
-        url = database_url(settings, database)
+        url = settings.postgres_url_for(database)
         if _pg_tables(url) is None:
             if database == settings.postgres_db:
                 raise ServiceUnavailable(f"the KPI database {database!r} does not exist")
@@ -348,7 +341,7 @@ def _preflight(path: Path, manifest: dict[str, Any], settings) -> dict[str, Any]
     # A fresh stack may already hold the empty schema (the sinks migrate on start): empty
     # tables are replaced, a row anywhere but in the migrations ledger is a clash.
     for database in manifest["components"]["postgres"]:
-        tables = _pg_tables(database_url(settings, database)) or {}
+        tables = _pg_tables(settings.postgres_url_for(database)) or {}
         full = [t for t, has_rows in tables.items() if has_rows and t != "schema_migrations"]
         if full:
             clashes.append(f"database {database!r} already has rows in {', '.join(full[:5])}")
@@ -385,7 +378,7 @@ def restore(path: Path, settings: settings_module.Settings | None = None) -> dic
 
     t0 = time.monotonic()
     for database in manifest["components"]["postgres"]:
-        url = database_url(settings, database)
+        url = settings.postgres_url_for(database)
         tables = _pg_tables(url)
         if tables is None:
             _create_database(settings, database)
