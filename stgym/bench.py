@@ -8,6 +8,7 @@ BENCH_MODULES = {
     "envs": "producers.bench",
     "pipeline": "streams.bench",
     "rl": "producers.rl_bench",
+    "ray": "producers.ray_bench",
     "tracking": "producers.tracking_bench",
 }
 
