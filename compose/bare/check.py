@@ -1,6 +1,6 @@
 """One readiness probe per service, speaking the service's own protocol.
 
-Usage: python compose/bare/check.py {kafka|postgres|opensearch|forward|otlp|jaeger|http URL [TEXT]}
+Usage: python compose/bare/check.py {kafka|postgres|opensearch|forward|otlp|jaeger|mlflow|http URL [TEXT]}
 Exit 0 when the service answers correctly, 1 otherwise (the reason on stderr).
 Ports and credentials come from stgym.settings, like everything else.
 """
