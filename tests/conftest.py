@@ -8,6 +8,7 @@ its log file. A missing service is never a skip.
 from __future__ import annotations
 
 import importlib.util
+import os
 import uuid
 from pathlib import Path
 
@@ -16,6 +17,9 @@ import pytest
 from stgym import settings as stgym_settings_module
 
 REPO = Path(__file__).resolve().parent.parent
+# Trainings in tests are not tracked in MLflow unless a test asks for it (--mlflow / mlflow=,
+# tests/producers/test_mlflow_*.py): the embedded store would add seconds to every train().
+os.environ.setdefault("STGYM_MLFLOW_TRACKING_URI", "off")
 
 
 def _load_probes():
