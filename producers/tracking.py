@@ -104,6 +104,16 @@ def check_uri(uri: str) -> str:
     return uri
 
 
+def local_artifact_location(uri: str) -> str | None:
+    """Artifacts of a SQLite store go beside its database file (MLflow's default without a
+    server is ./mlruns of whatever the current directory is); None: the store's default."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "sqlite":
+        return None
+    database = Path(parsed.path[1:]).resolve()  # sqlite:///relative.db, sqlite:////abs.db
+    return (database.parent / "mlflow-artifacts").as_uri()
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -351,8 +361,9 @@ class Tracker:
 
         if op.kind == "experiment":
             experiment = client.get_experiment_by_name(self.config.experiment)
-            self.experiment_id = (experiment.experiment_id if experiment
-                                  else client.create_experiment(self.config.experiment))
+            self.experiment_id = (experiment.experiment_id if experiment else
+                                  client.create_experiment(self.config.experiment,
+                                                           local_artifact_location(self.uri)))
         elif op.kind == "create":
             tags = dict(op.payload["tags"]) | {"mlflow.runName": op.payload["name"]}
             if "parent" in op.payload:

@@ -123,6 +123,7 @@ def test_embedded_store_needs_no_server(tmp_path, monkeypatch, unique_id):
     summary = train(config, bus=bus)
     store = f"sqlite:///{tmp_path / 'data' / 'mlflow.sqlite3'}"
     assert (tmp_path / "data" / "mlflow.sqlite3").exists()
+    assert (tmp_path / "data" / "mlflow-artifacts").is_dir()  # beside it, not ./mlruns
     _assert_tracked(_client(store), summary.mlflow_run_id, config, _training_events(bus))
 
 
