@@ -6,16 +6,17 @@
 # running healthy service alone; `down` stops only what these scripts started (pid files under
 # $STGYM_RUN_DIR/pids). Ports and paths: `python -m stgym.settings`. Prints [timing] per stage.
 # api = `stgym serve` (KPI HTTP API + live dashboard, read-only role; needs the venv).
+# alert-webhook = `stgym alerts serve` (Alertmanager's receiver, the Watchdog's dead man's switch).
 BARE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=lib.sh
 source "$BARE/lib.sh"
-for script in postgres kafka opensearch prometheus alertmanager collector exporters mlflow jaeger api; do
+for script in postgres kafka opensearch prometheus alertmanager alertwebhook collector exporters mlflow jaeger api; do
     # shellcheck disable=SC1090
     source "$BARE/$script.sh"
 done
 
 ALL=(postgres kafka opensearch prometheus alertmanager collector
-     postgres-exporter node-exporter blackbox-exporter mlflow jaeger api)
+     postgres-exporter node-exporter blackbox-exporter mlflow jaeger api alert-webhook)
 
 # Post-start step of OpenSearch: the log index templates and daily-index pipeline of
 # `stgym logs setup` (stgym/data/opensearch/*.json), before the collector writes the first record.

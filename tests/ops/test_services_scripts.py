@@ -15,7 +15,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BARE = REPO / "compose" / "bare"
 SERVICES = ["postgres", "kafka", "opensearch", "prometheus", "alertmanager", "collector",
-            "postgres-exporter", "node-exporter", "blackbox-exporter", "jaeger"]
+            "postgres-exporter", "node-exporter", "blackbox-exporter", "mlflow", "jaeger", "api",
+            "alert-webhook"]
 
 
 def run(args: list[str], env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -50,7 +51,8 @@ def test_status_lists_every_service_healthy_with_port_and_pid(stgym_settings):
         "prometheus": s.prometheus_port, "alertmanager": s.alertmanager_port,
         "collector": s.collector_forward_port, "postgres-exporter": s.postgres_exporter_port,
         "node-exporter": s.node_exporter_port, "blackbox-exporter": s.blackbox_exporter_port,
-        "jaeger": s.jaeger_query_port,
+        "mlflow": s.mlflow_port, "jaeger": s.jaeger_query_port, "api": s.api_port,
+        "alert-webhook": s.alert_webhook_port,
     }
     for name, (port, pid, state) in rows.items():
         assert int(port) == expected_ports[name], name
