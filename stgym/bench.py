@@ -9,12 +9,13 @@ BENCH_MODULES = {
     "pipeline": "streams.bench",
     "rl": "producers.rl_bench",
     "ray": "producers.ray_bench",
+    "tracing": "stgym.tracebench",
     "tracking": "producers.tracking_bench",
 }
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("bench", help="run a benchmark (physics, envs, pipeline)")
+    parser = subparsers.add_parser("bench", help="run a benchmark (physics, envs, pipeline, tracing)")
     parser.add_argument("target", choices=sorted(BENCH_MODULES))
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="a shorter run (for smoke tests)")

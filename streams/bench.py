@@ -47,8 +47,9 @@ def _scrape_total(ports: list[int], experiment: str) -> int:
     return total
 
 
-def _publish_fast(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]]) -> None:
-    """Publish as fast as an aiokafka producer goes (acks=all, idempotent, no compression):
+def _publish_fast(bootstrap: str, topic: str, payloads: list[tuple]) -> None:
+    """Publish (key, value) or (key, value, headers) records as fast as an aiokafka producer
+    goes (acks=all, idempotent, no compression):
     records are appended straight into per-partition batches (`create_batch`/`send_batch`, the
     default partitioner's murmur2 choice cached per key) instead of one `send()` coroutine per
     record, which is where a per-record producer spends its time."""
@@ -67,20 +68,22 @@ def _publish_fast(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]
             partitions = sorted(await producer.partitions_for(topic))
             partitioner = DefaultPartitioner()
             partition_of: dict[bytes, int] = {}
-            by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-            for key, value in payloads:
+            by_partition: dict[int, list[tuple]] = {}
+            for payload in payloads:
+                key = payload[0]
                 p = partition_of.get(key)
                 if p is None:
                     p = partition_of[key] = partitioner(key, partitions, partitions)
-                by_partition.setdefault(p, []).append((key, value))
+                by_partition.setdefault(p, []).append(payload)
             futures = []
             for p, records in by_partition.items():
                 batch = producer.create_batch()
-                for key, value in records:
-                    if batch.append(key=key, value=value, timestamp=None) is None:
+                for key, value, *headers in records:
+                    headers = headers[0] if headers else []
+                    if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                         futures.append(await producer.send_batch(batch, topic, partition=p))
                         batch = producer.create_batch()
-                        batch.append(key=key, value=value, timestamp=None)
+                        batch.append(key=key, value=value, timestamp=None, headers=headers)
                 futures.append(await producer.send_batch(batch, topic, partition=p))
             await asyncio.gather(*futures)
         finally:
