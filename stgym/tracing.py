@@ -238,6 +238,11 @@ class BatchTrace:
         return _tracer.start_as_current_span(name, context=self._context,
                                              attributes=attributes or None)
 
+    def run(self, name: str, function, *args):
+        """function(*args) inside the step `name` (for a step that runs in another thread)."""
+        with self.step(name):
+            return function(*args)
+
     def end(self) -> None:
         self.span.end()
 
