@@ -47,6 +47,7 @@ class PostgresSink(SqlSink):
         self._read_conn = None
         self._read_lock = threading.Lock()
         self._closed = False
+        self._interrupted = threading.Event()
         self.reconnects = 0
 
     # -- connections ---------------------------------------------------------------------
@@ -61,13 +62,14 @@ class PostgresSink(SqlSink):
             try:
                 return self._connect()
             except psycopg2.OperationalError as error:
-                if self._closed or (deadline is not None and time.monotonic() > deadline):
+                if self._closed or self._interrupted.is_set() or (
+                        deadline is not None and time.monotonic() > deadline):
                     raise ServiceUnavailable(
                         f"PostgreSQL at {redact(self.url)} does not answer: {str(error).strip()}"
                     ) from None
                 log.warning("PostgreSQL unavailable (%s); retrying in %.1f s",
                             str(error).strip().splitlines()[0], delay)
-                time.sleep(delay)
+                self._interrupted.wait(delay)
                 delay = min(delay * 2, self.max_backoff_s)
 
     def setup(self) -> None:
@@ -121,9 +123,13 @@ class PostgresSink(SqlSink):
                 with self.conn.cursor() as cur:
                     result = self._apply(cur, batch)
                 self.conn.commit()
+                self.outage = None
                 return result
             except DATA_ERRORS as error:
-                self._rollback_quietly()
+                if isinstance(error, psycopg2.Error):
+                    self._rollback_quietly()
+                else:  # refused client-side, maybe in mid-COPY: the connection is unusable
+                    self._drop_conn()
                 raise UnstorableError(str(error).strip() or type(error).__name__) from None
             except RETRYABLE as error:
                 first_failure = first_failure or time.monotonic()
@@ -131,15 +137,19 @@ class PostgresSink(SqlSink):
                 if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)) and not isinstance(
                         error, (psycopg2.errors.DeadlockDetected, psycopg2.errors.SerializationFailure)):
                     self._drop_conn()
-                if self._closed or (self.max_outage_s is not None
-                                    and time.monotonic() - first_failure > self.max_outage_s):
+                self.outage = (str(error).strip() or type(error).__name__).splitlines()[0]
+                if self._closed or self._interrupted.is_set() or (
+                        self.max_outage_s is not None
+                        and time.monotonic() - first_failure > self.max_outage_s):
                     raise ServiceUnavailable(
                         f"PostgreSQL write failed for too long: {str(error).strip()}") from None
                 log.warning("PostgreSQL write failed (%s); holding %d events, retry in %.1f s",
-                            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
-                            len(batch), delay)
-                time.sleep(delay)
+                            self.outage, len(batch), delay)
+                self._interrupted.wait(delay)
                 delay = min(delay * 2, self.max_backoff_s)
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
 
     def _rollback_quietly(self) -> None:
         try:
@@ -175,7 +185,10 @@ class PostgresSink(SqlSink):
             cols = ", ".join(columns)
             stage = f"stage_{table}"
             cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS")
-            cur.copy_expert(f"COPY {stage} ({cols}) FROM STDIN", io.StringIO(copy_text(rows)))
+            # encoded here, so text PostgreSQL cannot hold fails as a ValueError (data), not
+            # as a COPY aborted mid-stream (which psycopg2 reports like a lost connection)
+            data = io.BytesIO(copy_text(rows).encode())
+            cur.copy_expert(f"COPY {stage} ({cols}) FROM STDIN", data)
             cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage}"
                         " ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
             return {r[0] for r in cur.fetchall()}
