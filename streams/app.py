@@ -1,27 +1,26 @@
 """The Faust stream worker: Kafka -> validation -> PostgreSQL KPIs (+ DLQ) -> /metrics.
 
-Correctness does not rest on Faust's exactly_once (see /work/shared/INFRA.md): the worker
+Correctness does not rest on Faust's exactly_once (faust-streaming has open reports of
+duplicates and fenced producers on rebalance, issues #517, #323, #177, #136): the worker
 consumes at least once. `stream.take_events` turns acks off and acks a batch only after the
 agent body has finished with it; the body first sends rejected records to the DLQ and waits
 for Kafka's acknowledgement, then writes the batch in ONE database transaction (episodes
 upserted by event_id, only new rows added to the KPI rows) and only then returns. Faust
 commits offsets of acked events, so after a SIGKILL the uncommitted tail is replayed and the
-event_id upsert makes the replay harmless. Any unexpected error ends the process without
-acking (os._exit), rather than letting a half-processed batch be acknowledged.
+event_id upsert makes the replay harmless. take_events acks a batch even when the agent body
+is interrupted (its `finally`), so the agent holds one extra reference on every message of a
+batch until that batch is durable: an agent cancelled by SIGTERM mid-batch leaves it unacked.
 
 Cumulative state lives in the database (the KPI rows), not in Faust tables: it is recovered
 by a restarted worker for free, and shared by all workers of the group.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 
 import faust
 
 from stgym import events as ev, settings as settings_module
-from streams.pipeline import dlq_envelope, dlq_headers
 from streams.worker import PARTITIONS, SOURCE_TOPICS, BaseWorker
 
 log = logging.getLogger(__name__)
@@ -80,35 +79,21 @@ class StreamWorker(BaseWorker):
     def engine_ready(self) -> bool:
         return not bool(getattr(self.app, "rebalancing", False))
 
+    async def _send_dlq(self, key, value, headers):
+        return await self.app.producer.send(ev.TOPIC_EPISODES_DLQ, key, value, None, None, headers)
+
     async def _agent(self, stream) -> None:
-        loop = asyncio.get_running_loop()
         self.started = True
         log.info("stream worker %s consuming %s", self.worker_id, ", ".join(SOURCE_TOPICS))
         async for events in stream.take_events(self.batch_size, within=self.batch_within_s):
-            try:
-                records = [(e.message.topic, e.message.partition, e.message.offset,
-                            e.message.key, e.message.value) for e in events]
-                batch = self.processor.parse(records)
-                if batch.rejected:
-                    futures = [
-                        await self.app.producer.send(
-                            ev.TOPIC_EPISODES_DLQ, r.key, dlq_envelope(r), None, None,
-                            dlq_headers(r))
-                        for r in batch.rejected
-                    ]
-                    await asyncio.gather(*futures)
-                    self.log_rejected(batch.rejected)
-                result = await loop.run_in_executor(self.executor, self.processor.write, batch)
-                log.debug("batch of %d records: %d new episodes, %d rejected", len(records),
-                          len(result.new_episodes) if result else 0, len(batch.rejected))
-                for e in events:
-                    tp = e.message.tp
-                    self._lag[tp] = e.message.offset
-            except BaseException:  # never ack what was not written
-                log.critical("unexpected error in the KPI agent; exiting without acknowledging",
-                             exc_info=True)
-                logging.shutdown()
-                os._exit(70)
+            for e in events:
+                e.message.incref()  # held until the batch is durable (module docstring)
+            records = [(e.message.topic, e.message.partition, e.message.offset,
+                        e.message.key, e.message.value) for e in events]
+            await self.process(records, self._send_dlq, [e.message.headers for e in events])
+            for e in events:
+                e.message.decref()
+                self._lag[e.message.tp] = e.message.offset
 
     async def _update_lag(self) -> None:
         consumer = self.app.consumer
@@ -127,10 +112,21 @@ class StreamWorker(BaseWorker):
         self.update_assignment(assigned, lag_of)
 
     def consume(self) -> int:
-        worker = faust.Worker(self.app, loglevel=logging.getLogger().level or logging.INFO,
-                              redirect_stdouts=False, quiet=True, override_logging=False)
+        worker = _Worker(self.app, loglevel=logging.getLogger().level or logging.INFO,
+                         redirect_stdouts=False, quiet=True, override_logging=False)
+        worker.on_stop_requested = self.arm_shutdown_deadline
         try:
             worker.execute_from_commandline()
         except SystemExit as exit_:
             return int(exit_.code or 0)
         return 0
+
+
+class _Worker(faust.Worker):
+    """faust.Worker that tells the stream worker when SIGTERM/SIGINT asked it to stop."""
+
+    on_stop_requested = staticmethod(lambda: None)
+
+    def _schedule_shutdown(self, signal) -> None:
+        self.on_stop_requested()
+        super()._schedule_shutdown(signal)

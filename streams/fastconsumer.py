@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 
 from stgym import events as ev, settings as settings_module
-from streams.pipeline import dlq_envelope, dlq_headers
 from streams.worker import SOURCE_TOPICS, BaseWorker
 
 log = logging.getLogger(__name__)
@@ -46,12 +44,17 @@ class AiokafkaWorker(BaseWorker):
 
     async def _consume(self) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-        from aiokafka.errors import CommitFailedError, KafkaError
+        from aiokafka.errors import KafkaError
 
         loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+        main = asyncio.current_task()
+
+        def on_signal() -> None:
+            self.arm_shutdown_deadline()
+            main.cancel()  # whatever the loop awaits (a write retrying, a fetch) ends here
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, on_signal)
         self.consumer = AIOKafkaConsumer(
             *SOURCE_TOPICS, bootstrap_servers=self.bootstrap, group_id=self.app_id,
             client_id=f"{self.service}", enable_auto_commit=False,
@@ -62,64 +65,68 @@ class AiokafkaWorker(BaseWorker):
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
                                     client_id=f"{self.service}-dlq",
                                     **settings_module.kafka_options())
-        await self.consumer.start()
-        await producer.start()
-        self.started = True
-        log.info("stream worker %s (aiokafka) consuming %s", self.worker_id, ", ".join(SOURCE_TOPICS))
-        positions: dict = {}
-        inflight = None  # (future of the sink write, offsets to commit after it)
 
-        async def settle() -> None:
-            """Wait for the in-flight batch's transaction, then commit its offsets."""
-            nonlocal inflight
-            if inflight is None:
-                return
-            future, offsets = inflight
-            inflight = None
-            await future
-            positions.update(offsets)
-            try:
-                await self.consumer.commit(offsets)
-            except (CommitFailedError, KafkaError) as error:
-                # A rebalance took these partitions away: their new owner replays from the
-                # last committed offset, and the event_id upsert makes that harmless.
-                log.warning("offset commit skipped (%s); the new owner replays", error)
-            self._update_assignment_metrics(positions)
+        async def send(key, value, headers):
+            return await producer.send(ev.TOPIC_EPISODES_DLQ, value, key=key, headers=headers)
 
+        inflight = None  # (task finishing the previous batch, offsets to commit after it)
         try:
+            await self.consumer.start()
+            await producer.start()
+            self.started = True
+            log.info("stream worker %s (aiokafka) consuming %s", self.worker_id,
+                     ", ".join(SOURCE_TOPICS))
+            positions: dict = {}
+
+            async def settle() -> None:
+                """Wait for the in-flight batch to be durable, then commit its offsets."""
+                nonlocal inflight
+                if inflight is None:
+                    return
+                task, offsets = inflight
+                await task
+                inflight = None
+                positions.update(offsets)
+                try:
+                    await self.consumer.commit(offsets)
+                except KafkaError as error:
+                    # A rebalance took these partitions away or Kafka is unreachable: whoever
+                    # owns them next replays from the last committed offset, harmlessly.
+                    log.warning("offset commit skipped (%s); the next owner replays", error)
+                self._update_assignment_metrics(positions)
+
             # Pipelined: batch N+1 is fetched, validated and its rejects sent to the DLQ while
-            # batch N's transaction runs; N's offsets are committed once N has committed, and
-            # N+1 is written only after that.
-            while not self._stop.is_set():
-                data = await self.consumer.getmany(timeout_ms=200, max_records=self.batch_size)
+            # batch N is written; N's offsets are committed once N is durable, and N+1 is
+            # written only after that.
+            while True:
+                try:
+                    data = await self.consumer.getmany(timeout_ms=200,
+                                                       max_records=self.batch_size)
+                except KafkaError as error:  # the client reconnects by itself
+                    log.warning("fetch failed (%s); retrying", error)
+                    await asyncio.sleep(1.0)
+                    continue
                 batch = None
                 if data:
                     records = [(tp.topic, tp.partition, m.offset, m.key, m.value)
                                for tp, messages in data.items() for m in messages]
-                    batch = self.processor.parse(records)
-                    if batch.rejected:
-                        futures = [await producer.send(ev.TOPIC_EPISODES_DLQ, dlq_envelope(r),
-                                                       key=r.key, headers=dlq_headers(r))
-                                   for r in batch.rejected]
-                        await asyncio.gather(*futures)
-                        self.log_rejected(batch.rejected)
+                    batch = await self.prepare(records, send, [
+                        m.headers for messages in data.values() for m in messages])
                 await settle()
                 if batch is None:
                     self._update_assignment_metrics(positions)
                     continue
-                inflight = (loop.run_in_executor(self.executor, self.processor.write, batch),
+                inflight = (asyncio.ensure_future(self.finish(batch, send)),
                             {tp: messages[-1].offset + 1 for tp, messages in data.items()})
-            await settle()
         finally:
+            if inflight is not None:
+                inflight[0].cancel()  # not committed, so its offsets are not either
             await producer.stop()
             await self.consumer.stop()
 
     def consume(self) -> int:
         try:
             asyncio.run(self._consume())
-        except BaseException:
-            log.critical("stream worker %s failed; exiting without committing", self.worker_id,
-                         exc_info=True)
-            logging.shutdown()
-            os._exit(70)
+        except asyncio.CancelledError:  # SIGTERM/SIGINT: a requested stop
+            log.info("stream worker %s stopped", self.worker_id)
         return 0

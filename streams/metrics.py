@@ -52,9 +52,18 @@ class ProcessMetrics:
             registry=self.registry,
         )
         self.consumer_lag = Gauge(
-            "stgym_consumer_lag", "Records behind the partition high watermark", ["topic"],
+            "stgym_consumer_lag_records",
+            "Records of an assigned partition not yet committed (high watermark - position)",
+            ["topic", "partition"], registry=self.registry,
+        )
+        self.dlq_records = Counter(
+            "stgym_dlq_records", "Records the DLQ topic acknowledged, by reason", ["reason"],
             registry=self.registry,
         )
+        self.last_commit_ts = time.time()  # a fresh worker has nothing to commit yet
+        Gauge("stgym_last_commit_age_seconds",
+              "Seconds since this worker last committed a batch (or started)",
+              registry=self.registry).set_function(lambda: time.time() - self.last_commit_ts)
         self.last_event_ts = 0.0
         last_age = Gauge(
             "stgym_last_event_age_seconds",
@@ -73,14 +82,17 @@ class ProcessMetrics:
         if gpu is not None:
             Gauge("gpu_utilization_percent", "GPU utilisation (NVML)",
                   registry=self.registry).set_function(gpu)
-        for reason in kpi.REJECT_REASONS:
-            self.rejected.labels(reason=reason)  # export zeros so rate() works from the start
+        for reason in kpi.REJECT_REASONS:  # export zeros so rate() works from the start
+            self.rejected.labels(reason=reason)
+            self.dlq_records.labels(reason=reason)
 
     def observe_batch(self, batch: kpi.ParsedBatch, result, seconds: float) -> None:
         for topic, n in batch.processed_by_topic.items():
             self.processed.labels(topic=topic).inc(n)
         for rejected in batch.rejected:
             self.rejected.labels(reason=rejected.reason).inc()
+        if result is not None and result.unstorable:
+            self.rejected.labels(reason="unstorable").inc(len(result.unstorable))
         duplicates = batch.duplicates + (result.duplicates if result is not None else 0)
         if duplicates:
             self.duplicates.inc(duplicates)
@@ -169,6 +181,22 @@ class KpiCollector:
                 if row[name] is not None:
                     family.add_metric(labels, float(row[name]))
         yield from (episodes, rate, steps, accuracy, objective, lr, wer, *wer_bounds.values())
+        runs = GaugeMetricFamily("training_runs", "Training runs that reported progress",
+                                 labels=KPI_LABELS)
+        converged = GaugeMetricFamily(
+            "training_runs_converged", f"Runs whose policy reached model_accuracy >= "
+            f"{kpi.CONVERGENCE_TARGET} for {kpi.CONVERGENCE_ITERATIONS} iterations in a row",
+            labels=KPI_LABELS)
+        to_convergence = GaugeMetricFamily(
+            "training_episodes_to_convergence",
+            "Mean episodes a converged run trained until its converging iteration (stgym.kpi)",
+            labels=KPI_LABELS)
+        for key, (n_runs, n_converged, episodes_mean) in snap.get("convergence", {}).items():
+            runs.add_metric(list(key), n_runs)
+            converged.add_metric(list(key), n_converged)
+            if episodes_mean is not None:
+                to_convergence.add_metric(list(key), episodes_mean)
+        yield from (runs, converged, to_convergence)
         sums = {row["key"]: row for row in snap["kpis"]}
         for metric, bounds, sum_col in (
             ("energy_per_switch_joules", kpi.ENERGY_BUCKETS_J, "energy_success_sum"),

@@ -1,12 +1,13 @@
 """The processing step shared by the Faust agents and the embedded (memory-bus) pipeline.
 
-records -> kpi.parse_records -> rejected ones to the DLQ -> sink.write_batch (one transaction)
--> metrics. The caller acknowledges its input (Kafka offsets, bus offsets) only after this
+records -> kpi.parse_records -> rejected ones to the DLQ -> sink.write_batch (one transaction;
+bisected when the store refuses some events) -> the refused ones to the DLQ -> metrics. The caller acknowledges its input (Kafka offsets, bus offsets) only after this
 returns, so a crash anywhere before means a replay, which the sink makes harmless.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import threading
@@ -18,17 +19,40 @@ from stgym import kpi
 log = logging.getLogger(__name__)
 
 
+DLQ_FULL_ORIGINAL_MAX = 256 * 1024
+"""Originals up to this size travel whole (base64: +33 %); larger ones as a prefix, their
+length and sha256, so an envelope stays far under Kafka's 1 MiB default record limit
+whatever was published to the source topic."""
+DLQ_PREFIX_BYTES = 1024
+DLQ_KEY_MAX = 1024  # a longer record key is replaced by its sha256 (hex)
+
+
 def dlq_envelope(rejected: kpi.Rejected) -> bytes:
-    """The DLQ record value: why it was refused, where it came from, its original bytes."""
-    return json.dumps({
+    """The DLQ record value: why it was refused, where it came from, its original bytes
+    (or, beyond DLQ_FULL_ORIGINAL_MAX, their prefix, length and sha256)."""
+    value = rejected.value
+    envelope = {
         "reason": rejected.reason,
-        "detail": rejected.detail,
+        "detail": rejected.detail[:1000],
         "source_topic": rejected.topic,
         "source_partition": rejected.partition,
         "source_offset": rejected.offset,
-        "original_b64": base64.b64encode(rejected.value).decode(),
+        "original_length": len(value),
+        "original_sha256": hashlib.sha256(value).hexdigest(),
         "rejected_at": time.time(),
-    }).encode()
+    }
+    if len(value) <= DLQ_FULL_ORIGINAL_MAX:
+        envelope["original_b64"] = base64.b64encode(value).decode()
+    else:
+        envelope["original_prefix_b64"] = base64.b64encode(value[:DLQ_PREFIX_BYTES]).decode()
+    return json.dumps(envelope).encode()
+
+
+def dlq_key(rejected: kpi.Rejected) -> bytes | None:
+    key = rejected.key
+    if key is not None and len(key) > DLQ_KEY_MAX:
+        return hashlib.sha256(key).hexdigest().encode()
+    return key
 
 
 def dlq_headers(rejected: kpi.Rejected) -> list[tuple[str, bytes]]:
@@ -37,9 +61,14 @@ def dlq_headers(rejected: kpi.Rejected) -> list[tuple[str, bytes]]:
 
 
 def read_dlq_envelope(value: bytes) -> dict:
-    """Inverse of dlq_envelope (original bytes decoded back into `original`)."""
+    """Inverse of dlq_envelope: `original` holds the original bytes when they travelled
+    whole, else None and `original_prefix` holds their first DLQ_PREFIX_BYTES."""
     envelope = json.loads(value)
-    envelope["original"] = base64.b64decode(envelope.pop("original_b64"))
+    whole = envelope.pop("original_b64", None)
+    envelope["original"] = None if whole is None else base64.b64decode(whole)
+    prefix = envelope.pop("original_prefix_b64", None)
+    envelope["original_prefix"] = (envelope["original"][:DLQ_PREFIX_BYTES] if prefix is None
+                                   else base64.b64decode(prefix))
     return envelope
 
 
@@ -55,6 +84,8 @@ class Processor:
         return kpi.parse_records(records)
 
     def write(self, batch: kpi.ParsedBatch):
+        """The batch's events written (one transaction, bisected if the store refuses some);
+        returns the WriteResult (None for an empty batch)."""
         start = time.perf_counter()
         result = self.sink.write_batch(batch) if len(batch) else None
         if self.metrics is not None:
@@ -62,6 +93,14 @@ class Processor:
         if result is not None:
             self.episodes_written += len(result.new_episodes)
         return result
+
+    @staticmethod
+    def unstorable(batch: kpi.ParsedBatch, result) -> list[kpi.Rejected]:
+        """The events the store refused, as DLQ records (reason `unstorable`)."""
+        if result is None:
+            return []
+        return [batch.rejected_event(event, "unstorable", message)
+                for event, message in result.unstorable]
 
 
 class EmbeddedPipeline:
@@ -88,8 +127,10 @@ class EmbeddedPipeline:
             (r.topic, r.partition, r.offset, r.key, r.value) for r in records
         )
         for rejected in batch.rejected:
-            self.bus.publish_raw(ev.TOPIC_EPISODES_DLQ, rejected.key, dlq_envelope(rejected))
-        self.processor.write(batch)
+            self.bus.publish_raw(ev.TOPIC_EPISODES_DLQ, dlq_key(rejected), dlq_envelope(rejected))
+        result = self.processor.write(batch)
+        for rejected in self.processor.unstorable(batch, result):
+            self.bus.publish_raw(ev.TOPIC_EPISODES_DLQ, dlq_key(rejected), dlq_envelope(rejected))
         return len(records)
 
     def _run(self) -> None:

@@ -5,21 +5,38 @@ An engine (streams.app = Faust, streams.fastconsumer = aiokafka) subclasses `Bas
 implements `consume()` (blocks until stopped, returns the exit code) and `engine_ready()`, and
 holds nothing else. The rule both engines keep: rejected records reach the DLQ and the batch
 is committed to the database in one transaction BEFORE the Kafka offsets are acknowledged.
+
+No record and no outage ends a worker: `process()` retries each step (DLQ produce, database
+write) with backoff until it succeeds, naming what blocks it on /ready and /health, and the
+database bisects away what it refuses (to the DLQ as `unstorable`). Only SIGTERM/SIGINT end
+it, within SHUTDOWN_GRACE_S, exit code 0, with nothing acknowledged that was not committed.
+
+Traced (stgym.tracing): each batch is a `process_batch` span linked to the producer spans in
+its records' `traceparent` headers, with `validate`, `dlq_publish` and `db_commit` inside.
 """
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
+import os
+import signal
 import socket
+import threading
+import time
 
 from stgym import events as ev, settings as settings_module
-from stgym import httpserver
+from stgym import httpserver, tracing
 from streams.metrics import KpiCollector, ProcessMetrics
-from streams.pipeline import Processor
+from streams.pipeline import Processor, dlq_envelope, dlq_headers, dlq_key
 
 log = logging.getLogger(__name__)
 SOURCE_TOPICS = (ev.TOPIC_EPISODES, ev.TOPIC_TRAINING, ev.TOPIC_EXPERIMENTS)
 PARTITIONS = 4
+RETRY_MIN_S, RETRY_MAX_S = 0.1, 5.0  # backoff of a step that cannot make progress
+DLQ_ACK_TIMEOUT_S = 15.0  # one DLQ produce attempt (Kafka down: aiokafka would wait longer)
+SHUTDOWN_GRACE_S = 8.0  # after SIGTERM/SIGINT the process ends by then, whatever hangs
+WAIT_LOG_EVERY_S = 30.0  # a "waiting for Kafka/PostgreSQL" line at most this often
 
 
 def ensure_topics(bootstrap: str, partitions: int = PARTITIONS, timeout_s: float = 30.0) -> None:
@@ -85,11 +102,16 @@ class BaseWorker:
         self.exports_kpis = False
         self.metrics.registry.register(KpiCollector(self.sink, enabled=lambda: self.exports_kpis))
         self.processor = Processor(self.sink, self.metrics)
+        self.metrics.registry.register(tracing.SpanDropCollector())
+        self._traces: dict[int, tracing.BatchTrace] = {}  # id(batch) -> its spans
         self.batch_size = batch_size
         self.web_port = web_port
         self.offset_reset = offset_reset
         self.started = False
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sink")
+        self.blocked: dict[str, str] = {}  # step -> why it cannot make progress right now
+        self._lag_labels: set[tuple[str, str]] = set()
+        self.stopping = threading.Event()
 
     # -- what an engine provides -----------------------------------------------------------
     def engine_ready(self) -> bool:
@@ -105,38 +127,182 @@ class BaseWorker:
         kafka_ok = kafka_reachable(self.bootstrap)
         db_ok = self.sink.ping()
         recovered = self.started and self.engine_ready()
-        ok = kafka_ok and db_ok and recovered
+        blocked = self.blocked_reasons()
+        ok = kafka_ok and db_ok and recovered and not blocked
         return ok, {"kafka": kafka_ok, "database": db_ok, "recovered": recovered,
-                    "worker_id": self.worker_id, "exports_kpis": self.exports_kpis,
-                    "engine": self.engine}
+                    "blocked": blocked, "worker_id": self.worker_id,
+                    "exports_kpis": self.exports_kpis, "engine": self.engine}
+
+    def health(self) -> dict:
+        """What /health adds: why the worker cannot make progress now (empty when it can)."""
+        return {"blocked": self.blocked_reasons(), "engine": self.engine}
+
+    def blocked_reasons(self) -> dict[str, str]:
+        reasons = dict(self.blocked)
+        outage = getattr(self.sink, "outage", None)
+        if outage:
+            reasons["database"] = outage
+        return reasons
+
+    # -- one batch, both engines -----------------------------------------------------------
+    async def process(self, records, send, headers=()):
+        """Validate, DLQ the rejected, write (bisecting what the store refuses), DLQ the
+        unstorable; returns the WriteResult once all of it is durable, so the caller may
+        acknowledge. `send(key, value, headers)` is the engine's producer (awaits to a
+        future of the broker's ack). Each step is retried with backoff until it succeeds;
+        on shutdown the CancelledError propagates and the caller acknowledges nothing."""
+        return await self.finish(await self.prepare(records, send, headers), send)
+
+    async def prepare(self, records, send, headers=()):
+        """The first half of process(): validate, and the rejected records to the DLQ.
+        `headers` yields each record's Kafka headers (for the batch span's links)."""
+        trace = tracing.BatchTrace(headers, len(records))
+        with trace.step("validate"):
+            batch = self.processor.parse(records)
+        if batch.rejected:
+            with trace.step("dlq_publish", records=len(batch.rejected)):
+                await self._to_dlq(send, batch.rejected)
+        self._traces[id(batch)] = trace
+        return batch
+
+    async def finish(self, batch, send):
+        """The second half of process(): write, and the unstorable events to the DLQ."""
+        trace = self._traces.pop(id(batch))
+        try:
+            with trace.step("db_commit", events=len(batch)):
+                result = await self._write(batch)
+            unstorable = self.processor.unstorable(batch, result)
+            if unstorable:
+                with trace.step("dlq_publish", records=len(unstorable)):
+                    await self._to_dlq(send, unstorable)
+        finally:
+            trace.end()
+        self.metrics.last_commit_ts = time.time()
+        return result
+
+    async def _write(self, batch):
+        loop = asyncio.get_running_loop()
+        delay = RETRY_MIN_S
+        while True:
+            try:
+                result = await loop.run_in_executor(self.executor, self.processor.write, batch)
+                self.blocked.pop("database", None)
+                return result
+            except Exception as error:  # not a record's fault (those are bisected away)
+                self.blocked["database"] = f"{type(error).__name__}: {error}"[:300]
+                log.error("writing a batch of %d events failed (%s); nothing acknowledged,"
+                          " retrying in %.1f s", len(batch), self.blocked["database"], delay,
+                          exc_info=delay == RETRY_MIN_S)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, RETRY_MAX_S)
+
+    async def _to_dlq(self, send, rejected) -> None:
+        """Every record of `rejected` acknowledged by the DLQ topic; a record is sent again
+        only when its own send failed."""
+        pending = list(rejected)
+        delay = RETRY_MIN_S
+        while pending:
+            outcomes = await asyncio.gather(*(self._send_one(send, r) for r in pending),
+                                            return_exceptions=True)
+            failed = [(r, o) for r, o in zip(pending, outcomes) if isinstance(o, BaseException)]
+            sent = [r for r, o in zip(pending, outcomes) if not isinstance(o, BaseException)]
+            for record in sent:
+                self.metrics.dlq_records.labels(reason=record.reason).inc()
+            if sent:
+                log.warning("sent %d invalid record(s) to %s (first: %s)", len(sent),
+                            ev.TOPIC_EPISODES_DLQ, sent[0].reason)
+            pending = [r for r, _ in failed]
+            if pending:
+                error = failed[0][1]
+                self.blocked["dlq"] = f"{type(error).__name__}: {error}"[:300]
+                log.error("the DLQ refuses %d record(s) (%s); nothing acknowledged, retrying"
+                          " in %.1f s", len(pending), self.blocked["dlq"], delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, RETRY_MAX_S)
+        self.blocked.pop("dlq", None)
+
+    @staticmethod
+    async def _send_one(send, rejected) -> None:
+        future = await asyncio.wait_for(
+            send(dlq_key(rejected), dlq_envelope(rejected), dlq_headers(rejected)),
+            DLQ_ACK_TIMEOUT_S)
+        await asyncio.wait_for(future, DLQ_ACK_TIMEOUT_S)
+
+    # -- start and stop ---------------------------------------------------------------------
+    def arm_shutdown_deadline(self) -> None:
+        """From now on the process ends within SHUTDOWN_GRACE_S even if a client library
+        hangs on a broker or database that is gone: exiting then is safe, since nothing
+        uncommitted was acknowledged (exit code 0: a requested stop, not a crash)."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        self.sink.interrupt()
+
+        def force_exit() -> None:
+            log.warning("stream worker %s still stopping after %.0f s; exiting now (nothing"
+                        " uncommitted was acknowledged)", self.worker_id, SHUTDOWN_GRACE_S)
+            logging.shutdown()
+            os._exit(0)
+
+        timer = threading.Timer(SHUTDOWN_GRACE_S, force_exit)
+        timer.daemon = True
+        timer.start()
+
+    def _wait_for_services(self) -> bool:
+        """Topics and migrations, waiting (a log line now and then) while Kafka or the
+        database is down; False if a stop was requested meanwhile."""
+        from stgym.errors import ServiceUnavailable
+
+        for what, step in (("Kafka", lambda: ensure_topics(self.bootstrap, timeout_s=10.0)),
+                           ("the database", self.sink.setup)):
+            last_log = 0.0
+            while not self.stopping.is_set():
+                try:
+                    step()
+                    break
+                except ServiceUnavailable as error:
+                    self.blocked["starting"] = f"waiting for {what}: {error}"[:300]
+                    if time.monotonic() - last_log > WAIT_LOG_EVERY_S:
+                        log.warning("stream worker %s waits for %s (%s)", self.worker_id,
+                                    what, error)
+                        last_log = time.monotonic()
+                    self.stopping.wait(2.0)
+        self.blocked.pop("starting", None)
+        return not self.stopping.is_set()
 
     def update_assignment(self, assigned, lag_of) -> None:
-        """KPI export ownership and consumer_lag{topic} from the assigned partitions;
-        lag_of(tp) is the partition's lag or None when unknown."""
+        """KPI export ownership and consumer_lag_records{topic, partition} of the assigned
+        partitions; lag_of(tp) is the partition's lag or None when unknown."""
         self.exports_kpis = any(tp.topic == ev.TOPIC_EPISODES and tp.partition == 0
                                 for tp in assigned)
-        per_topic: dict[str, int] = {}
+        gauge = self.metrics.consumer_lag
+        current = set()
         for tp in assigned:
             if tp.topic not in SOURCE_TOPICS:
                 continue
             lag = lag_of(tp)
             if lag is not None:
-                per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(lag, 0)
-        for topic in SOURCE_TOPICS:
-            self.metrics.consumer_lag.labels(topic=topic).set(per_topic.get(topic, 0))
-
-    @staticmethod
-    def log_rejected(rejected) -> None:
-        log.warning("sent %d invalid record(s) to %s (first: %s)", len(rejected),
-                    ev.TOPIC_EPISODES_DLQ, rejected[0].reason)
+                gauge.labels(topic=tp.topic, partition=str(tp.partition)).set(max(lag, 0))
+                current.add((tp.topic, str(tp.partition)))
+        for labels in self._lag_labels - current:  # partitions that moved to another worker
+            gauge.remove(*labels)
+        self._lag_labels = current
 
     def run(self) -> int:
-        """Topics, migrations and the web endpoints around the engine's loop."""
-        ensure_topics(self.bootstrap)
-        self.sink.setup()
+        """The web endpoints (at once: /ready says 503 while waiting), topics and migrations
+        (waiting for Kafka and the database), then the engine's loop."""
         host = settings_module.load().host
         server = httpserver.serve(self.web_port, self.metrics.registry, self.ready, host=host,
-                           service=self.service)
+                           service=self.service, health=self.health)
+        previous = {sig: signal.signal(sig, lambda *_: self.arm_shutdown_deadline())
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            if not self._wait_for_services():
+                server.shutdown()
+                return 0
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         log.info("stream worker %s (%s): /metrics /health /ready on %s:%d",
                  self.worker_id, self.engine, host, self.web_port)
         try:

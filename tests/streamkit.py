@@ -3,6 +3,7 @@ malformed records with their expected DLQ reasons, topic and DLQ readers, a back
 publisher. Synthetic episodes and worker processes come from streams.workload."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -163,8 +164,9 @@ class TopicReader:
 
 def read_dlq(reader: TopicReader, start: dict, tag: str, expected: int,
              timeout_s: float = 120.0) -> dict[bytes, str]:
-    """{original bytes: reason} of the DLQ envelopes after `start` whose original contains
-    `tag`, read until `expected` are found or time runs out."""
+    """{dlq_identity(original): reason} of the DLQ envelopes after `start` whose original
+    (or, for a large one, its prefix) contains `tag`, read until `expected` are found or
+    time runs out."""
     from streams.pipeline import read_dlq_envelope
 
 
@@ -175,9 +177,24 @@ def read_dlq(reader: TopicReader, start: dict, tag: str, expected: int,
         for records in reader.poll(timeout_ms=1000, max_records=2000).values():
             for record in records:
                 envelope = read_dlq_envelope(record.value)
-                if tag.encode() in envelope["original"]:
-                    found[envelope["original"]] = envelope["reason"]
+                if tag.encode() in envelope["original_prefix"] or (
+                        envelope["original"] is not None and tag.encode() in envelope["original"]):
+                    identity = envelope["original"]
+                    if identity is None:
+                        identity = f"sha256:{envelope['original_sha256']}".encode()
+                    found[identity] = envelope["reason"]
     return found
+
+
+def dlq_identity(raw: bytes) -> bytes:
+    """How read_dlq names a record: its bytes, or "sha256:<hex>" when the DLQ holds only
+    a prefix of it."""
+    from streams.pipeline import DLQ_FULL_ORIGINAL_MAX
+
+
+    if len(raw) <= DLQ_FULL_ORIGINAL_MAX:
+        return raw
+    return f"sha256:{hashlib.sha256(raw).hexdigest()}".encode()
 
 
 class BackgroundPublisher:
