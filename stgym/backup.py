@@ -196,8 +196,14 @@ def _snapshot_opensearch(settings, target: Path, name: str) -> list[str]:
     base = settings.opensearch_url
     repo_dir = opensearch_repository_dir(settings)
     location = repo_dir / name
-    _http("PUT", f"{base}/_snapshot/{REPOSITORY}-{name}", "OpenSearch snapshot repository",
-          json={"type": "fs", "settings": {"location": str(location)}})
+    try:
+        _http("PUT", f"{base}/_snapshot/{REPOSITORY}-{name}", "OpenSearch snapshot repository",
+              json={"type": "fs", "settings": {"location": str(location)}})
+    except ServiceUnavailable as error:
+        if "path.repo" in str(error):
+            raise UserError(f"OpenSearch at {base} runs without path.repo {repo_dir}: restart it "
+                            "(compose/bare/services.sh down opensearch; ... up opensearch)") from error
+        raise
     try:
         answer = _http(
             "PUT", f"{base}/_snapshot/{REPOSITORY}-{name}/{name}?wait_for_completion=true",
@@ -235,13 +241,17 @@ def create(to: Path | None = None, settings: settings_module.Settings | None = N
         components[component] = action()
         timings[component] = round(time.monotonic() - t0, 2)
 
-    timed("postgres", lambda: _dump_postgres(settings, work / "postgres"))
-    timed("prometheus", lambda: _snapshot_prometheus(settings, work / "prometheus"))
-    timed("opensearch", lambda: _snapshot_opensearch(settings, work / "opensearch", name.lower()))
-    artifacts = mlflow_artifacts_dir(settings)
-    if artifacts.is_dir():
-        timed("mlflow_artifacts", lambda: _copytree(artifacts, work / "mlflow-artifacts") or True)
-    timed("dashboards", lambda: _copy_dashboards(work / "dashboards"))
+    try:  # a failed backup leaves nothing behind
+        timed("postgres", lambda: _dump_postgres(settings, work / "postgres"))
+        timed("prometheus", lambda: _snapshot_prometheus(settings, work / "prometheus"))
+        timed("opensearch", lambda: _snapshot_opensearch(settings, work / "opensearch", name.lower()))
+        artifacts = mlflow_artifacts_dir(settings)
+        if artifacts.is_dir():
+            timed("mlflow_artifacts", lambda: _copytree(artifacts, work / "mlflow-artifacts") or True)
+        timed("dashboards", lambda: _copy_dashboards(work / "dashboards"))
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     files = [{"path": path.relative_to(work).as_posix(), "size": path.stat().st_size,
               "sha256": _sha256(path)}
              for path in sorted(work.rglob("*")) if path.is_file()]

@@ -9,7 +9,7 @@ import pytest
 
 from stgym import backup
 from stgym import settings as settings_module
-from stgym.errors import UserError
+from stgym.errors import ServiceUnavailable, UserError
 
 
 def fake_backup(root: Path, name: str, created_at: str) -> Path:
@@ -81,3 +81,9 @@ def test_create_refuses_an_existing_target(tmp_path):
     (tmp_path / "there").mkdir()
     with pytest.raises(UserError, match="already exists"):
         backup.create(tmp_path / "there", nowhere(tmp_path))
+
+
+def test_a_failed_backup_leaves_nothing_behind(tmp_path):
+    with pytest.raises(ServiceUnavailable, match="PostgreSQL does not answer"):
+        backup.create(tmp_path / "b1", nowhere(tmp_path))
+    assert list(tmp_path.iterdir()) == []
