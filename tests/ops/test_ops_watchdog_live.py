@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from stgym import settings as settings_module
@@ -25,6 +26,7 @@ from streams import workload
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 6
+pytestmark = pytest.mark.services  # the Prometheus and Alertmanager that services.sh installs
 
 
 def _render_module():
