@@ -58,7 +58,7 @@ from stgym.errors import UserError
 log = logging.getLogger(__name__)
 
 OFF = "off"
-FLUSH_INTERVAL_S = 1.0
+FLUSH_INTERVAL_S = 5.0  # one log_batch per run per flush: each request costs ~10 ms of CPU
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit per log_batch call
 MAX_PARAMS_PER_BATCH = 100
 RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
@@ -102,6 +102,12 @@ def check_uri(uri: str) -> str:
     if scheme in ("sqlite", "file") and not parsed.path.strip("/"):
         raise UserError(f"--mlflow {uri!r}: no path; {expected}")
     return uri
+
+
+def _refused(error: Exception) -> bool:
+    """MLflow answered with a client error (bad value, limit): not a store that is down."""
+    status = getattr(error, "get_http_status_code", None)
+    return status is not None and 400 <= status() < 500
 
 
 def local_artifact_location(uri: str) -> str | None:
@@ -236,14 +242,16 @@ class Tracker:
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
         numbers |= {f"policy.{k}": v for k, v in summary.policy_metrics.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        self._put("metrics", "parent", [(k, float(v), millis, 0) for k, v in numbers.items()])
         for index, result in results.items():
             totals = summarise(WorkerStats(**result["stats"]))
             self._put("metrics", f"w{index}", [
                 (f"final.{k}", float(v), millis, 0) for k, v in totals.items()
             ])
-        self._put("tags", "parent", {"stgym.run_ids": ",".join(summary.run_ids),
-                                     "stgym.failed_workers": ",".join(summary.failed_workers)})
+        self._put("summary", "parent", (
+            [(k, float(v), millis, 0) for k, v in numbers.items()],
+            {"stgym.run_ids": ",".join(summary.run_ids),
+             "stgym.failed_workers": ",".join(summary.failed_workers)},
+        ))
         # The run's artifact tree, built here and sent in one log_artifacts call (a copy
         # stays in the run directory): config.json, training_curve.png, policy/, model/.
         artifacts = Path(summary.run_dir) / "mlflow-artifacts"
@@ -321,6 +329,11 @@ class Tracker:
                     self._execute(client, op)
                     self._pending.pop(0)
         except Exception as error:  # any store failure: training goes on, retried later
+            if _refused(error):  # the store answered "no" (4xx): retrying cannot help
+                op = self._pending.pop(0)
+                log.warning("MLflow at %s refused %s of %s: %s", self.uri, op.kind, op.run,
+                            str(error).splitlines()[0][:300])
+                return True
             self._failure = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
             if not self._warned:
                 self._warned = True
@@ -357,7 +370,7 @@ class Tracker:
             raise
 
     def _execute(self, client, op: _Op) -> None:
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import Metric, Param, RunTag
 
         if op.kind == "experiment":
             experiment = client.get_experiment_by_name(self.config.experiment)
@@ -375,9 +388,10 @@ class Tracker:
             for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
                 client.log_batch(self.run_ids[op.run],
                                  params=items[start:start + MAX_PARAMS_PER_BATCH])
-        elif op.kind == "tags":
-            client.log_batch(self.run_ids[op.run],
-                             tags=[RunTag(k, str(v)) for k, v in op.payload.items()])
+        elif op.kind == "summary":
+            metrics, tags = op.payload
+            client.log_batch(self.run_ids[op.run], metrics=[Metric(*v) for v in metrics],
+                             tags=[RunTag(k, str(v)) for k, v in tags.items()])
         elif op.kind == "artifacts":
             self._add_model(Path(op.payload))
             client.log_artifacts(self.run_ids[op.run], op.payload)
