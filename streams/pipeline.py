@@ -14,7 +14,7 @@ import threading
 import time
 
 from stgym import events as ev
-from stgym import kpi
+from stgym import kpi, tracing
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +123,24 @@ class EmbeddedPipeline:
         records = self.bus.poll(self.TOPICS, self.group, max_records=self.max_records, timeout_s=0.1)
         if not records:
             return 0
-        batch = self.processor.parse(
-            (r.topic, r.partition, r.offset, r.key, r.value) for r in records
-        )
-        for rejected in batch.rejected:
-            self.bus.publish_raw(ev.TOPIC_EPISODES_DLQ, dlq_key(rejected), dlq_envelope(rejected))
-        result = self.processor.write(batch)
-        for rejected in self.processor.unstorable(batch, result):
-            self.bus.publish_raw(ev.TOPIC_EPISODES_DLQ, dlq_key(rejected), dlq_envelope(rejected))
+        trace = tracing.BatchTrace([r.headers for r in records], len(records))
+        try:
+            with trace.step("validate"):
+                batch = self.processor.parse(
+                    (r.topic, r.partition, r.offset, r.key, r.value) for r in records
+                )
+            if batch.rejected:
+                with trace.step("dlq_publish", records=len(batch.rejected)):
+                    for rejected in batch.rejected:
+                        self.bus.publish_raw(ev.TOPIC_EPISODES_DLQ, dlq_key(rejected),
+                                             dlq_envelope(rejected))
+            with trace.step("db_commit", events=len(batch)):
+                result = self.processor.write(batch)
+            for rejected in self.processor.unstorable(batch, result):
+                self.bus.publish_raw(ev.TOPIC_EPISODES_DLQ, dlq_key(rejected),
+                                     dlq_envelope(rejected))
+        finally:
+            trace.end()
         return len(records)
 
     def _run(self) -> None:
