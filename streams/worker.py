@@ -251,23 +251,26 @@ class BaseWorker:
     def _wait_for_services(self) -> bool:
         """Topics and migrations, waiting (a log line now and then) while Kafka or the
         database is down; False if a stop was requested meanwhile."""
+        from kafka.errors import KafkaError
+
         from stgym.errors import ServiceUnavailable
 
         for what, step in (("Kafka", lambda: ensure_topics(self.bootstrap, timeout_s=10.0)),
                            ("the database", self.sink.setup)):
             last_log = 0.0
             while not self.stopping.is_set():
+                self.blocked.setdefault("starting", f"connecting to {what}")
                 try:
                     step()
                     break
-                except ServiceUnavailable as error:
+                except (ServiceUnavailable, KafkaError) as error:
                     self.blocked["starting"] = f"waiting for {what}: {error}"[:300]
                     if time.monotonic() - last_log > WAIT_LOG_EVERY_S:
                         log.warning("stream worker %s waits for %s (%s)", self.worker_id,
                                     what, error)
                         last_log = time.monotonic()
                     self.stopping.wait(2.0)
-        self.blocked.pop("starting", None)
+            self.blocked.pop("starting", None)
         return not self.stopping.is_set()
 
     def update_assignment(self, assigned, lag_of) -> None:
