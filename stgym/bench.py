@@ -9,7 +9,7 @@ BENCH_MODULES = {
     "pipeline": "streams.bench",
     "rl": "producers.rl_bench",
     "ray": "producers.ray_bench",
-    "tracing": "stgym.tracebench",
+    "tracing": "streams.tracebench",
     "tracking": "producers.tracking_bench",
 }
 
