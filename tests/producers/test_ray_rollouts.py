@@ -83,3 +83,16 @@ def test_cem_over_two_ray_workers_learns_the_one_process_policy(ray_instance):
     assert distributed.ok and len(ids) == len(set(ids)) == 640
     assert distributed.success_rate == local.success_rate
     assert distributed.energy_per_switch_j == local.energy_per_switch_j
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"ray_workers": 2, "workers": 2}, "one learner"),
+    ({"ray_workers": 2, "algorithm": "ppo"}, "one learner"),
+    ({"ray_address": "head:6379"}, "--ray-workers must be >= 1"),
+    ({"ray_workers": -1}, "--ray-workers must be >= 1"),
+])
+def test_ray_options_that_do_not_fit_are_one_line_errors(kwargs, message):
+    from stgym.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        TrainConfig(**{"env_id": "SpinTorque-v1", **kwargs}).validate()
