@@ -31,6 +31,7 @@ EPISODE_COLUMNS = (
     "episode", "seed", "success", "energy_j", "switching_time_s", "steps", "total_reward",
     "sim_steps", "wall_time_s", "sim_steps_per_s", "ingested_at",
 )
+CONVERGENCE_COLUMNS = tuple(f.name for f in dataclasses.fields(kpi.Convergence))
 TRAINING_COLUMNS = (
     "event_id", "ts", "experiment_id", "run_id", "worker_id", "device_type", "algorithm",
     "iteration", "objective", "learning_rate", "model_accuracy", "ingested_at",
@@ -107,12 +108,6 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release the connection."""
-
-    outage: str | None = None  # why writes are being retried right now (None: they are not)
-
-    def interrupt(self) -> None:
-        """The process is stopping: a write or connect that is waiting to retry gives up
-        soon (raising ServiceUnavailable) instead of holding the shutdown."""
 
     @abc.abstractmethod
     def ping(self) -> bool:
@@ -222,6 +217,8 @@ class SqlSink(Sink):
             new_ids = self._insert_new(cur, "training_progress", TRAINING_COLUMNS, rows)
             new = [t for t in trainings if t.event_id in new_ids]
             result.new_trainings = len(new)
+            if new:
+                self._fold_convergence(cur, new, now)
             counts: dict = {}
             for t in new:
                 counts[kpi.key_of(t)] = counts.get(kpi.key_of(t), 0) + 1
@@ -248,6 +245,43 @@ class SqlSink(Sink):
             self._write_experiments(cur, batch.experiments)
             result.experiments = len(batch.experiments)
         return result
+
+    def _fold_convergence(self, cur, trainings: list[ev.TrainingEvent], now: float) -> None:
+        """Advance each run's convergence state (stgym.kpi) by its new training events."""
+        by_run: dict[str, list[ev.TrainingEvent]] = {}
+        for t in trainings:
+            by_run.setdefault(t.run_id, []).append(t)
+        runs = sorted(by_run)
+        cur.execute(f"SELECT run_id, {', '.join(CONVERGENCE_COLUMNS)} FROM training_convergence"
+                    f" WHERE run_id IN ({', '.join([self.ph] * len(runs))})", runs)
+        known = {r[0]: kpi.Convergence(*r[1:]) for r in cur.fetchall()}
+        rows = []
+        for run in runs:
+            before = known.get(run, kpi.Convergence())
+            after = kpi.fold_convergence(before, by_run[run])
+            if after != before:
+                rows.append((run, *kpi.key_of(by_run[run][0]),
+                             *(getattr(after, c) for c in CONVERGENCE_COLUMNS), now))
+        if rows:
+            self._upsert(cur, "training_convergence",
+                         ("run_id", *KEY_COLUMNS, *CONVERGENCE_COLUMNS, "updated_at"), ("run_id",),
+                         ", ".join(f"{c} = excluded.{c}" for c in (*CONVERGENCE_COLUMNS, "updated_at")),
+                         rows)
+
+    def convergence_by_key(self, experiment: str | None = None) -> dict:
+        """{key: (runs, converged runs, mean episodes to convergence or None)}: a run's episodes
+        to convergence are its stored episodes up to the event of its converging iteration."""
+        where, params = self._filters(experiment, None, None, prefix="c.")
+        rows = self._fetch(
+            "SELECT c.experiment_id, c.device_type, c.algorithm, COUNT(*),"
+            " SUM(CASE WHEN c.converged_iteration IS NULL THEN 0 ELSE 1 END),"
+            " AVG((SELECT COUNT(*) FROM episodes e WHERE e.run_id = c.run_id"
+            " AND c.converged_ts IS NOT NULL AND e.ts <= c.converged_ts)"
+            " * CASE WHEN c.converged_iteration IS NULL THEN NULL ELSE 1 END)"
+            " FROM training_convergence c" + (" WHERE " + " AND ".join(where) if where else "")
+            + " GROUP BY c.experiment_id, c.device_type, c.algorithm", params)
+        return {tuple(r[:3]): (int(r[3]), int(r[4] or 0), float(r[5]) if r[5] is not None else None)
+                for r in rows}
 
     def _write_experiments(self, cur, experiments: list[ev.ExperimentEvent]) -> None:
         latest_run: dict[str, ev.ExperimentEvent] = {}
@@ -319,6 +353,7 @@ class SqlSink(Sink):
                    + " ORDER BY experiment_id, device_type, algorithm")
             rows = self._fetch(sql, params)
             times = self._switch_times(" AND ".join(where), params, None) if percentiles else {}
+            convergence = self.convergence_by_key(experiment)
             out = []
             for r in rows:
                 counters = dict(zip(COUNTER_COLUMNS, r[3:11]))
@@ -326,6 +361,9 @@ class SqlSink(Sink):
                 row.update(kpi.summarize(counters, times.get((None, *r[:3]), (None,) * 3) if percentiles else None))
                 row.update(objective=r[11], learning_rate=r[12], model_accuracy=r[13],
                            training_iterations=r[14], last_event_ts=r[15])
+                runs, converged, episodes = convergence.get(tuple(r[:3]), (0, 0, None))
+                row.update(training_runs=runs, runs_converged=converged,
+                           episodes_to_convergence_mean=episodes)
                 out.append(row)
             return out
         if since_s is not None:
@@ -387,6 +425,7 @@ class SqlSink(Sink):
                 if tuple(r[:3]) in keys:
                     hist.setdefault((*r[:3], r[3]), {})[int(r[4])] = int(r[5])
         statuses = dict(self._fetch("SELECT status, COUNT(*) FROM experiments GROUP BY status"))
+        convergence = self.convergence_by_key()
         return {
             "kpis": [
                 {"key": tuple(r[:3]), **dict(zip(COUNTER_COLUMNS, r[3:11])),
@@ -395,6 +434,7 @@ class SqlSink(Sink):
             ],
             "histograms": hist,
             "experiments": {k: int(v) for k, v in statuses.items()},
+            "convergence": {k: v for k, v in convergence.items() if k in keys},
         }
 
     def list_experiments(self) -> list[dict]:

@@ -14,6 +14,11 @@ Definitions (per key = (experiment_id, device_type, algorithm)):
                           (Clopper-Pearson) two-sided 95 % interval of the binomial proportion:
                           write_error_rate_lower95 / _upper95 (so the upper bound is a one-sided
                           97.5 % bound: the true rate is above it with probability <= 2.5 %)
+  convergence (per run)   the run converges at the first training iteration that starts
+                          CONVERGENCE_ITERATIONS consecutive iterations whose model_accuracy
+                          (the evaluation success rate of the policy) is >= CONVERGENCE_TARGET;
+                          episodes_to_convergence = the run's episodes up to that iteration's
+                          event; per key, the mean over its converged runs
 """
 from __future__ import annotations
 
@@ -232,6 +237,53 @@ def clopper_pearson(k: int, n: int, confidence: float = WER_CONFIDENCE) -> tuple
     lower = 0.0 if k == 0 else float(betaincinv(k, n - k + 1, tail))
     upper = 1.0 if k == n else float(betaincinv(k + 1, n - k, 1.0 - tail))
     return lower, upper
+
+
+CONVERGENCE_TARGET = 0.95
+CONVERGENCE_ITERATIONS = 3
+
+
+@dataclasses.dataclass
+class Convergence:
+    """One run's way to convergence: its current streak of iterations at or above the target
+    (from streak_start_iteration, whose event time is streak_start_ts) and, once the streak is
+    long enough, the iteration and time it converged at (kept from then on)."""
+
+    streak: int = 0
+    streak_start_iteration: int | None = None
+    streak_start_ts: float | None = None
+    last_iteration: int = -1
+    converged_iteration: int | None = None
+    converged_ts: float | None = None
+
+    @property
+    def converged(self) -> bool:
+        return self.converged_iteration is not None
+
+
+def fold_convergence(state: Convergence, trainings: Iterable[ev.TrainingEvent],
+                     target: float = CONVERGENCE_TARGET,
+                     iterations: int = CONVERGENCE_ITERATIONS) -> Convergence:
+    """The state after a run's training events (in any order; iterations at or below the last
+    one counted are ignored, so replays and stragglers change nothing)."""
+    state = dataclasses.replace(state)
+    for event in sorted(trainings, key=lambda t: t.iteration):
+        if event.iteration <= state.last_iteration:
+            continue
+        state.last_iteration = event.iteration
+        if state.converged:
+            continue
+        if event.model_accuracy >= target:
+            if state.streak == 0:
+                state.streak_start_iteration = event.iteration
+                state.streak_start_ts = event.timestamp.timestamp()
+            state.streak += 1
+            if state.streak >= iterations:
+                state.converged_iteration = state.streak_start_iteration
+                state.converged_ts = state.streak_start_ts
+        else:
+            state.streak, state.streak_start_iteration, state.streak_start_ts = 0, None, None
+    return state
 
 
 def summarize(counters: dict, pcts: Sequence[float | None] | None = None) -> dict:
