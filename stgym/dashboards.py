@@ -130,7 +130,7 @@ def overview() -> dict[str, Any]:
                [("stgym:events_rejected:ratio_rate5m", "rejected / consumed")],
                description="HighErrorRate fires above 5 % for 5 m."),
         _panel(timeseries, "Consumer lag and last event age", "short",
-               [("sum by (topic) (stgym_consumer_lag)", "lag {{topic}}"),
+               [("sum by (topic) (stgym_consumer_lag_records)", "lag {{topic}}"),
                 ("max(stgym_last_event_age_seconds)", "last event age [s]")]),
     ]
     return _dashboard("spin-torque-gym — Overview", "stgym-overview", panels)
