@@ -15,7 +15,7 @@ REQUIRED_ALERTS = {
     "HighErrorRate", "LowSuccessRate", "LowSuccessRateConfident", "HighMemoryUsage",
     "SlowSimulation", "DatabaseDown", "KafkaDown", "HighDiskUsage",
     "Watchdog", "PrometheusDown", "AlertmanagerDown", "CollectorDown", "SearchStoreDown",
-    "GrafanaDown",
+    "GrafanaDown", "StreamWorkerDown", "ConsumerLagHigh", "DeadLetterRate",
 }
 
 
