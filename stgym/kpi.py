@@ -16,7 +16,8 @@ Definitions (per key = (experiment_id, device_type, algorithm)):
                           97.5 % bound: the true rate is above it with probability <= 2.5 %)
   convergence (per run)   the run converges at the first training iteration that starts
                           CONVERGENCE_ITERATIONS consecutive iterations whose model_accuracy
-                          (the evaluation success rate of the policy) is >= CONVERGENCE_TARGET;
+                          (the success rate the trainer reports for the iteration's episodes)
+                          is >= CONVERGENCE_TARGET;
                           episodes_to_convergence = the run's episodes up to that iteration's
                           event; per key, the mean over its converged runs
 """
