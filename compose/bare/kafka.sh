@@ -66,7 +66,7 @@ svc_kafka_start() {
 }
 
 svc_kafka_ready() {
-    port_open "$STGYM_KAFKA_PORT" || return 1
+    (exec 3<>"/dev/tcp/127.0.0.1/$STGYM_KAFKA_PORT") 2>/dev/null || return 1  # PLAINTEXT: loopback
     $CHECK kafka || return 1
     kafka_apply_scram
 }

@@ -1,0 +1,296 @@
+"""Several machines for real, as Linux network namespaces on one bridge (README "Running on
+several machines" is this recipe): a services host (PostgreSQL, Kafka, OpenSearch, Prometheus,
+Alertmanager, its collector) started by compose/bare/services.sh with STGYM_HOST = its address,
+two trainer hosts x 2 workers and two stream hosts, each with its own log collector shipping to
+the central OpenSearch; remote clients reach Kafka only through SASL/SCRAM and PostgreSQL only
+with the generated password. Mid-run a stream host dies (processes killed, link down) and then a
+trainer host. Shown: every episode counted exactly once, every completed (ledgered) episode of
+the lost trainer host stored, the lost stream host's partitions taken over, every remote worker
+a Prometheus target (file_sd from the host list) that was up, logs searchable by host.
+
+Needs root (ip netns, veth, a bridge, unshare); every namespace, link and process is removed
+at the end, also on failure. Timings of the phases are printed (pytest -s) and written to
+<tmp>/multihost-timings.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "compose" / "bare"))
+import hosts as hosts_module  # noqa: E402  (compose/bare/hosts.py)
+
+pytestmark = [pytest.mark.services, pytest.mark.timeout(900)]
+
+HOSTS = """\
+# name      address       role      [workers]
+services    10.231.0.1    services
+trainer-1   10.231.0.11   trainer   2
+trainer-2   10.231.0.12   trainer   2
+stream-1    10.231.0.21   stream
+stream-2    10.231.0.22   stream
+"""
+SERVICES = ["postgres", "kafka", "opensearch", "prometheus", "alertmanager", "collector"]
+EPISODES_PER_HOST = 40000
+BATCH = 64
+APP_ID = "stgym-multihost"
+# The plain-consumer engine: a Faust worker that loses its group peer mid-stream was seen
+# stalled in its rebalance (faust "wait_empty: Waiting for tasks", minutes) on this machine.
+ENGINE = "aiokafka"
+PY = sys.executable
+SCRIPT = str(REPO / "compose" / "bare" / "services.sh")
+
+
+def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 1.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+class Deployment:
+    """The lab's hosts, each with its own run directory and STGYM_* environment."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        (tmp / "hosts.txt").write_text(HOSTS)
+        self.hosts = {h.name: h for h in hosts_module.read_hosts(tmp / "hosts.txt")}
+        self.lab = hosts_module.Lab(list(self.hosts.values()))
+        self.services = self.hosts["services"].address
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.timings: dict[str, float] = {}
+
+    def env(self, name: str, **extra: str) -> dict:
+        host = self.hosts[name]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STGYM_")}
+        env.update(STGYM_HOST=host.address, STGYM_RUN_DIR=str(self.tmp / name),
+                   STGYM_KAFKA_HEAP="384m", STGYM_OPENSEARCH_HEAP="512m",
+                   STGYM_READY_TIMEOUT="300", PYTHONUNBUFFERED="1")
+        if host.role != "services":
+            # Another machine: the services' address, Kafka's SASL listener.
+            env.update(STGYM_SERVICES_HOST=self.services,
+                       STGYM_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT")
+        env.update(extra)
+        return env
+
+    def sh(self, name: str, argv: list[str], timeout_s: float = 600, **extra) -> str:
+        result = subprocess.run(self.lab.command(name, argv), env=self.env(name, **extra),
+                                capture_output=True, text=True, timeout=timeout_s, cwd=REPO)
+        assert result.returncode == 0, (f"{name}: {' '.join(argv)} failed\n"
+                                        f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+        return result.stdout
+
+    def py(self, name: str, code: str):
+        """Run Python on host `name` (its settings); it prints one JSON value."""
+        return json.loads(self.sh(name, [PY, "-c", code], timeout_s=120))
+
+    def start(self, name: str, key: str, argv: list[str]) -> None:
+        self.procs[key] = self.lab.run(name, argv, self.env(name), self.tmp / f"{key}.log",
+                                       cwd=REPO)
+
+    def timed(self, phase: str, start: float) -> None:
+        self.timings[phase] = round(time.monotonic() - start, 1)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+        for name in self.hosts:
+            if (self.tmp / name).exists():
+                # the scripts' own clean-up: stop, and remove data dirs linked under /var/tmp
+                subprocess.run(self.lab.command(name, ["bash", SCRIPT, "clean"]),
+                               env=self.env(name), capture_output=True, timeout=180)
+        self.lab.down()
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("unshare"):
+        pytest.fail("the multi-host test needs root, ip (iproute2) and unshare (util-linux)")
+    d = Deployment(tmp_path)
+    try:
+        d.lab.up()
+        yield d
+    finally:
+        d.close()
+        print("\nmulti-host timings (s):", json.dumps(d.timings))
+        (tmp_path / "multihost-timings.json").write_text(json.dumps(d.timings, indent=2))
+
+
+STORED = """
+import json, psycopg2
+from stgym import settings
+with psycopg2.connect(settings.load().postgres_url) as c, c.cursor() as cur:
+    cur.execute("SELECT event_id FROM episodes WHERE experiment_id = %s", [{experiment!r}])
+    ids = [r[0] for r in cur.fetchall()]
+    cur.execute("SELECT COALESCE(SUM(episodes_total), 0) FROM kpi_cumulative WHERE experiment_id = %s",
+                [{experiment!r}])
+    total = int(cur.fetchone()[0])
+print(json.dumps({{"ids": ids, "kpi_total": total}}))
+"""
+
+ASSIGNMENT = """
+import json
+from kafka import KafkaAdminClient
+from stgym import settings
+
+
+def walk(node):  # (topic, partitions) pairs anywhere in the decoded assignment
+    if isinstance(node, dict):
+        if "topic" in node and "partitions" in node:
+            yield node["topic"], node["partitions"]
+        for value in node.values():
+            yield from walk(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from walk(value)
+
+
+admin = KafkaAdminClient(bootstrap_servers=settings.load().kafka_bootstrap)
+group = admin.describe_groups([{app_id!r}])[{app_id!r}]
+admin.close()
+print(json.dumps({{m["client_host"].strip("/"): sorted(p for t, ps in walk(m["member_assignment"])
+                                                     if t == {topic!r} for p in ps)
+                  for m in group["members"]}}))
+"""
+
+TARGETS = """
+import json, requests
+from stgym import settings
+targets = requests.get(settings.load().prometheus_url + "/api/v1/targets", timeout=5).json()
+print(json.dumps([[t["labels"].get("host"), t["labels"]["job"], t["scrapeUrl"], t["health"]]
+                  for t in targets["data"]["activeTargets"] if "host" in t["labels"]]))
+"""
+
+LOG_HOSTS = """
+import json, requests
+from stgym import settings
+s = settings.load()
+query = {{"size": 0, "aggs": {{"hosts": {{"terms": {{"field": "host", "size": 20}}}}}}}}
+r = requests.post(f"{{s.opensearch_url}}/{{s.logs_index}}*/_search", json=query, timeout=10)
+print(json.dumps(sorted(b["key"] for b in r.json().get("aggregations", {{}}).get("hosts", {{}}).get("buckets", []))))
+"""
+
+
+def ledger_ids(run_dir: Path) -> set[str]:
+    return {line for p in run_dir.glob("worker-*.ledger") for line in p.read_text().split()}
+
+
+def test_two_trainer_hosts_two_stream_hosts_lose_nothing(deployment):
+    d = deployment
+    experiment = f"multihost-{os.getpid()}"
+    t0 = time.monotonic()
+    # Prometheus targets of every remote worker, from the host list (not hand-edited); written
+    # before Prometheus starts so that it watches their folder from the start.
+    d.sh("services", [PY, str(REPO / "compose" / "bare" / "hosts.py"), "targets",
+                      str(d.tmp / "hosts.txt")])
+    d.sh("services", ["bash", SCRIPT, "up", *SERVICES], timeout_s=700)
+    d.timed("services host up", t0)
+    workers = [n for n, h in d.hosts.items() if h.role != "services"]
+    t = time.monotonic()
+    for name in workers:  # the services host's credentials, copied to each machine
+        shutil.copytree(d.tmp / "services" / "secrets", d.tmp / name / "secrets")
+        d.sh(name, ["bash", SCRIPT, "up", "collector"], timeout_s=300)
+    d.timed("worker collectors up", t)
+
+    t = time.monotonic()
+    for i, name in enumerate(["stream-1", "stream-2"]):
+        d.start(name, name, [PY, "-m", "stgym.cli", "--log-format", "json", "stream",
+                             "--bus", f"kafka://{d.services}:9096", "--worker-id", str(i),
+                             "--web-port", "6066", "--app-id", APP_ID, "--engine", ENGINE])
+    for name in ["stream-1", "stream-2"]:
+        url = f"http://{d.hosts[name].address}:6066/ready"
+        wait_for(lambda: subprocess.run(d.lab.command(name, ["curl", "-fsS", url]),
+                                        capture_output=True).returncode == 0,
+                 240, f"{name} /ready")
+    d.timed("stream hosts ready", t)
+
+    t_run = time.monotonic()
+    for i, name in enumerate(["trainer-1", "trainer-2"]):
+        d.start(name, name, [PY, "-m", "stgym.cli", "--log-format", "json", "train",
+                             "--algo", "random", "--episodes", str(EPISODES_PER_HOST),
+                             "--workers", "2", "--first-worker", str(2 * i),
+                             "--batch-size", str(BATCH), "--experiment", experiment,
+                             "--bus", f"kafka://{d.services}:9096", "--metrics-port", "8000",
+                             "--mlflow", "off", "--run-dir", str(d.tmp / name / "train"),
+                             "--json"])
+
+    def stored():
+        return d.py("services", STORED.format(experiment=experiment))
+
+    # Every remote worker is a Prometheus target, and up.
+    seen: list = []
+
+    def all_up():
+        seen[:] = d.py("services", TARGETS)
+        return len(seen) == 6 and all(health == "up" for *_, health in seen) and list(seen)
+    try:
+        targets = wait_for(all_up, 90, "every remote worker up in Prometheus", 2.0)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; targets: {seen}") from None
+    d.timed("all 6 remote targets up", t_run)
+
+    wait_for(lambda: len(stored()["ids"]) > 2000, 240, "2000 episodes stored")
+    d.lab.kill("stream-2")
+    d.lab.cut("stream-2")
+    d.timed("stream-2 lost at", t_run)
+    t_move = time.monotonic()
+    assignment = wait_for(
+        lambda: (lambda m: m if len(m) == 1 and len(next(iter(m.values()))) == 4 else None)(
+            d.py("services", ASSIGNMENT.format(app_id=APP_ID, topic="stgym.episodes.v1"))),
+        120, "stream-1 to own all 4 episode partitions")
+    d.timed("partitions moved to stream-1 in", t_move)
+    assert list(assignment) == [d.hosts["stream-1"].address]
+
+    trainer2 = d.tmp / "trainer-2" / "train"
+    wait_for(lambda: len(ledger_ids(trainer2)) > EPISODES_PER_HOST // 4, 240,
+             "trainer-2 a quarter done")
+    d.lab.kill("trainer-2")
+    d.lab.cut("trainer-2")
+    d.timed("trainer-2 lost at", t_run)
+
+    trainer1 = d.procs["trainer-1"]
+    trainer1.wait(600)
+    assert trainer1.returncode == 0, (d.tmp / "trainer-1.log").read_text()[-3000:]
+    d.timed("trainer-1 finished at", t_run)
+    done1, done2 = ledger_ids(d.tmp / "trainer-1" / "train"), ledger_ids(trainer2)
+    assert len(done1) == EPISODES_PER_HOST
+    t = time.monotonic()
+    result = wait_for(lambda: (lambda r: r if set(r["ids"]) >= done1 | done2 else None)(stored()),
+                      300, "every completed episode stored")
+    time.sleep(3.0)
+    result = stored()
+    d.timed("all completed episodes stored", t)
+    ids = result["ids"]
+    assert len(ids) == len(set(ids)) == result["kpi_total"], "an episode counted twice"
+    # Beyond the ledgers only trainer-2's batches in flight when it died (one per worker).
+    assert len(set(ids) - done1 - done2) <= 2 * BATCH
+    d.timings.update(episodes_stored=len(ids), trainer_2_completed=len(done2),
+                     stored_beyond_ledgers=len(set(ids) - done1 - done2))
+
+    # Logs of every host, searchable by their host field in the central store.
+    t = time.monotonic()
+    logged: list = []
+
+    def every_host_logged():
+        logged[:] = d.py("services", LOG_HOSTS.format())
+        return set(workers) <= set(logged)
+    try:
+        wait_for(every_host_logged, 120, "log records of every worker host", 2.0)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; hosts with logs: {logged}") from None
+    d.timed("logs of every host searchable in", t)
+    d.timed("whole run", t0)
+    assert {tuple(x[:2]) for x in targets} >= {("trainer-1", "trainers"), ("stream-1", "stream-processors")}
