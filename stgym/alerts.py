@@ -14,6 +14,13 @@ With ``--log-format json`` these records reach stderr, the local JSON log file a
 is on) OpenSearch, so ``stgym logs search "LowSuccessRate" --service stgym-alerts`` finds them.
 `/health`, `/ready` and `/metrics` (the dead man's switch) are stgym.httpserver's probes.
 
+Hardened against what is not Alertmanager: a body above MAX_BODY_BYTES (413) or not sent within
+READ_TIMEOUT_S (408), more than MAX_ALERTS alerts, JSON that is malformed, nested deeper than
+MAX_JSON_DEPTH or not shaped like a webhook payload (400), and — when a bearer token is
+configured (settings.alert_webhook_token or the generated secrets_dir/alert-webhook.token,
+which the rendered alertmanager.yml sends as http_config.authorization) — a missing or wrong
+`Authorization: Bearer` header (401). Each refusal is one WARNING record; none ends the server.
+
 Dead man's switch: the always-firing ``Watchdog`` alert (compose/prometheus/alert_rules.yml)
 arrives on route ``watchdog`` every minute. A down Prometheus or Alertmanager cannot alert on
 itself, so when no Watchdog has arrived for ``settings.watchdog_timeout_s`` (counted from start
@@ -22,6 +29,8 @@ Watchdog logs the recovery and resets it.
 """
 from __future__ import annotations
 
+import asyncio
+import hmac
 import json
 import logging
 import signal
@@ -38,6 +47,16 @@ log = logging.getLogger("stgym.alerts")
 
 ROUTES = ("critical", "warning", "watchdog")
 WATCHDOG = "Watchdog"
+MAX_BODY_BYTES = 1024 * 1024  # Alertmanager's payload of MAX_ALERTS alerts is ~1 KiB each
+MAX_ALERTS = 1000
+MAX_JSON_DEPTH = 8  # a webhook payload nests 4 levels: payload > alerts > alert > labels
+READ_TIMEOUT_S = 10.0
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 WATCHDOG_MISSING = Gauge(
     "stgym_watchdog_missing",
@@ -116,6 +135,39 @@ def log_alert(alert: dict[str, Any], route: str, receiver: str) -> None:
     log.log(level, "alert %s: %s — %s", status, name, summary, extra=fields)
 
 
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a decoded JSON value, counted no further than limit + 1."""
+    if limit < 0 or not isinstance(value, (dict, list)):
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(child, limit - 1) for child in children), default=0)
+
+
+def parse_payload(body: bytes) -> dict[str, Any]:
+    """The webhook payload of a request body, checked for its shape; BadRequest otherwise."""
+    try:
+        payload = json.loads(body)
+    except RecursionError:
+        raise BadRequest(400, "JSON nested too deeply") from None
+    except ValueError as error:
+        raise BadRequest(400, f"not JSON: {error}") from None
+    if _depth(payload, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise BadRequest(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
+        raise BadRequest(400, "webhook payload has no 'alerts' list")
+    if len(payload["alerts"]) > MAX_ALERTS:
+        raise BadRequest(400, f"{len(payload['alerts'])} alerts in one payload > {MAX_ALERTS}")
+    for alert in payload["alerts"]:
+        if not isinstance(alert, dict):
+            raise BadRequest(400, "an alert is not a JSON object")
+        for part in ("labels", "annotations"):
+            values = alert.get(part, {})
+            if not isinstance(values, dict) or not all(
+                    isinstance(v, str) for v in values.values()):
+                raise BadRequest(400, f"an alert's {part} are not an object of strings")
+    return payload
+
+
 def handle_payload(payload: dict[str, Any], route: str,
                    switch: DeadMansSwitch | None = None) -> int:
     """Log every alert of a webhook payload (a Watchdog only beats `switch`); return how many."""
@@ -132,36 +184,62 @@ def handle_payload(payload: dict[str, Any], route: str,
     return len(alerts)
 
 
-def webhook_route(switch: DeadMansSwitch | None, received: list[int]) -> web.RouteDef:
-    """POST /alerts/<route>: log the payload's alerts; `received[0]` counts them."""
+async def read_body(request: web.Request) -> bytes:
+    """At most MAX_BODY_BYTES of the body, within READ_TIMEOUT_S; BadRequest otherwise."""
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise BadRequest(413, f"body of {request.content_length} bytes > {MAX_BODY_BYTES}")
+    async def whole() -> bytes:
+        chunks, size = [], 0
+        while chunk := await request.content.read(64 * 1024):  # b"" at the end of the body
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise BadRequest(413, f"body > {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        return await asyncio.wait_for(whole(), READ_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise BadRequest(408, f"body not received within {READ_TIMEOUT_S:g} s") from None
+
+
+def webhook_route(switch: DeadMansSwitch | None, received: list[int],
+                  token: str | None = None) -> web.RouteDef:
+    """POST /alerts/<route>: log the payload's alerts; `received[0]` counts them. With a
+    `token`, only requests carrying `Authorization: Bearer <token>` are accepted."""
+    expected = f"Bearer {token}".encode() if token else None
 
     async def receive(request: web.Request) -> web.Response:
         route = request.match_info["route"]
-        if route not in ROUTES:
-            return httpserver.json_response(
-                {"error": f"POST to /alerts/{{{'|'.join(ROUTES)}}}"}, 404)
         try:
-            payload = json.loads(await request.read())
+            if expected is not None and not hmac.compare_digest(
+                    request.headers.get("Authorization", "").encode(), expected):
+                raise BadRequest(401, "missing or wrong bearer token")
+            if route not in ROUTES:
+                raise BadRequest(404, f"POST to /alerts/{{{'|'.join(ROUTES)}}}")
+            payload = parse_payload(await read_body(request))
             with tracing.span("alert_webhook", route=route):  # its alert records carry the ids
                 count = handle_payload(payload, route, switch)
-        except (ValueError, TypeError, AttributeError) as error:
-            log.warning("rejected webhook payload on %s: %s", request.path, error)
-            return httpserver.json_response({"error": str(error)}, 400)
+        except BadRequest as error:
+            log.warning("refused webhook request on %s from %s (%d): %s", request.path,
+                        request.remote, error.status, error)
+            return httpserver.json_response({"error": str(error)}, error.status)
         received[0] += count
         return httpserver.json_response({"logged": count})
 
     return web.post("/alerts/{route}", receive)
 
 
-def serve(host: str, port: int, watchdog_timeout_s: float) -> int:
-    """Run the receiver and its dead man's switch until SIGTERM/SIGINT."""
+def serve(host: str, port: int, watchdog_timeout_s: float, token: str | None = None) -> int:
+    """Run the receiver and its dead man's switch until SIGTERM/SIGINT; `token`: the bearer
+    token requests must carry (None: any request is accepted)."""
     switch = DeadMansSwitch(watchdog_timeout_s)
     received = [0]
     try:
         server = httpserver.serve(port, REGISTRY, lambda: (True, {"received": received[0]}),
                                   host=host, service="stgym-alerts",
                                   health=lambda: {"received": received[0]},
-                                  routes=[webhook_route(switch, received)])
+                                  routes=[webhook_route(switch, received, token)])
     except OSError as error:
         from stgym.errors import UserError
 
@@ -169,8 +247,9 @@ def serve(host: str, port: int, watchdog_timeout_s: float) -> int:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stopping.set())
-    log.info("alert webhook receiver listening on http://%s:%d/alerts/{critical,warning}",
-             host, server.server_address[1])
+    log.info("alert webhook receiver listening on http://%s:%d/alerts/{critical,warning}%s",
+             host, server.server_address[1],
+             " (bearer token required)" if token else " (no token configured: unauthenticated)")
     try:
         while not stopping.wait(min(1.0, watchdog_timeout_s / 10)):
             switch.check()

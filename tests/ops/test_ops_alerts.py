@@ -45,16 +45,22 @@ def post(url: str, body: bytes) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
-@pytest.fixture
-def receiver(tmp_path):
+def start_receiver(tmp_path, **env):
     port = free_port()
     stderr = open(tmp_path / "alerts.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "stgym.cli", "--log-format", "json", "alerts", "serve",
          "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=stderr,
-        env=dict(os.environ, STGYM_DATA_DIR=str(tmp_path), STGYM_LOG_SHIP="off"),
+        env=dict(os.environ, STGYM_DATA_DIR=str(tmp_path), STGYM_LOG_SHIP="off",
+                 STGYM_SECRETS_DIR=str(tmp_path / "secrets"), **env),
     )
+    return port, stderr, proc
+
+
+@pytest.fixture
+def receiver(tmp_path):
+    port, stderr, proc = start_receiver(tmp_path)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -104,6 +110,68 @@ def test_bad_requests_are_refused_and_logged_without_crashing(receiver):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as response:
         assert json.loads(response.read()) == {"status": "ready", "service": "stgym-alerts",
                                                "pid": proc.pid, "received": 2}
+
+
+def post_raw(port: int, body: bytes, headers: dict | None = None,
+             path: str = "/alerts/warning") -> int:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:  # not listening yet
+        return 0
+
+
+def nested(depth: int) -> bytes:
+    return json.dumps({"alerts": [{"labels": {"alertname": "x"}, "annotations": {},
+                                   "extra": json.loads("[" * depth + "]" * depth)}]}).encode()
+
+
+def test_hostile_bodies_are_refused_with_their_reason(receiver):
+    from stgym import alerts
+
+    port, log_path, proc = receiver
+    many = dict(PAYLOAD, alerts=PAYLOAD["alerts"][:1] * (alerts.MAX_ALERTS + 1))
+    cases = [
+        (b"x" * (alerts.MAX_BODY_BYTES + 1), 413),
+        (json.dumps(many).encode(), 400),
+        (b"[" * 100_000 + b"]" * 100_000, 400),  # deeper than the JSON parser's recursion
+        (nested(alerts.MAX_JSON_DEPTH), 400),
+        (json.dumps({"alerts": [{"labels": {"alertname": {"deep": "x"}}}]}).encode(), 400),
+        (json.dumps({"alerts": ["not an object"]}).encode(), 400),
+        (json.dumps([1, 2]).encode(), 400),
+        (b"\xff\xfe", 400),
+    ]
+    for body, status in cases:
+        assert post_raw(port, body) == status, body[:60]
+    # a client that announces a body and never sends it is cut off after READ_TIMEOUT_S
+    with socket.create_connection(("127.0.0.1", port), timeout=alerts.READ_TIMEOUT_S + 20) as sock:
+        sock.sendall(b"POST /alerts/warning HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                     b"\r\nContent-Length: 1000\r\n\r\n{")
+        assert sock.recv(100).startswith(b"HTTP/1.1 408")
+    assert post_raw(port, json.dumps(PAYLOAD).encode()) == 200
+    assert proc.poll() is None
+    refusals = [r for r in records(log_path) if "refused webhook request" in r.get("message", "")]
+    assert len(refusals) == len(cases) + 1
+
+
+def test_bearer_token_when_configured(tmp_path):
+    port, stderr, proc = start_receiver(tmp_path, STGYM_ALERT_WEBHOOK_TOKEN="s3cret-token")
+    try:
+        body = json.dumps(PAYLOAD).encode()
+        deadline = time.monotonic() + 60
+        while post_raw(port, body) == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert post_raw(port, body) == 401
+        assert post_raw(port, body, {"Authorization": "Bearer wrong"}) == 401
+        assert post_raw(port, body, {"Authorization": "Bearer s3cret-token"}) == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        stderr.close()
 
 
 def test_port_in_use_is_a_one_line_error(tmp_path):
