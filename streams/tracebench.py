@@ -9,7 +9,12 @@ in the same run, on the real services (Kafka, PostgreSQL, the collector, Jaeger)
    per stream-worker CPU second (independent of what else the machine runs) and as
    wall-clock events/s; the median over the rounds is reported.
 2. Training wall time. `train` (CEM, 2 worker processes, Kafka bus) with tracing off and on,
-   alternating (off, on, on, off, ...), the median wall time of each.
+   alternating (off, on, on, off, ...), the median wall time of each, and the workers' CPU
+   seconds (what the wall time is on an idle machine; steadier on a loaded one).
+
+3. What the costs are made of: the CPU a fresh process spends importing the SDK and setting
+   tracing up (once per worker process), and the CPU of one span (a few per iteration or
+   batch), measured in this process.
 
 Goals: <= 3 % of pipeline throughput, <= 2 % of training wall time. On a shared 2-core machine
 one round's wall times vary by more than that; the CPU-second ratio is the steadier number.
@@ -21,6 +26,7 @@ import json
 import os
 import secrets
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -136,26 +142,58 @@ def training(settings, quick: bool) -> dict:
 
     token = secrets.token_hex(3)
     endpoint = {"off": "", "on": settings.collector_otlp_url}
-    order = ["off", "on", "on", "off"] if quick else ["off", "on", "on", "off", "off", "on"] * 2
+    order = ["off", "on", "on", "off"] if quick else ["off", "on", "on", "off", "off", "on"]
+    episodes = 1024 if quick else 32768
+    import resource
+
+    def children_cpu_s() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the joined worker processes
+        return usage.ru_utime + usage.ru_stime
+
     walls: dict[str, list[float]] = {"off": [], "on": []}
+    cpus: dict[str, list[float]] = {"off": [], "on": []}
     with tempfile.TemporaryDirectory(prefix="stgym-tracebench-train-") as tmp:
         for i, mode in enumerate(order):
+            cpu0 = children_cpu_s()
             with _trace_env(endpoint[mode]):
                 summary = train(TrainConfig(
-                    algorithm="cem", episodes=1024 if quick else 4096, workers=2,
+                    algorithm="cem", episodes=episodes, workers=2,
                     experiment=f"tracebench-{token}-{mode}", seed=i, bus_url=settings.kafka_url,
                     run_dir=str(Path(tmp) / str(i)), mlflow="off",
                 ))
             if not summary.ok:
                 raise RuntimeError(f"training round {i} ({mode}): workers {summary.failed_workers} failed")
             walls[mode].append(summary.wall_time_s)
-    result = {"runs": walls, "episodes": 1024 if quick else 4096, "workers": 2}
+            cpus[mode].append(children_cpu_s() - cpu0)
+    result = {"runs": walls, "cpu_runs": cpus, "episodes": episodes, "workers": 2}
     for mode in walls:
         result[f"wall_s_{mode}"] = statistics.median(walls[mode])
+        result[f"cpu_s_{mode}"] = statistics.median(cpus[mode])
+    result["cpu_cost"] = result["cpu_s_on"] / result["cpu_s_off"] - 1
     result["wall_cost"] = result["wall_s_on"] / result["wall_s_off"] - 1
     result["wall_cost_range"] = [min(walls["on"]) / max(walls["off"]) - 1,
                                  max(walls["on"]) / min(walls["off"]) - 1]
     return result
+
+
+def components(settings) -> dict:
+    """CPU seconds of importing + configuring tracing in a fresh process, and of one span."""
+    import subprocess
+
+    code = ("import time; t = time.process_time(); from stgym import tracing; "
+            f"tracing.configure('stgym-bench', endpoint={settings.collector_otlp_url!r}); "
+            "print(time.process_time() - t)")
+    setup = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  check=True).stdout) for _ in range(3)]
+    from stgym import tracing
+
+    spans = 2000
+    start = time.thread_time()
+    for i in range(spans):
+        with tracing.span("iteration", iteration=i):
+            pass
+    return {"setup_cpu_s": statistics.median(setup),
+            "span_cpu_us": (time.thread_time() - start) / spans * 1e6}
 
 
 def _require_collector(settings) -> None:
@@ -184,6 +222,7 @@ def main(args) -> int:
     _require_collector(settings)
     tracing.configure("stgym-bench", endpoint=settings.collector_otlp_url, sample_ratio=1.0)
     results = {"pipeline": pipeline(settings, args.quick), "training": training(settings, args.quick),
+               "components": components(settings),
                "goals": {"pipeline_throughput_cost": PIPELINE_GOAL,
                          "training_wall_cost": TRAINING_GOAL},
                "spans": tracing.stats()}
@@ -206,11 +245,18 @@ def main(args) -> int:
          f"{t['wall_s_off']:.2f} s", f"{t['wall_s_on']:.2f} s",
          f"{100 * t['wall_cost']:+.1f} %", spread(t["wall_cost_range"]),
          f"<= {100 * TRAINING_GOAL:.0f} %"),
+        ("training CPU seconds of the 2 worker processes", f"{t['cpu_s_off']:.2f} s",
+         f"{t['cpu_s_on']:.2f} s", f"{100 * t['cpu_cost']:+.1f} %", "",
+         f"<= {100 * TRAINING_GOAL:.0f} %"),
     ]
     print(f"{'stgym bench tracing (medians; cost = loss with tracing on)':52s} {'off':>9s} "
           f"{'on (1.0)':>9s} {'cost':>7s} {'spread':>16s} {'goal':>6s}")
     for row in rows:
         print(f"{row[0]:52s} {row[1]:>9s} {row[2]:>9s} {row[3]:>7s} {row[4]:>16s} {row[5]:>6s}")
+    c = results["components"]
+    print(f"made of: {c['setup_cpu_s']:.2f} CPU s per process to import and configure the SDK, "
+          f"{c['span_cpu_us']:.0f} us of CPU per span (in the traced thread; export adds "
+          "about as much in the exporter thread)")
     print(f"rounds: pipeline {len(p['rounds'])} x {p['events_per_round']:,} events, training "
           f"{len(t['runs']['off'])} + {len(t['runs']['on'])} runs; spans of this process: "
           f"{results['spans']}")
