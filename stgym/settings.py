@@ -97,7 +97,8 @@ class Settings:
     logs_index: str = "stgym-logs"
     log_format: str = "console"
     log_level: str = "INFO"
-    log_ship: str = "auto"  # ship logs to the collector: auto (when json), on, off
+    log_ship: str = "auto"  # ship logs to the collector: auto (services, or json), on, off
+    log_spool_max_bytes: int = 256 * 1024 * 1024  # undelivered records on disk; oldest dropped
     # Monitoring the monitoring: `stgym alerts serve` logs CRITICAL when the always-firing
     # Watchdog alert has not arrived for this long (Alertmanager repeats it every minute).
     watchdog_timeout_s: int = 120
