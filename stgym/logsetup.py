@@ -37,7 +37,8 @@ Outputs:
   in embedded mode).
 * the collector (Fluent forward protocol, fluent-logger's ``FluentHandler``, nanosecond event
   times, tag ``stgym.<service>``) at ``settings.host:settings.collector_forward_port`` when
-  shipping is on (``settings.log_ship``: ``auto`` = when the format is json, ``on``, ``off``).
+  shipping is on (``settings.log_ship``: ``auto`` = for the services in SERVICES, whatever
+  their terminal format, and for any command logging json; ``on``; ``off``).
 
 Shipping never blocks or crashes the caller: records go through a bounded in-memory queue to
 one background thread. While the collector is down, fluent-logger buffers them; whatever it
@@ -87,6 +88,10 @@ def spool_files(settings: settings_module.Settings | None = None) -> list[Path]:
     return sorted(directory.glob(f"*{SPOOL_SUFFIX}")) if directory.is_dir() else []
 
 
+# Long-running processes whose records must reach the collector by default (log_ship=auto).
+SERVICES = frozenset({"stgym-stream", "stgym-train", "stgym-alerts", "stgym-serve"})
+
+
 def configure_logging(
     service: str,
     log_format: str | None = None,
@@ -113,8 +118,9 @@ def configure_logging(
     level_name = (level or settings.log_level).upper()
     if not isinstance(logging.getLevelName(level_name), int):
         raise ValueError(f"log level must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
-    if ship is None:
-        ship = settings.log_ship == "on" or (settings.log_ship == "auto" and log_format == "json")
+    if ship is None:  # services ship whatever their terminal format; other commands if json
+        ship = settings.log_ship == "on" or (
+            settings.log_ship == "auto" and (log_format == "json" or service in SERVICES))
 
     shutdown()
     logging.setLogRecordFactory(record_factory)
@@ -139,7 +145,8 @@ def configure_logging(
             handlers.append(file_handler)
     if ship:
         handlers.append(ShippingQueueHandler(
-            service, settings.host, settings.collector_forward_port, spool_dir(settings)
+            service, settings.host, settings.collector_forward_port, spool_dir(settings),
+            settings.log_spool_max_bytes,
         ))
     root = logging.getLogger()
     root.setLevel(level_name)

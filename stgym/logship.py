@@ -16,11 +16,13 @@ from fluent import handler as fluent_handler
 from fluent.sender import EventTime
 
 from stgym.logformat import record_ns, to_document
-from stgym.logspool import CONNECT_TIMEOUT_S, Spool, pack_forward
+from stgym.logspool import (CONNECT_TIMEOUT_S, DEFAULT_MAX_BYTES, RECORDS_DROPPED, Spool,
+                            pack_forward)
 
 _QUEUE_MAX_RECORDS = 10_000
 _FLUENT_BUFFER_BYTES = 1024 * 1024
 _OVERFLOW_CHUNK_BYTES = 256 * 1024
+_OVERFLOW_MAX_BYTES = 8 * 1024 * 1024  # records waiting in memory for the shipper to spool
 _IDLE_SETTLE_S = 1.0
 _live: weakref.WeakSet = weakref.WeakSet()  # shipping handlers not yet closed
 
@@ -57,14 +59,16 @@ class FluentShippingHandler(fluent_handler.FluentHandler):
 class ShippingQueueHandler(logging.Handler):
     """Non-blocking front: builds the document in the caller's thread, queues it for shipping.
 
-    A full queue (collector down for long, or a flood) spools the record to disk right away
-    instead of waiting.
+    A full queue (collector down for long, or a flood) packs the record into a bounded memory
+    buffer that the shipper thread moves to the disk spool: the caller's thread never touches
+    the disk and never waits. Beyond _OVERFLOW_MAX_BYTES records are dropped (counted).
     """
 
-    def __init__(self, service: str, host: str, port: int, spool_dir: Path) -> None:
+    def __init__(self, service: str, host: str, port: int, spool_dir: Path,
+                 spool_max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         super().__init__()
         self.tag = f"stgym.{service}"
-        self._destination = (service, host, port, spool_dir)
+        self._destination = (service, host, port, spool_dir, spool_max_bytes)
         self._closed = False
         self._start()
         _live.add(self)
@@ -72,8 +76,8 @@ class ShippingQueueHandler(logging.Handler):
     def _start(self) -> None:
         """Fresh queue, sender and shipper thread (at creation, and in a forked child, which
         inherits neither the thread nor a usable connection)."""
-        service, host, port, spool_dir = self._destination
-        self.spool = Spool(spool_dir, service)
+        service, host, port, spool_dir, spool_max_bytes = self._destination
+        self.spool = Spool(spool_dir, service, spool_max_bytes)
         self.fluent = FluentShippingHandler(self.tag, host, port, self.spool)
         self.queue: queue.Queue[logging.LogRecord | None] = queue.Queue(_QUEUE_MAX_RECORDS)
         self._overflow_bytes = bytearray()
@@ -96,13 +100,24 @@ class ShippingQueueHandler(logging.Handler):
         except Exception:  # a logging failure must never reach the caller
             pass
 
-    def _overflow(self, packed: bytes, final: bool = False) -> None:
-        """Collect records the queue had no room for; spool them in chunks (and at close)."""
+    def _overflow(self, packed: bytes) -> None:
+        """Keep a record the queue had no room for, in memory, for the shipper to spool."""
         with self._overflow_lock:
+            if len(self._overflow_bytes) + len(packed) > _OVERFLOW_MAX_BYTES:
+                RECORDS_DROPPED.inc()  # the shipper cannot keep up even with the disk
+                return
             self._overflow_bytes += packed
-            if final or len(self._overflow_bytes) >= _OVERFLOW_CHUNK_BYTES:
-                self.spool.write(bytes(self._overflow_bytes))
-                self._overflow_bytes.clear()
+
+    def _spool_overflow(self, final: bool = False) -> None:
+        """(Shipper thread, or close) what _overflow kept, to the spool in chunks."""
+        with self._overflow_lock:
+            if not self._overflow_bytes or (
+                    not final and len(self._overflow_bytes) < _OVERFLOW_CHUNK_BYTES
+                    and not self.queue.empty()):
+                return
+            chunk = bytes(self._overflow_bytes)
+            self._overflow_bytes.clear()
+        self.spool.write(chunk)
 
     def _run(self) -> None:
         """Ship queued records; at least every `_IDLE_SETTLE_S`, retry what fluent-logger holds
@@ -117,6 +132,7 @@ class ShippingQueueHandler(logging.Handler):
                 break
             if record is not False:
                 self._safely(lambda: self.fluent.emit(record))
+            self._safely(self._spool_overflow)
             if time.monotonic() - last_settle >= _IDLE_SETTLE_S:
                 self._safely(self.fluent.settle)
                 last_settle = time.monotonic()
@@ -159,7 +175,7 @@ class ShippingQueueHandler(logging.Handler):
                     break
                 if record is not None:
                     self._overflow(pack_forward(self.tag, record_ns(record), record.stgym_document))
-            self._overflow(b"", final=True)
+            self._safely(lambda: self._spool_overflow(final=True))
         super().close()
 
 

@@ -1,8 +1,14 @@
 """Records the collector has not received yet, on disk: forward-protocol bytes in
-``<data_dir>/logs/spool/*.msgpack``, replayed once the collector answers again."""
+``<data_dir>/logs/spool/*.msgpack``, replayed once the collector answers again.
+
+The spool is bounded (``settings.log_spool_max_bytes``): when a new file would not fit, the
+oldest files go first, counted by ``stgym_log_records_dropped_total`` and reported by a
+WARNING (at most one a minute). A write that fails (a full disk) drops its records the same
+way and leaves no partial file; nothing here ever raises into the process."""
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import socket
 import struct
@@ -13,30 +19,100 @@ from typing import Any
 
 import msgpack
 from fluent.sender import EventTime
+from prometheus_client import Counter
 
 SPOOL_SUFFIX = ".msgpack"
 CONNECT_TIMEOUT_S = 1.0
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+WARN_EVERY_S = 60.0
+RECORDS_DROPPED = Counter(
+    "stgym_log_records_dropped",
+    "Log records never shipped: the spool was full (oldest dropped) or the disk refused them")
+log = logging.getLogger(__name__)
+
+
+def count_records(packed: bytes) -> int:
+    """Forward-protocol entries in `packed` (those readable)."""
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(packed)
+    count = 0
+    try:
+        for _ in unpacker:
+            count += 1
+    except Exception:  # a damaged tail: count what was readable
+        pass
+    return count
 
 
 class Spool:
     """A directory of msgpack files holding forward-protocol bytes not yet delivered."""
 
-    def __init__(self, directory: Path, service: str) -> None:
+    def __init__(self, directory: Path, service: str, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"log spool size must be > 0 bytes, got {max_bytes}")
         self.directory = directory
         self.service = service
+        self.max_bytes = max_bytes
         self._sequence = itertools.count()
         self._lock = threading.Lock()
+        self._last_warning = 0.0
 
-    def write(self, packed: bytes) -> None:
-        """Append undelivered bytes as a new spool file (atomic rename, never partial)."""
+    def write(self, packed: bytes) -> bool:
+        """Append undelivered bytes as a new spool file (atomic rename, never partial),
+        dropping the oldest files if the spool would outgrow max_bytes; False if these
+        bytes themselves were dropped (larger than the spool, or the disk refused them)."""
         if not packed:
-            return
+            return True
+        packed = bytes(packed)
         with self._lock:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            name = f"{self.service}-{os.getpid()}-{time.time_ns()}-{next(self._sequence)}"
-            temporary = self.directory / f".{name}.tmp"
-            temporary.write_bytes(bytes(packed))
-            temporary.rename(self.directory / f"{name}{SPOOL_SUFFIX}")
+            if len(packed) > self.max_bytes:
+                self._dropped(count_records(packed), "larger than the whole spool")
+                return False
+            temporary = None
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._make_room(len(packed))
+                name = f"{self.service}-{os.getpid()}-{time.time_ns()}-{next(self._sequence)}"
+                temporary = self.directory / f".{name}.tmp"
+                temporary.write_bytes(packed)
+                temporary.rename(self.directory / f"{name}{SPOOL_SUFFIX}")
+                return True
+            except OSError as error:  # a full or read-only disk
+                if temporary is not None:
+                    try:
+                        temporary.unlink(missing_ok=True)
+                    except OSError:
+                        pass
+                self._dropped(count_records(packed), f"the disk refused them ({error.strerror})")
+                return False
+
+    def _make_room(self, incoming: int) -> None:
+        files = []
+        for path in self.files():
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # just claimed by a replay
+            files.append((stat.st_mtime_ns, path, stat.st_size))
+        total = sum(size for _, _, size in files)
+        for _, path, size in sorted(files):  # oldest first
+            if total + incoming <= self.max_bytes:
+                return
+            try:
+                records = count_records(path.read_bytes())
+                path.unlink()
+            except OSError:
+                continue  # being replayed by another process
+            total -= size
+            self._dropped(records, f"the spool reached {self.max_bytes} bytes (oldest dropped)")
+
+    def _dropped(self, records: int, why: str) -> None:
+        RECORDS_DROPPED.inc(records)
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_EVERY_S:
+            self._last_warning = now
+            log.warning("dropped %d undelivered log record(s): %s; %s so far", records, why,
+                        int(RECORDS_DROPPED._value.get()))
 
     def files(self) -> list[Path]:
         if not self.directory.is_dir():
