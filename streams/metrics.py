@@ -157,10 +157,6 @@ class KpiCollector:
         objective = GaugeMetricFamily("training_objective", "Latest training objective",
                                       labels=KPI_LABELS)
         lr = GaugeMetricFamily("training_learning_rate", "Latest learning rate", labels=KPI_LABELS)
-        validation = GaugeMetricFamily(
-            "training_validation_objective",
-            "Latest objective of the policy on held-out episodes (training_objective: on the "
-            "episodes it trained on)", labels=KPI_LABELS)
         wer = GaugeMetricFamily("write_error_rate", "Failed writes / episodes", labels=KPI_LABELS)
         wer_bounds = {
             side: GaugeMetricFamily(
@@ -182,11 +178,26 @@ class KpiCollector:
             if row["wall_time_s"]:
                 steps.add_metric(labels, float(row["sim_steps"]) / float(row["wall_time_s"]))
             for family, name in ((accuracy, "model_accuracy"), (objective, "objective"),
-                                 (lr, "learning_rate"), (validation, "validation_objective")):
+                                 (lr, "learning_rate")):
                 if row[name] is not None:
                     family.add_metric(labels, float(row[name]))
-        yield from (episodes, rate, steps, accuracy, objective, lr, validation, wer,
-                    *wer_bounds.values())
+        yield from (episodes, rate, steps, accuracy, objective, lr, wer, *wer_bounds.values())
+        runs = GaugeMetricFamily("training_runs", "Training runs that reported progress",
+                                 labels=KPI_LABELS)
+        converged = GaugeMetricFamily(
+            "training_runs_converged", f"Runs whose policy reached model_accuracy >= "
+            f"{kpi.CONVERGENCE_TARGET} for {kpi.CONVERGENCE_ITERATIONS} iterations in a row",
+            labels=KPI_LABELS)
+        to_convergence = GaugeMetricFamily(
+            "training_episodes_to_convergence",
+            "Mean episodes a converged run trained until its converging iteration (stgym.kpi)",
+            labels=KPI_LABELS)
+        for key, (n_runs, n_converged, episodes_mean) in snap.get("convergence", {}).items():
+            runs.add_metric(list(key), n_runs)
+            converged.add_metric(list(key), n_converged)
+            if episodes_mean is not None:
+                to_convergence.add_metric(list(key), episodes_mean)
+        yield from (runs, converged, to_convergence)
         runs = GaugeMetricFamily("training_runs", "Training runs that reported progress",
                                  labels=KPI_LABELS)
         converged = GaugeMetricFamily(
