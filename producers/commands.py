@@ -145,7 +145,7 @@ def run_train(args) -> int:
         log_format=args.log_format, log_level=args.log_level, mlflow=args.mlflow,
     )
     config.validate()
-    tracking_uri = tracking.resolve_uri(args.mlflow, args.bus)  # a bad URI: one line, before training
+    tracking_uri = tracking.resolve_uri(args.mlflow, args.bus)  # bad URI: one line, now
     if args.register and tracking_uri is None:
         raise _user_error("--register needs tracking: drop --mlflow off")
     if args.bus.startswith("kafka"):
