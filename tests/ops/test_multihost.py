@@ -178,7 +178,7 @@ LOG_HOSTS = """
 import json, requests
 from stgym import settings
 s = settings.load()
-query = {{"size": 0, "aggs": {{"hosts": {{"terms": {{"field": "host", "size": 20}}}}}}}}
+query = {{"size": 0, "aggs": {{"hosts": {{"terms": {{"field": "attributes.host", "size": 20}}}}}}}}
 r = requests.post(f"{{s.opensearch_url}}/{{s.logs_index}}*/_search", json=query, timeout=10)
 print(json.dumps(sorted(b["key"] for b in r.json().get("aggregations", {{}}).get("hosts", {{}}).get("buckets", []))))
 """
