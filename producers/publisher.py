@@ -70,6 +70,7 @@ class EpisodePublisher:
             event_id=events.new_event_id(), timestamp=events.utc_now(), **self.common,
             iteration=progress.iteration, objective=progress.objective,
             learning_rate=progress.learning_rate, model_accuracy=progress.model_accuracy,
+            validation_objective=progress.validation_objective,
         ), tracing.headers())
 
     def experiment(self, status: str) -> None:

@@ -34,7 +34,8 @@ EPISODE_COLUMNS = (
 CONVERGENCE_COLUMNS = tuple(f.name for f in dataclasses.fields(kpi.Convergence))
 TRAINING_COLUMNS = (
     "event_id", "ts", "experiment_id", "run_id", "worker_id", "device_type", "algorithm",
-    "iteration", "objective", "learning_rate", "model_accuracy", "ingested_at",
+    "iteration", "objective", "learning_rate", "model_accuracy", "validation_objective",
+    "ingested_at",
 )
 
 
@@ -211,7 +212,7 @@ class SqlSink(Sink):
             rows = [
                 (t.event_id, t.timestamp.timestamp(), t.experiment_id, t.run_id, t.worker_id,
                  t.device_type, t.algorithm, t.iteration, t.objective, t.learning_rate,
-                 t.model_accuracy, now)
+                 t.model_accuracy, t.validation_objective, now)
                 for t in trainings
             ]
             new_ids = self._insert_new(cur, "training_progress", TRAINING_COLUMNS, rows)
@@ -228,17 +229,19 @@ class SqlSink(Sink):
                 self._upsert(
                     cur, "kpi_cumulative",
                     (*KEY_COLUMNS, "training_iterations", "training_ts", "objective",
-                     "learning_rate", "model_accuracy", "updated_at"),
+                     "learning_rate", "model_accuracy", "validation_objective", "updated_at"),
                     KEY_COLUMNS,
                     "training_iterations = kpi_cumulative.training_iterations + excluded.training_iterations, "
                     + ", ".join(
                         f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE kpi_cumulative.{c} END"
-                        for c in ("objective", "learning_rate", "model_accuracy")
+                        for c in ("objective", "learning_rate", "model_accuracy",
+                                  "validation_objective")
                     )
                     + f", training_ts = CASE WHEN {newer} THEN excluded.training_ts"
                     " ELSE kpi_cumulative.training_ts END, updated_at = excluded.updated_at",
                     [(*k, counts[k], t.timestamp.timestamp(), t.objective, t.learning_rate,
-                      t.model_accuracy, now) for k, t in sorted(latest.items())],
+                      t.model_accuracy, t.validation_objective, now)
+                     for k, t in sorted(latest.items())],
                 )
                 result.keys.update(latest)
         if batch.experiments:
@@ -348,8 +351,8 @@ class SqlSink(Sink):
         where, params = self._filters(experiment, device_type, algorithm)
         if since_s is None and window_s is None:
             sql = (f"SELECT experiment_id, device_type, algorithm, {', '.join(COUNTER_COLUMNS)},"
-                   " objective, learning_rate, model_accuracy, training_iterations, last_event_ts"
-                   " FROM kpi_cumulative" + (" WHERE " + " AND ".join(where) if where else "")
+                   " objective, learning_rate, model_accuracy, training_iterations, last_event_ts,"
+                   " validation_objective FROM kpi_cumulative" + (" WHERE " + " AND ".join(where) if where else "")
                    + " ORDER BY experiment_id, device_type, algorithm")
             rows = self._fetch(sql, params)
             times = self._switch_times(" AND ".join(where), params, None) if percentiles else {}
@@ -360,7 +363,8 @@ class SqlSink(Sink):
                 row = {"experiment_id": r[0], "device_type": r[1], "algorithm": r[2]}
                 row.update(kpi.summarize(counters, times.get((None, *r[:3]), (None,) * 3) if percentiles else None))
                 row.update(objective=r[11], learning_rate=r[12], model_accuracy=r[13],
-                           training_iterations=r[14], last_event_ts=r[15])
+                           training_iterations=r[14], last_event_ts=r[15],
+                           validation_objective=r[16])
                 runs, converged, episodes = convergence.get(tuple(r[:3]), (0, 0, None))
                 row.update(training_runs=runs, runs_converged=converged,
                            episodes_to_convergence_mean=episodes)
@@ -409,7 +413,7 @@ class SqlSink(Sink):
         since = time.time() - max_age_s
         rows = self._fetch(
             f"SELECT experiment_id, device_type, algorithm, {', '.join(COUNTER_COLUMNS)},"
-            " objective, learning_rate, model_accuracy FROM kpi_cumulative"
+            " objective, learning_rate, model_accuracy, validation_objective FROM kpi_cumulative"
             f" WHERE updated_at >= {self.ph} ORDER BY updated_at DESC LIMIT {int(limit)}",
             [since],
         )
@@ -429,7 +433,8 @@ class SqlSink(Sink):
         return {
             "kpis": [
                 {"key": tuple(r[:3]), **dict(zip(COUNTER_COLUMNS, r[3:11])),
-                 "objective": r[11], "learning_rate": r[12], "model_accuracy": r[13]}
+                 "objective": r[11], "learning_rate": r[12], "model_accuracy": r[13],
+                 "validation_objective": r[14]}
                 for r in rows
             ],
             "histograms": hist,

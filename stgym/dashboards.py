@@ -155,9 +155,13 @@ def training_performance() -> dict[str, Any]:
     _, _, _, timeseries, bargauge, _ = _sdk()
     key = KEY_LEGEND
     panels = [
-        _panel(timeseries, "Training objective (loss)", "short",
-               [(f"training_objective{{{KPI}}}", key)],
-               description="Latest objective reported by each trainer (the mean episode score it maximises: CEM elite mean, REINFORCE batch mean)."),
+        _panel(timeseries, "Training vs validation objective", "short",
+               [(f"training_objective{{{KPI}}}", f"training {key}"),
+                (f"training_validation_objective{{{KPI}}}", f"validation {key}")],
+               description="Latest objective reported by each trainer (the mean episode score it "
+                           "maximises: CEM elite mean, REINFORCE batch mean; its loss is minus "
+                           "it) and the same score of the current policy on held-out episodes "
+                           "(fixed seeds, never trained on): a widening gap is over-fitting."),
         _panel(timeseries, "Learning rate", "short",
                [(f"training_learning_rate{{{KPI}}}", key)]),
         _panel(timeseries, "Model accuracy", "percentunit",

@@ -160,6 +160,7 @@ class TrainingEvent(_Envelope, kw_only=True, frozen=True, forbid_unknown_fields=
     objective: float
     learning_rate: float
     model_accuracy: float
+    validation_objective: float | None = None  # objective on held-out episodes
 
     def __post_init__(self) -> None:
         _check_envelope(self)
@@ -170,6 +171,7 @@ class TrainingEvent(_Envelope, kw_only=True, frozen=True, forbid_unknown_fields=
 _TRAINING_BOUNDS: Bounds = (
     ("iteration", 0, INT64_MAX), ("objective", -MAX_ABS_SCORE, MAX_ABS_SCORE),
     ("learning_rate", 0.0, MAX_LEARNING_RATE), ("model_accuracy", 0.0, 1.0),
+    ("validation_objective", -MAX_ABS_SCORE, MAX_ABS_SCORE),
 )
 _training_within = _within(_TRAINING_BOUNDS)
 

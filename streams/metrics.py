@@ -157,6 +157,10 @@ class KpiCollector:
         objective = GaugeMetricFamily("training_objective", "Latest training objective",
                                       labels=KPI_LABELS)
         lr = GaugeMetricFamily("training_learning_rate", "Latest learning rate", labels=KPI_LABELS)
+        validation = GaugeMetricFamily(
+            "training_validation_objective",
+            "Latest objective of the policy on held-out episodes (training_objective: on the "
+            "episodes it trained on)", labels=KPI_LABELS)
         wer = GaugeMetricFamily("write_error_rate", "Failed writes / episodes", labels=KPI_LABELS)
         wer_bounds = {
             side: GaugeMetricFamily(
@@ -178,10 +182,11 @@ class KpiCollector:
             if row["wall_time_s"]:
                 steps.add_metric(labels, float(row["sim_steps"]) / float(row["wall_time_s"]))
             for family, name in ((accuracy, "model_accuracy"), (objective, "objective"),
-                                 (lr, "learning_rate")):
+                                 (lr, "learning_rate"), (validation, "validation_objective")):
                 if row[name] is not None:
                     family.add_metric(labels, float(row[name]))
-        yield from (episodes, rate, steps, accuracy, objective, lr, wer, *wer_bounds.values())
+        yield from (episodes, rate, steps, accuracy, objective, lr, validation, wer,
+                    *wer_bounds.values())
         runs = GaugeMetricFamily("training_runs", "Training runs that reported progress",
                                  labels=KPI_LABELS)
         converged = GaugeMetricFamily(

@@ -26,6 +26,9 @@ from producers.rollout import EpisodeBatch, rollout
 from stgym import tracing
 
 
+VALIDATION_SEED = 0x76616C69  # the held-out episodes' seed stream ("vali")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainerOptions:
     """Knobs shared by the trainers (defaults suit the default SpinTorque-v0)."""
@@ -39,6 +42,8 @@ class TrainerOptions:
     pieces: int = 8
     failure_penalty: float = 100.0
     stop_alignment: float | None = 0.9  # cem: current off once m·target reaches it (None: open loop)
+    # held-out episodes of the current policy per iteration, never trained on (0: none)
+    validation_episodes: int = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +54,8 @@ class Progress:
     objective: float
     learning_rate: float
     model_accuracy: float
+    # mean episode score of the current policy on the held-out episodes (None: not measured)
+    validation_objective: float | None = None
 
 
 class Reporter(Protocol):
@@ -106,12 +113,26 @@ class PulseTrainer:
                 reporter.episodes(batch)
                 with tracing.span("reward_calculation"):
                     objective, rate = self.learn(pulses, batch)
-                reporter.iteration(
-                    Progress(iteration, float(objective), float(rate), batch.success_rate)
-                )
+                reporter.iteration(Progress(iteration, float(objective), float(rate),
+                                            batch.success_rate, self.validation_objective()))
             remaining -= len(pulses)
             iteration += 1
         return self.best_pulse()
+
+    def validation_objective(self) -> float | None:
+        """The objective on held-out episodes: the current policy (best_pulse, best_stop) on
+        `validation_episodes` seeds drawn once from their own stream, the same every iteration
+        and never trained on or published, so training vs validation shows over-fitting."""
+        n = self.options.validation_episodes
+        if n <= 0:
+            return None
+        if getattr(self, "_validation_seeds", None) is None:
+            self._validation_seeds = np.random.default_rng(VALIDATION_SEED).integers(
+                0, 2**63, size=n, dtype=np.int64)
+        stop = self.best_stop()
+        batch = self.rollout(self.task, np.repeat(self.best_pulse()[None, :], n, axis=0),
+                             self._validation_seeds, None if stop is None else np.full(n, stop))
+        return float(self.episode_scores(batch).mean())
 
     def episode_scores(self, batch: EpisodeBatch) -> np.ndarray:
         """The quantity every trainer maximises, per episode: minus the energy (in units of the

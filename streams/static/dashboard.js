@@ -1,6 +1,7 @@
 // Live KPI dashboard of `stgym serve` / `stgym demo`: polls /api/v1 and draws with uPlot.
 // One series per (device type, algorithm) of the chosen experiment; each series has its own
-// colour and, so that equal series never hide one another, its own dash pattern and width.
+// colour and, so that equal series never hide one another, its own dash pattern, a line width
+// and point size that shrink with its index (later ones drawn on top, inside the earlier).
 "use strict";
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
@@ -81,9 +82,11 @@ function seriesTable(rows, fields) {
         if (`${r.device_type} / ${r.algorithm}` === key) ys[index.get(r.window_start)] = value(r, field);
       }
       data.push(ys);
+      // later keys thinner and smaller, drawn on top: an equal earlier series shows around them
       series.push({label: label ? `${key} ${label}` : key, stroke: COLORS[k % COLORS.length],
-                   width: 2 + 1.5 * (k % 2), dash: dash || DASHES[k % DASHES.length], spanGaps: true,
-                   points: {show: true, size: 7, fill: COLORS[k % COLORS.length]}});
+                   width: Math.max(4 - 1.5 * k, 1.5), dash: dash || DASHES[k % DASHES.length],
+                   spanGaps: true,
+                   points: {show: true, size: Math.max(12 - 4 * k, 5), fill: COLORS[k % COLORS.length]}});
     });
   });
   return {data, series};

@@ -31,7 +31,7 @@ def test_overview_and_training_panels_and_template_variables():
                      "Switching time p50 / p95 / p99", "Simulation steps/s", "Memory",
                      "GPU utilisation", "Firing alerts"):
         assert required in titles["overview.json"]
-    for required in ("Training objective (loss)", "Learning rate", "Model accuracy",
+    for required in ("Training vs validation objective", "Learning rate", "Model accuracy",
                      "Success rate by algorithm"):
         assert required in titles["training-performance.json"]
     for board in boards.values():

@@ -174,6 +174,7 @@ class Publisher(threading.Thread):
                     self.bus.publish(ev.TrainingEvent(
                         event_id=ev.new_event_id(), timestamp=now, iteration=iteration,
                         objective=-1.0 / (iteration + 1), learning_rate=0.01,
+                        validation_objective=-1.2 / (iteration + 1),
                         model_accuracy=min(1.0, 0.6 + 0.1 * iteration),  # converges at 4
                         **self.base(device, algorithm)))
                 self.bus.flush(30)

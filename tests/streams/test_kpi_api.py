@@ -70,7 +70,8 @@ def check_api(base: str, reader, experiment: str) -> None:
     listed = {e["experiment_id"]: e for e in body["experiments"]}
     totals = reader.query_kpis(experiment=experiment)
     n = sum(r["episodes_total"] for r in totals)
-    assert n > 0 and listed[experiment]["episodes_total"] == n
+    assert n == 240 and listed[experiment]["episodes_total"] == n  # held-out episodes not stored
+    assert all(isinstance(r["validation_objective"], float) for r in totals)
     status, body = get(base, "/api/v1/kpis", experiment=experiment)
     assert status == 200 and body["kpis"] == json.loads(json.dumps(totals))
     status, body = get(base, "/api/v1/kpis", experiment=experiment, window="1s", since="1h")

@@ -42,7 +42,7 @@ class _Snapshot:
                               "sim_steps", "wall_time_s", "reward_sum")}
         return {"kpis": [{"key": ("exp-7", "stt-pma", "cem"), **row, "episodes_total": 5,
                           "successes": 2, "objective": None, "learning_rate": None,
-                          "model_accuracy": None}],
+                          "model_accuracy": None, "validation_objective": None}],
                 "histograms": {}, "experiments": {}}
 
 
