@@ -1,12 +1,15 @@
 """Traces on the real stack: a 2-worker `stgym train` into Kafka and a stream worker aggregating
 it, exported through the collector's OTLP receiver to Jaeger (stored in OpenSearch); a log
-record's trace id leads to its trace; an unreachable trace endpoint blocks nothing."""
+record's trace id leads to its trace; an unreachable trace endpoint blocks nothing; a private
+Jaeger keeps its traces across a restart."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -20,6 +23,7 @@ from streams.workload import stored_count
 
 pytestmark = pytest.mark.services
 
+REPO = Path(__file__).resolve().parents[2]
 TRAINER_SPANS = {"train_model", "iteration", "physics_simulation", "reward_calculation", "publish"}
 EPISODES = 256
 
@@ -143,3 +147,40 @@ def test_unreachable_trace_endpoint_blocks_nothing(kafka_bootstrap, postgres_url
     failed = re.search(r'^stgym_trace_spans_dropped_total\{reason="export_failed"\} (\S+)$',
                        metrics, re.M)
     assert failed is not None, "the stream worker does not export stgym_trace_spans_dropped_total"
+
+
+def test_traces_survive_a_jaeger_restart(opensearch_url, tmp_path):
+    """A PRIVATE Jaeger (own run dir and ports, the shared OpenSearch as its storage): a trace
+    sent to it is still there after `jaeger.sh down` and `up`."""
+    ports = {name: str(workload.free_port()) for name in (
+        "QUERY_PORT", "QUERY_GRPC_PORT", "OTLP_GRPC_PORT", "HEALTH_PORT", "METRICS_PORT")}
+    env = {**os.environ, "STGYM_RUN_DIR": str(tmp_path / "run"),
+           **{f"STGYM_JAEGER_{name}": port for name, port in ports.items()}}
+    script = [str(REPO / "compose" / "bare" / "jaeger.sh")]
+
+    def jaeger(action: str) -> None:
+        result = subprocess.run(["bash", *script, action], env=env, capture_output=True,
+                                text=True, timeout=300, stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, result.stderr[-2000:]
+
+    url = f"http://127.0.0.1:{ports['QUERY_PORT']}"
+    send = ("from stgym import tracing; "
+            f"tracing.configure('stgym-restart-test', endpoint='http://127.0.0.1:{ports['OTLP_GRPC_PORT']}'); "
+            "s = tracing.span('restart_check'); span = s.__enter__(); "
+            "print(format(span.get_span_context().trace_id, '032x')); s.__exit__(None, None, None); "
+            "tracing.shutdown()")
+    jaeger("up")
+    try:
+        trace_id = subprocess.run([sys.executable, "-c", send], capture_output=True, text=True,
+                                  timeout=60, check=True).stdout.strip()
+
+        def stored():
+            response = requests.get(f"{url}/api/traces/{trace_id}", timeout=10)
+            return response.status_code == 200 and response.json().get("data")
+
+        wait_for(stored, what="the private Jaeger's trace")
+        jaeger("down")
+        jaeger("up")
+        assert wait_for(stored, what="the trace after the restart")[0]["traceID"] == trace_id
+    finally:
+        jaeger("down")
