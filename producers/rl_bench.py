@@ -20,8 +20,8 @@ EVAL_SEED = 2026
 CHECK_SEED = 2027
 CHECK_EPISODES = 1000
 CHECKPOINTS = 10
-# SAC makes one gradient step per env step (~0.5k env steps/s on one core here): its budget is
-# what fits a bench run, PPO's the goal's 1 M.
+# SAC makes one gradient step per env step (0.1-0.5k env steps/s here): its budget is what
+# fits a bench run (it reached 100 % at 100 k, docs/rl.md), PPO's the goal's 1 M.
 AGENT_STEPS = {"ppo": 1_000_000, "sac": 100_000}
 QUICK_STEPS = {"ppo": 100_000, "sac": 20_000}
 VECTOR_ENVS = 64
