@@ -93,6 +93,8 @@ class Settings:
     # Where `stgym train` tracks: "" = auto (MLFLOW_TRACKING_URI if set, else the local store
     # `mlflow_local_uri` for --bus memory and the tracking server for Kafka); "off"; or a URI.
     mlflow_tracking_uri: str = ""
+    # How long the end of a training waits for MLflow calls that failed (the store was down).
+    mlflow_retry_s: int = 30
     api_port: int = 8050  # `stgym serve`: KPI HTTP API and live dashboard
     logs_index: str = "stgym-logs"
     log_format: str = "console"
