@@ -59,14 +59,15 @@ class HttpServer:
     """An aiohttp application served from a daemon thread; `shutdown()` stops it."""
 
     def __init__(self, host: str, port: int, routes: Iterable[web.RouteDef],
-                 name: str = "http") -> None:
-        paths = sorted({route.path for route in routes})
+                 name: str = "http", middlewares: Iterable = ()) -> None:
+        routes = list(routes)
+        paths = sorted({getattr(route, "prefix", route.path) for route in routes})  # static: prefix
 
         async def not_found(request: web.Request) -> web.Response:
             return json_response({"error": f"no such path {request.method} {request.path}",
                                   "paths": paths}, 404)
 
-        app = web.Application()
+        app = web.Application(middlewares=list(middlewares))
         app.add_routes(routes)
         app.router.add_route("*", "/{tail:.*}", not_found)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)

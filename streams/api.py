@@ -35,7 +35,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest,
 )
 
-from stgym.durations import parse_duration
+from stgym.kpi import parse_duration
 from stgym.procmetrics import ProcessResourceCollector
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ def run(args) -> int:
     from stgym import httpserver
     from streams.kpitable import print_kpi_table
     from streams.metrics import KpiCollector, ProcessMetrics
-    from streams.api import ApiServer, KpiApi, open_reader
+    from streams.api import KpiApi, open_reader
     from streams.pipeline import EmbeddedPipeline, Processor
 
     settings = settings_module.load()
@@ -51,8 +51,9 @@ def run(args) -> int:
     pipeline = EmbeddedPipeline(bus, Processor(sink, metrics), group=f"demo-{token}").start()
     log.info("KPI store %s; live metrics on http://127.0.0.1:%d/metrics", redact(url), port)
     reader = sink if url in ("sqlite://", "sqlite:///:memory:") else open_reader(url)
-    dashboard = ApiServer(KpiApi(reader, service="stgym-demo", refresh_s=1.0), args.api_port)
-    console.print(f"Live dashboard: [bold]{dashboard.url}/?experiment={experiment}&window=5s&since=1h"
+    dashboard = KpiApi(reader, service="stgym-demo", refresh_s=1.0).start(args.api_port)
+    dashboard_url = f"http://127.0.0.1:{dashboard.server_address[1]}"
+    console.print(f"Live dashboard: [bold]{dashboard_url}/?experiment={experiment}&window=5s&since=1h"
                   "[/bold]", soft_wrap=True)
 
     per_run = max(1, args.episodes // len(DEMO_RUNS))
@@ -94,13 +95,13 @@ def run(args) -> int:
         console.print(f"Query again: [bold]stgym kpi --db {redact(url)} --experiment {experiment}[/bold]"
                       f"  (add --window 1m for per-minute rows, --json for machines)", soft_wrap=True)
     if args.keep_serving:
-        console.print(f"Serving the dashboard at {dashboard.url}/ until Ctrl-C", soft_wrap=True)
+        console.print(f"Serving the dashboard at {dashboard_url}/ until Ctrl-C", soft_wrap=True)
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
-    dashboard.stop()
+    dashboard.shutdown()
     if reader is not sink:
         reader.close()
     server.shutdown()
