@@ -16,7 +16,9 @@ unknown one. The store is opened read only (PostgreSQL: the read-only role of
 settings.postgres_reader_url and read-only sessions; SQLite: mode=ro), and a database that
 does not answer is a 503, never a crash. /metrics carries http_requests_total{method,route,
 status} and http_request_duration_seconds{method,route}, where route is the route template
-(`/api/v1/experiments/{experiment_id}/episodes`), so labels stay bounded.
+(`/api/v1/experiments/{experiment_id}/episodes`; `/{tail}` for unknown paths), so labels stay
+bounded. Served by stgym.httpserver (the probes of every process, here with these routes and
+middlewares), from `stgym serve` or inside `stgym demo`.
 """
 from __future__ import annotations
 
@@ -26,16 +28,16 @@ import binascii
 import json
 import logging
 import math
-import os
+import signal
+import threading
 import time
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
-from stgym.kpi import parse_duration
+from stgym.durations import parse_duration
+from stgym.httpserver import HttpServer, probe_routes
 from stgym.procmetrics import ProcessResourceCollector
 
 log = logging.getLogger(__name__)
@@ -172,19 +174,23 @@ class KpiApi:
             log.warning("%s %s failed: %s", request.method, request.path, detail)
             return _json({"error": "the KPI store cannot answer now", "detail": detail}, 503)
 
-    def application(self) -> web.Application:
-        app = web.Application(middlewares=[self.http.middleware, self.errors])
-        app.add_routes([
+    @property
+    def middlewares(self) -> list:
+        return [self.http.middleware, self.errors]
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
             web.get("/api/v1/experiments", self.experiments),
             web.get("/api/v1/kpis", self.kpis),
             web.get("/api/v1/experiments/{experiment_id}/episodes", self.episodes),
-            web.get("/health", self.health),
-            web.get("/ready", self.ready),
-            web.get("/metrics", self.metrics),
             web.get("/", self.dashboard),
-        ])
-        app.router.add_static("/static", STATIC_DIR)
-        return app
+            web.static("/static", STATIC_DIR),
+            *probe_routes(self.registry, self._ready, self.service),
+        ]
+
+    def start(self, port: int, host: str = "127.0.0.1") -> HttpServer:
+        """Serve from a daemon thread from now on (port 0: any free one)."""
+        return HttpServer(host, port, self.routes(), name=self.service, middlewares=self.middlewares)
 
     # -- handlers ----------------------------------------------------------------------------
     async def experiments(self, request: web.Request) -> web.Response:
@@ -218,56 +224,20 @@ class KpiApi:
         return _json({"experiment_id": experiment, "episodes": _clean(rows), "limit": limit,
                       "next_cursor": next_cursor})
 
-    async def health(self, request: web.Request) -> web.Response:
-        return _json({"status": "ok", "service": self.service, "pid": os.getpid()})
-
-    async def ready(self, request: web.Request) -> web.Response:
+    def _ready(self) -> tuple[bool, dict]:
         """Ready = the database answers; `schema` says whether the KPI tables exist yet
         (a fresh cluster has none until a stream worker or `stgym db migrate` creates them)."""
-        ok = await self._read(self.sink.ping)
+        ok = self.sink.ping()
         try:
-            schema = bool(await self._read(self.sink.migration_versions)) if ok else False
+            schema = bool(self.sink.migration_versions()) if ok else False
         except Exception:
             schema = False
-        return _json({"status": "ready" if ok else "not ready", "service": self.service,
-                      "pid": os.getpid(), "database": ok, "schema": schema}, 200 if ok else 503)
-
-    async def metrics(self, request: web.Request) -> web.Response:
-        body = await self._read(generate_latest, self.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return ok, {"database": ok, "schema": schema}
 
     async def dashboard(self, request: web.Request) -> web.Response:
         html = (STATIC_DIR / "dashboard.html").read_text()
         return web.Response(text=html.replace("{{refresh_ms}}", str(int(self.refresh_s * 1000))),
                             content_type="text/html")
-
-
-class ApiServer:
-    """The API on its own event loop in a daemon thread (for `stgym demo`, tests)."""
-
-    def __init__(self, api: KpiApi, port: int, host: str = "127.0.0.1") -> None:
-        import threading
-
-        self.api, self.host = api, host
-        self._loop = asyncio.new_event_loop()
-        self._runner = web.AppRunner(api.application(), access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, host, port)
-        self._loop.run_until_complete(site.start())
-        self.port = self._runner.addresses[0][1]
-        self._thread = threading.Thread(target=self._loop.run_forever, name=f"api-{self.port}",
-                                        daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
 
 
 def open_reader(url: str):
@@ -284,12 +254,15 @@ def serve(url: str, port: int, host: str = "127.0.0.1") -> int:
     from sinks.postgres import redact
 
     sink = open_reader(url)
-    api = KpiApi(sink)
+    server = KpiApi(sink).start(port, host)
     log.info("KPI API on http://%s:%d/ (dashboard), /api/v1/…, /metrics; store %s (read only)",
              host, port, redact(url))
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
-        web.run_app(api.application(), host=host, port=port, print=None, access_log=None,
-                    handle_signals=True)
+        stop.wait()
     finally:
+        server.shutdown()
         sink.close()
     return 0
