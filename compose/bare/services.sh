@@ -80,7 +80,11 @@ case "$cmd" in
         # Stop and forget all data (topics, databases, indices, TSDB); caches are kept.
         for (( i=${#ALL[@]}-1; i>=0; i-- )); do svc_down "${ALL[i]}"; done
         for d in "$RUN_DIR"/*; do
-            [[ -L "$d" ]] && rm -rf "$(readlink -f "$d")"
+            if [[ -L "$d" ]]; then  # data under /var/tmp/stgym-<hash>/ (lib.sh owned_dir)
+                target="$(readlink -f "$d")"
+                rm -rf "$target"
+                rmdir "$(dirname "$target")" 2>/dev/null || true
+            fi
             rm -rf "$d"
         done
         ;;
