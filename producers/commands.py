@@ -20,12 +20,13 @@ def register(subparsers) -> None:
     train.add_argument(
         "--algo", default="cem",
         help="constant, random, cem, reinforce, or ppo / sac (stable-baselines3: the rl extra; "
-        "hyperparameters in producers/trainers/hyperparams.yml; use the -v1 envs)",
+        "hyperparameters in producers/trainers/hyperparams.yml)",
     )
     train.add_argument(
-        "--env", default="SpinTorque-v0",
-        help="SpinTorque-v0, SpinTorqueSOT-v0 or SpinTorqueArray-v0 (N = 4 devices: each episode "
-        "writes a random pattern; the pulse drives every device that has to flip)",
+        "--env", default="SpinTorque-v1",
+        help="SpinTorque-v1 or SpinTorqueSOT-v1 (the write frame, docs/rl.md), their v0, or "
+        "SpinTorqueArray-v0 (N = 4 devices: each episode writes a random pattern; the pulse "
+        "drives every device that has to flip)",
     )
     train.add_argument("--episodes", type=int, default=512, help="episodes over all workers")
     train.add_argument("--workers", type=int, default=1, help="worker processes")

@@ -17,6 +17,7 @@ still-running episodes with one batched integrator call per control interval.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -177,11 +178,17 @@ class PulsePolicy:
     )
 
     def __call__(self, observation: np.ndarray, max_steps: int) -> np.ndarray:
-        """Actions for observations of a single-device env, (9,) or (n, 9), or of the array env,
-        (5N + 2,) or (n, 5N + 2). On the array, the devices to drive are those whose m is on
-        the other side of their target in the episode's first observation (elapsed 0): the
-        policy remembers them until the next episode's first observation."""
+        """Actions for observations of a single-device env, (9,) or (n, 9), of a v1 env in the
+        write frame, (7,) or (n, 7), or of the array env, (5N + 2,) or (n, 5N + 2). On the
+        array, the devices to drive are those whose m is on the other side of their target in
+        the episode's first observation (elapsed 0): the policy remembers them until the next
+        episode's first observation. A v1 action is the current toward the target, 2·A − 1
+        for amplitude A: a negative amplitude (against the target) is off there."""
         obs = np.atleast_2d(observation)
+        if self.write_frame:
+            amplitude = self._amplitude(obs[:, 5], obs[:, 2:3], 1.0, max_steps)
+            action = (2.0 * np.maximum(amplitude, 0.0) - 1.0).astype(np.float32)
+            return action[0] if np.ndim(observation) == 1 else action
         if obs.shape[1] == OBS_SIZE:
             m_z, target_z, elapsed = obs[:, 2:3], obs[:, OBS_TARGET][:, 2:], obs[:, OBS_ELAPSED]
             drive = -target_z
@@ -195,13 +202,28 @@ class PulsePolicy:
             first = elapsed == 0
             self._must_flip[first] = must_flip[first]
             drive = np.where(self._must_flip, -target_z, 0.0)
+        action = (self._amplitude(elapsed, m_z, target_z, max_steps) * drive).astype(np.float32)
+        return action[0] if np.ndim(observation) == 1 else action
+
+    @functools.cached_property
+    def write_frame(self) -> bool:
+        """Whether the policy's env observes and acts in the write frame (the v1 envs)."""
+        from gymnasium.envs.registration import registry
+
+        import producers  # noqa: F401  (registers the envs)
+
+        spec = registry.get(self.env_id)
+        return bool({**(spec.kwargs if spec else {}), **self.env_kwargs}.get("write_frame"))
+
+    def _amplitude(self, elapsed, m_z, target_z, max_steps: int) -> np.ndarray:
+        """The pulse's amplitude (n, 1) at each observation's step, 0 past the pulse or, with
+        feedback, once m·target reached `stop_alignment`."""
         step = np.rint(elapsed * max_steps).astype(int)
         k = len(self.amplitudes)
         amplitude = np.where(step < k, self.amplitudes[np.minimum(step, k - 1)], 0.0)[:, None]
         if self.stop_alignment is not None:
             amplitude = np.where(m_z * target_z >= np.float32(self.stop_alignment), 0.0, amplitude)
-        action = (amplitude * drive).astype(np.float32)
-        return action[0] if np.ndim(observation) == 1 else action
+        return amplitude
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps({

@@ -17,7 +17,7 @@ class TrainConfig:
     """One training run. `episodes` is the total over all workers (split evenly)."""
 
     algorithm: str = "cem"
-    env_id: str = "SpinTorque-v0"
+    env_id: str = "SpinTorque-v1"
     env_kwargs: dict = dataclasses.field(default_factory=dict)
     episodes: int = 512
     workers: int = 1

@@ -43,11 +43,13 @@ def test_register_promote_load_by_alias_evaluate(mlflow_url, unique_id, tmp_path
     mlflow.set_tracking_uri(mlflow_url)
     mlflow.set_registry_uri(mlflow_url)
     model = mlflow.pyfunc.load_model(f"models:/{name}@production")
-    assert model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 9)
+    # the default env, SpinTorque-v1: observations in the write frame
+    assert summary.env_id == "SpinTorque-v1"
+    assert model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 7)
     policy = PulsePolicy.load(summary.policy_path)
-    env = gym.make("SpinTorque-v0")
+    env = gym.make(summary.env_id)
     observation, _ = env.reset(seed=3)
-    max_steps = episode_task("SpinTorque-v0").max_steps
+    max_steps = episode_task(summary.env_id).max_steps
     for _ in range(5):
         action = model.predict(observation[None, :].astype(np.float32))
         assert action.shape == (1, 1)

@@ -102,11 +102,14 @@ def test_time_budget_truncates_and_never_terminates():
 @pytest.mark.parametrize("env_id, kwargs, stop", [
     ("SpinTorque-v0", {}, None),
     ("SpinTorque-v0", {}, 0.3),
+    ("SpinTorque-v1", {}, None),
+    ("SpinTorque-v1", {}, 0.3),
     ("SpinTorqueArray-v0", {"num_devices": 3}, None),
     ("SpinTorqueArray-v0", {"num_devices": 3, "dipolar_coupling": True}, 0.5),
 ])
 def test_rollout_matches_the_env_episode_for_episode(env_id, kwargs, stop):
-    """The trainers' rollout is the env, bit for bit: same actions (the policy's), same seeds."""
+    """The trainers' rollout is the env, bit for bit: same actions (the policy's), same seeds
+    (on the v1 envs, through the write frame)."""
     env = gym.make(env_id, **kwargs).unwrapped
     task = episode_task(env_id, kwargs)
     pulse = np.concatenate([np.full(30, 0.9), np.full(10, 0.4)])
@@ -114,6 +117,13 @@ def test_rollout_matches_the_env_episode_for_episode(env_id, kwargs, stop):
     seeds = np.arange(11, 17)
     stops = None if stop is None else np.full(len(seeds), stop)
     batch = rollout(task, np.tile(pulse, (len(seeds), 1)), seeds, stops)
+    # a v1 action is the float32 2·A − 1 of amplitude A: the current it gives may differ from
+    # A's in the last bits (A < 0.5), so its episodes agree to rounding, not bit for bit
+    exact = not env_id.endswith("-v1")
+
+    def close(value):
+        return value if exact else pytest.approx(value, rel=1e-6)
+
     for i, seed in enumerate(seeds):
         obs, info = env.reset(seed=int(seed))
         total = 0.0
@@ -124,11 +134,11 @@ def test_rollout_matches_the_env_episode_for_episode(env_id, kwargs, stop):
                 break
         assert steps == batch.steps[i]
         assert info["success"] == batch.success[i]
-        assert info["energy_j"] == batch.energy_j[i]
+        assert info["energy_j"] == close(batch.energy_j[i])
         assert info["sim_steps"] == batch.sim_steps[i]
         switch = batch.switching_time_s[i]
-        assert info["switching_time_s"] == (None if np.isnan(switch) else switch)
-        assert total == pytest.approx(batch.total_reward[i], rel=1e-12)
+        assert info["switching_time_s"] == (None if np.isnan(switch) else close(switch))
+        assert total == pytest.approx(batch.total_reward[i], rel=1e-12 if exact else 1e-6)
     assert batch.success.any()
     if env_id == "SpinTorqueArray-v0":  # patterns with 0 .. 3 bits to write
         assert batch.bits.min() < batch.bits.max()
