@@ -1,11 +1,13 @@
 """Fault campaign on a PRIVATE PostgreSQL + Kafka (compose/bare scripts, own run dir and
 ports; the shared stack is never touched), for both engines of `stgym stream`.
 
-* A corpus of bad records (CORPUS: 20 kinds — unparseable, wrong types, unknown version,
+* A corpus of bad records (corpus(): 21 kinds — unparseable, wrong types, unknown version,
   oversized up to near the broker's limit, empty, schema-shaped but unphysical, and valid
   but refused by the database) mixed into a steady stream of good episodes with duplicates,
   PostgreSQL restarted mid-stream: KPIs equal the ground truth exactly, every bad record is
   in the DLQ exactly once with its reason, both workers alive and ready.
+* Kills: a worker SIGKILLed in its first rebalance and mid-stream, the broker SIGKILLed and
+  restarted mid-stream: KPIs exact (nothing lost, nothing counted twice).
 * Shutdown: SIGTERM during a PostgreSQL outage (a batch held, retrying) and while Kafka is
   down ends the worker within 10 s with exit code 0, acknowledging nothing uncommitted; a
   worker started while PostgreSQL is down answers 503 naming why, then starts by itself.
@@ -124,6 +126,7 @@ def corpus(tag: str) -> list[tuple[str, bytes, str]]:
 
     valid = variant()
     return [
+        ("empty value", b"", "empty"),
         ("garbage bytes", f"{tag} \x00\xff not json".encode("latin-1"), "bad_json"),
         ("truncated json", valid[:len(valid) // 2], "bad_json"),
         ("NaN literal", variant(energy_j=float("nan")), "bad_json"),
@@ -214,7 +217,7 @@ def test_bad_record_corpus_and_postgres_restart(private, engine, unique_id, tmp_
         keys = {f"{tag}-bad-{i:02d}".encode(): (kind, raw, reason)
                 for i, (kind, raw, reason) in enumerate(bad)}
         items = list(keys.items())
-        for chunk in range(10):
+        for chunk in range(11):
             for event in episodes[chunk * 300:(chunk + 1) * 300]:
                 bus.publish(event)
             for event in episodes[max(0, chunk * 300 - 100):chunk * 300 - 70]:
@@ -336,3 +339,55 @@ def test_shutdown_and_start_in_every_state(private, engine, unique_id, tmp_path)
             worker.kill()
         bus.close()
         sink.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_kills_lose_nothing_and_count_nothing_twice(private, engine, unique_id, tmp_path):
+    """A worker SIGKILLed during its first rebalance and again mid-stream, the Kafka broker
+    SIGKILLed and restarted mid-stream: KPIs still equal the ground truth exactly."""
+    tag = f"kill-{engine}-{unique_id}"
+    app_id = f"fault-{tag}"
+    experiment = f"fault-{tag}"
+    ports = [workload.free_port(), workload.free_port()]
+    workers = [start(private, engine, ports[i], i, app_id, tmp_path / f"w{i}.log")
+               for i in range(2)]
+    bus = open_bus(private.bus_url)
+    sink = open_sink(private.db_url)
+    episodes = workload.make_episodes(4000, experiment, seed=11)
+    try:
+        # killed during its very first rebalance (joined, not yet ready), then restarted
+        workload.wait_until(lambda: "consuming" in (tmp_path / "w1.log").read_text()
+                            or probe(ports[1])[0] == 503, 120, what="worker 1 joining")
+        workers[1].send_signal(signal.SIGKILL)
+        workers[1].wait(30)
+        workers[1] = start(private, engine, ports[1], 1, app_id, tmp_path / "w1.log")
+        for port, proc in zip(ports, workers):
+            workload.wait_ready(port, 180, proc)
+        sink.setup()
+        for part in range(4):
+            for event in episodes[part * 1000:(part + 1) * 1000]:
+                bus.publish(event)
+            bus.flush(60)
+            if part == 1:  # the broker SIGKILLed mid-stream and restarted
+                pid_file = Path(private.env["STGYM_RUN_DIR"]) / "pids" / "kafka.pid"
+                pid = int(pid_file.read_text().split()[0])
+                os.kill(pid, signal.SIGKILL)
+                time.sleep(2)
+                services(private.env, "up", "kafka")
+                bus.close()
+                bus = open_bus(private.bus_url)
+            if part == 2:  # a worker SIGKILLed mid-stream and restarted
+                workload.wait_until(lambda: workload.stored_count(sink, experiment) > 2000,
+                                    180, what="flowing after the broker restart")
+                workers[0].send_signal(signal.SIGKILL)
+                workers[0].wait(30)
+                workers[0] = start(private, engine, ports[0], 0, app_id, tmp_path / "w0.log")
+        workload.wait_until(lambda: workload.stored_count(sink, experiment) >= len(episodes),
+                            300, what="every episode stored")
+        streamkit.assert_matches_truth(sink.query_kpis(experiment=experiment),
+                                       streamkit.ground_truth(episodes))
+        for port, proc in zip(ports, workers):
+            assert proc.poll() is None, f"a worker exited with {proc.returncode}"
+            workload.wait_ready(port, 120, proc)
+    finally:
+        workload.stop_all(workers, bus, sink)
