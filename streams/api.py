@@ -36,6 +36,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
+from sinks.base import migrations
 from stgym.durations import parse_duration
 from stgym.httpserver import HttpServer, probe_routes
 from stgym.procmetrics import ProcessResourceCollector
@@ -225,14 +226,16 @@ class KpiApi:
                       "next_cursor": next_cursor})
 
     def _ready(self) -> tuple[bool, dict]:
-        """Ready = the database answers; `schema` says whether the KPI tables exist yet
-        (a fresh cluster has none until a stream worker or `stgym db migrate` creates them)."""
+        """Ready = the database answers; `schema` says whether it holds every migration this
+        code reads (a fresh cluster has none, an old store fewer, until a stream worker or
+        `stgym db migrate` applies them: the read-only API cannot)."""
         ok = self.sink.ping()
         try:
-            schema = bool(self.sink.migration_versions()) if ok else False
+            applied = set(self.sink.migration_versions()) if ok else set()
         except Exception:
-            schema = False
-        return ok, {"database": ok, "schema": schema}
+            applied = set()
+        missing = sorted({m.version for m in migrations()} - applied)
+        return ok, {"database": ok, "schema": not missing, "missing_migrations": missing}
 
     async def dashboard(self, request: web.Request) -> web.Response:
         html = (STATIC_DIR / "dashboard.html").read_text()
