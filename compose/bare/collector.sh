@@ -59,6 +59,7 @@ svc_collector_start() {
     # The config reads these through ${env:...}.
     export STGYM_HOST STGYM_COLLECTOR_FORWARD_PORT STGYM_COLLECTOR_HEALTH_PORT STGYM_COLLECTOR_METRICS_PORT STGYM_LOGS_INDEX
     export STGYM_COLLECTOR_OTLP_GRPC_PORT STGYM_COLLECTOR_OTLP_HTTP_PORT
+    export STGYM_COLLECTOR_QUEUE_DIR="$RUN_DIR/collector/queue"  # the log exporter's disk queue
     # Jaeger and OpenSearch run on the services host (settings.services_host, "" = this one).
     local services="${STGYM_SERVICES_HOST:-$HOST}"
     export STGYM_COLLECTOR_JAEGER_ENDPOINT="${STGYM_COLLECTOR_JAEGER_ENDPOINT:-$services:$STGYM_JAEGER_OTLP_GRPC_PORT}"
