@@ -78,8 +78,9 @@ def register(subparsers) -> None:
         "evaluate", help="measure a saved policy's write error rate and energy",
     )
     evaluate.add_argument(
-        "policy", help="a policy file written by `stgym train`, or a registered model "
-        "models:/NAME@ALIAS or models:/NAME/VERSION (the evaluation is recorded on it)",
+        "policy", help="a policy file written by `stgym train` (JSON, or the .zip model of "
+        "--algo ppo|sac), or a registered model models:/NAME@ALIAS or models:/NAME/VERSION "
+        "(the evaluation is recorded on it)",
     )
     add_mlflow_option(evaluate)
     evaluate.add_argument("--episodes", type=int, default=1000)
@@ -155,9 +156,11 @@ def run_train(args) -> int:
         open_bus(args.bus).close()  # fail fast, with one line, if Kafka does not answer
     if args.json:
         summary = train(config)
+        tracking.wait_all()  # the run complete in MLflow (and its id known) before the summary
         print(json.dumps(summary.as_dict(), indent=2))
     else:
         summary = _train_with_progress_bar(config, train)
+        tracking.wait_all()
         _print_summary(summary)
     if args.register and summary.ok:
         return _register(tracking_uri, summary, args)
@@ -256,6 +259,11 @@ def run_evaluate(args) -> int:
 
         report = evaluate_model(tracking_uri(args.mlflow), args.policy, args.episodes,
                                 args.temperature, args.seed)
+    elif args.policy.endswith(".zip"):  # an SB3 agent of stgym train --algo ppo|sac
+        from producers.trainers import sb3_module
+
+        report = sb3_module().evaluate_model_file(args.policy, args.episodes, args.temperature,
+                                                  args.seed)
     else:
         report = evaluate_policy(PulsePolicy.load(args.policy), args.episodes,
                                  args.temperature, args.seed)

@@ -2,6 +2,8 @@
 and the stable-baselines3 agents ppo and sac (`sb3.py`, the optional `rl` extra)."""
 from __future__ import annotations
 
+import importlib
+
 from producers.trainers.base import PulseTrainer, Progress, Reporter, TrainerOptions
 from producers.trainers.cem import CEMTrainer
 from producers.trainers.constant import ConstantTrainer
@@ -16,17 +18,21 @@ TRAINERS: dict[str, type[PulseTrainer]] = {
 AGENTS = ("ppo", "sac")
 
 
-def agent_trainer_class():
-    """`producers.trainers.sb3.AgentTrainer`, or a UserError saying how to install it."""
+def sb3_module():
+    """`producers.trainers.sb3`, or a UserError saying how to install it."""
     from stgym.errors import UserError
 
     try:
-        from producers.trainers.sb3 import AgentTrainer
+        return importlib.import_module("producers.trainers.sb3")
     except ImportError as error:
-        raise UserError(f"--algo ppo and sac need the rl extra (stable-baselines3, torch): "
-                        f"pip install '.[rl]' ({error})") from None
-    return AgentTrainer
+        raise UserError(f"--algo ppo and sac and their models need the rl extra "
+                        f"(stable-baselines3, torch): pip install '.[rl]' ({error})") from None
 
 
-__all__ = ["AGENTS", "TRAINERS", "agent_trainer_class", "PulseTrainer", "Progress", "Reporter",
+def agent_trainer_class():
+    """`producers.trainers.sb3.AgentTrainer`, or a UserError saying how to install it."""
+    return sb3_module().AgentTrainer
+
+
+__all__ = ["AGENTS", "TRAINERS", "agent_trainer_class", "sb3_module", "PulseTrainer", "Progress", "Reporter",
            "TrainerOptions"]

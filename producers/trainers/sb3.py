@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from producers.trainers.base import Progress, Reporter, TrainerOptions
 from producers.trainers.sb3_vecenv import make_vec_env
 
 AGENTS = {"ppo": stable_baselines3.PPO, "sac": stable_baselines3.SAC}
+MODEL_FORMAT = "stgym.sb3-model.v1"
 HYPERPARAMS = Path(__file__).with_name("hyperparams.yml")
 
 
@@ -56,6 +58,10 @@ class AgentTrainer:
         self.model = AGENTS[algorithm](
             params.pop("policy"), self.envs, seed=self.seed, device="cpu", verbose=0, **params
         )
+        # saved in the zip's data (SB3 saves the model's attributes): what `stgym evaluate`
+        # needs to rebuild the agent and its env
+        self.model.stgym_model = {"format": MODEL_FORMAT, "algorithm": algorithm,
+                                  "env_id": env_id, "env_kwargs": dict(env_kwargs)}
         self.callback: PublishingCallback | None = None
 
     def run(self, episodes: int, reporter: Reporter) -> None:
@@ -142,6 +148,42 @@ class PublishingCallback(BaseCallback):
             model_accuracy=batch.success_rate,
         ))
 
+
+def load_agent(path: str | Path):
+    """The SB3 model saved by `stgym train --algo ppo|sac` at `path` and its metadata
+    (algorithm, env id and kwargs); UserError for a file that is not one."""
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    from stgym.errors import UserError
+
+    try:
+        data, _, _ = load_from_zip_file(path, device="cpu")
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise UserError(f"model file {path}: cannot read it as an SB3 model zip "
+                        f"({error})") from None
+    meta = (data or {}).get("stgym_model")
+    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+        raise UserError(f"model file {path}: not saved by stgym train --algo ppo|sac (no "
+                        f"{MODEL_FORMAT!r} metadata in its data)")
+    return AGENTS[meta["algorithm"]].load(path, device="cpu"), meta
+
+
+def evaluate_model_file(path: str | Path, episodes: int, temperature: float | None = None,
+                        seed: int = 12345) -> dict:
+    """`stgym evaluate MODEL.zip`: the agent's deterministic policy on the evaluation episodes
+    of `seed` (the same as a pulse policy's), the same statistics as `evaluate_policy`."""
+    from producers.evaluation import describe
+    from producers.rollout import episode_task
+
+    model, meta = load_agent(path)
+    kwargs = dict(meta["env_kwargs"])
+    if temperature is not None:
+        kwargs["temperature"] = temperature
+    started = time.perf_counter()
+    batch = evaluate_agent(model, meta["env_id"], episodes, seed, kwargs)
+    wall = time.perf_counter() - started
+    return describe(batch, episode_task(meta["env_id"], kwargs), wall) | {
+        "algorithm": meta["algorithm"], "env_id": meta["env_id"]}
 
 
 def evaluate_agent(model, env_id: str, episodes: int, seed: int,
