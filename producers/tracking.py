@@ -28,9 +28,11 @@ Cost and failures. Nothing here blocks training on MLflow: the calls run on a ba
 thread, metrics go in `log_batch` calls of up to 1,000 values (one per flush, not one per
 value). When the store does not answer — at start or mid-run — training goes on and publishes
 its events, one WARNING names the URI, and every call that failed is retried in order (the run
-creations, metrics, summary, policy, model) until it goes through; `finish` waits at most
-`settings.mlflow_retry_s` for them, then says what was not logged (the policy file is still
-on disk).
+creations, metrics, summary, policy, model) until it goes through. The end of a training
+does not wait for MLflow either: the summary, artifacts and end status go on the same thread
+afterwards; `wait_all()` (also run at exit: a `stgym train` process ends once its run is
+complete) waits for them, at most `settings.mlflow_retry_s` of retries, then says what was not
+logged (the policy file is still on disk).
 """
 from __future__ import annotations
 
@@ -196,6 +198,7 @@ class Tracker:
         self._pending: list[_Op] = []
         self._client = None
         self._warned = False
+        self._summary = None
         self._failure: str | None = None
         self._stop = threading.Event()
         names = {i: f"{config.experiment}.{token}.w{config.first_worker + i}"
@@ -232,9 +235,10 @@ class Tracker:
         self._put("metrics", f"w{index}", [(k, float(v), millis, step) for k, v in metrics.items()])
 
     def finish(self, summary, results: dict) -> str | None:
-        """The summary, per-worker totals, artifacts and end status; waits for all of it (at
-        most settings.mlflow_retry_s while MLflow does not answer). Returns the parent run id
-        (None when it could not be created)."""
+        """Queue the summary, per-worker totals, artifacts and end status, and return: they
+        are sent on the tracking thread after the training (`wait`, `wait_all`; at the latest
+        when the process exits). Returns the parent run id (None while it is not created:
+        then `summary.mlflow_run_id` is set when it is)."""
         from producers.worker_stats import WorkerStats, summarise
 
         millis = int(time.time() * 1000)
@@ -268,17 +272,25 @@ class Tracker:
         for index in range(self.config.workers):
             self._put("end", f"w{index}", "FINISHED" if index in results else "FAILED")
         self._put("end", "parent", status)
+        self._summary = summary  # its mlflow_run_id is set once the parent run exists
         self._queue.put(None)  # the end marker: the loop stops once everything went through
+        _unfinished.add(self)
+        return self.run_ids.get("parent")
+
+    def wait(self) -> None:
+        """Block until everything queued reached MLflow (at most settings.mlflow_retry_s of
+        retries after the end of the training while it does not answer; then an ERROR says
+        what was not logged)."""
         self._thread.join(timeout=self.settings.mlflow_retry_s + 60)
+        _unfinished.discard(self)
         if self._pending or not self._queue.empty():
             self._stop.set()
             kinds = sorted({op.kind for op in self._pending})
             log.error(
                 "MLflow at %s: %s not logged after retrying %d s (%s); the policy is in %s",
                 self.uri, ", ".join(kinds) or "some calls", self.settings.mlflow_retry_s,
-                self._failure, summary.policy_path,
+                self._failure, self._summary.policy_path,
             )
-        return self.run_ids.get("parent")
 
     def _put(self, kind: str, run: str, payload=None) -> None:
         self._queue.put(_Op(kind, run, payload))
@@ -383,6 +395,8 @@ class Tracker:
                 tags["mlflow.parentRunId"] = self.run_ids[op.payload["parent"]]
             run = client.create_run(self.experiment_id, tags=tags, run_name=op.payload["name"])
             self.run_ids[op.run] = run.info.run_id
+            if op.run == "parent" and self._summary is not None:
+                self._summary.mlflow_run_id = run.info.run_id
         elif op.kind == "params":
             items = [Param(k, str(v)[:6000]) for k, v in op.payload.items()]
             for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
@@ -459,6 +473,23 @@ class Tracker:
         figure.tight_layout()
         figure.savefig(path, dpi=100)
         plt.close(figure)
+
+
+_unfinished: set[Tracker] = set()
+
+
+def wait_all() -> None:
+    """Wait for every finished training's tracking to reach MLflow (see Tracker.wait); runs
+    at exit too, so a `stgym train` process ends after its run is complete in MLflow."""
+    for tracker in list(_unfinished):
+        tracker.wait()
+
+
+# At exit, before concurrent.futures refuses new work (MLflow's stores use thread pools): its
+# exit hook is a threading one, and those run last-registered first.
+import concurrent.futures.thread  # noqa: E402  (registered before ours, so it runs after)
+
+threading._register_atexit(wait_all)
 
 
 def open_tracker(config, token: str) -> Tracker | None:

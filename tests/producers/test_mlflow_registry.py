@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import producers  # noqa: F401  (registers the envs)
-from producers import registry
+from producers import registry, tracking
 from producers.rollout import PulsePolicy, episode_task
 from producers.runner import train
 from producers.train_config import TrainConfig
@@ -22,6 +22,7 @@ def _trained_run(mlflow_url, unique_id, tmp_path, episodes=512):
                          experiment=f"registry-{unique_id}", run_dir=str(tmp_path),
                          mlflow=mlflow_url)
     summary = train(config, bus=MemoryBus(f"registry-{unique_id}"))
+    tracking.wait_all()
     assert summary.ok and summary.mlflow_run_id
     return summary
 

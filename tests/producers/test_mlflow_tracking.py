@@ -52,6 +52,7 @@ def _training_events(bus) -> dict[str, list[int]]:
 
 def _assert_tracked(client, run_id, config, iterations):
     """Parent + one child per worker, every metric at every iteration, the artifacts."""
+    tracking.wait_all()
     parent = client.get_run(run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.params["algorithm"] == config.algorithm
@@ -121,6 +122,7 @@ def test_embedded_store_needs_no_server(tmp_path, monkeypatch, unique_id):
     config = TrainConfig(algorithm="random", episodes=96, workers=2, experiment="embedded",
                          run_dir=str(tmp_path / "run"))
     summary = train(config, bus=bus)
+    tracking.wait_all()
     store = f"sqlite:///{tmp_path / 'data' / 'mlflow.sqlite3'}"
     assert (tmp_path / "data" / "mlflow.sqlite3").exists()
     assert (tmp_path / "data" / "mlflow-artifacts").is_dir()  # beside it, not ./mlruns
@@ -164,6 +166,7 @@ def test_store_down_at_start_training_goes_on(tmp_path, monkeypatch, caplog, uni
                          run_dir=str(tmp_path), mlflow=uri)
     with caplog.at_level(logging.WARNING, logger="producers.tracking"):
         summary = train(config, bus=bus)
+        tracking.wait_all()
     assert summary.ok and summary.mlflow_run_id is None
     assert len(bus.records(events.TOPIC_EPISODES)) == 64
     warnings = [r for r in caplog.records
