@@ -6,15 +6,12 @@ import msgspec
 import pytest
 
 from stgym import events as ev
+from streams import workload
 
 
 def episode_fields(**overrides):
-    fields = dict(
-        event_id=ev.new_event_id(), timestamp=ev.utc_now(), experiment_id="exp",
-        run_id="run-1", worker_id="w0", device_type="stt-pma", algorithm="cem", episode=3,
-        seed=7, success=True, energy_j=2.5e-13, switching_time_s=1.2e-9, steps=10,
-        total_reward=0.5, sim_steps=1000, wall_time_s=0.01, sim_steps_per_s=1e5,
-    )
+    """A valid episode's fields (as the schema names them), with overrides."""
+    fields = msgspec.structs.asdict(workload.make_episodes(1, "exp", seed=3)[0])
     fields.update(overrides)
     return fields
 
@@ -93,7 +90,7 @@ def test_future_timestamp_beyond_clock_skew_refused():
 
 
 def test_unrepresentable_float_is_out_of_range():
-    raw = raw_of(episode_fields()).replace(b'"energy_j":2.5e-13', b'"energy_j":1e400')
+    raw = raw_of(episode_fields(energy_j=0.125)).replace(b'"energy_j":0.125', b'"energy_j":1e400')
     assert refused(raw).reason == "out_of_range"
 
 

@@ -179,6 +179,14 @@ def start(p: Private, engine: str, port: int, worker: int, app_id: str, log: Pat
                                  extra=["--engine", engine, "--batch-size", "300"])
 
 
+def two_workers(p: Private, engine: str, tag: str, tmp_path: Path):
+    """(experiment, ports, workers, bus) of a test: two workers of group fault-<tag>."""
+    ports = [workload.free_port(), workload.free_port()]
+    workers = [start(p, engine, ports[i], i, f"fault-{tag}", tmp_path / f"w{i}.log")
+               for i in range(2)]
+    return f"fault-{tag}", ports, workers, open_bus(p.bus_url)
+
+
 def stop_timed(proc) -> tuple[int, float]:
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -199,12 +207,7 @@ def probe(port: int) -> tuple[int, dict]:
 @pytest.mark.parametrize("engine", ENGINES)
 def test_bad_record_corpus_and_postgres_restart(private, engine, unique_id, tmp_path):
     tag = f"{engine}-{unique_id}"
-    app_id = f"fault-{tag}"
-    experiment = f"fault-{tag}"
-    ports = [workload.free_port(), workload.free_port()]
-    workers = [start(private, engine, ports[i], i, app_id, tmp_path / f"w{i}.log")
-               for i in range(2)]
-    bus = open_bus(private.bus_url)
+    experiment, ports, workers, bus = two_workers(private, engine, tag, tmp_path)
     big = KafkaProducer(bootstrap_servers=private.bootstrap, max_request_size=1024 * 1024,
                         acks="all")
     sink = open_sink(private.db_url)
@@ -346,12 +349,8 @@ def test_kills_lose_nothing_and_count_nothing_twice(private, engine, unique_id, 
     """A worker SIGKILLed during its first rebalance and again mid-stream, the Kafka broker
     SIGKILLed and restarted mid-stream: KPIs still equal the ground truth exactly."""
     tag = f"kill-{engine}-{unique_id}"
+    experiment, ports, workers, bus = two_workers(private, engine, tag, tmp_path)
     app_id = f"fault-{tag}"
-    experiment = f"fault-{tag}"
-    ports = [workload.free_port(), workload.free_port()]
-    workers = [start(private, engine, ports[i], i, app_id, tmp_path / f"w{i}.log")
-               for i in range(2)]
-    bus = open_bus(private.bus_url)
     sink = open_sink(private.db_url)
     episodes = workload.make_episodes(4000, experiment, seed=11)
     try:
