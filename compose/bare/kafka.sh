@@ -56,7 +56,8 @@ svc_kafka_start() {
     if [[ ! -f "$data/meta.properties" ]]; then
         local t0 cluster_id; t0=$(now)
         cluster_id="$("$PY" -c 'import base64,uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
-        kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" \
+        # "--cluster-id=": an id drawn with a leading "-" would otherwise read as an option.
+        kafka_java kafka.tools.StorageTool format --cluster-id="$cluster_id" -c "$dir/server.properties" \
             --ignore-formatted >> "$(log_file kafka)" 2>&1 \
             || die "kafka: storage format failed; log: $(log_file kafka)"
         timing "kafka format" "$t0"
