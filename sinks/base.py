@@ -110,6 +110,12 @@ class Sink(abc.ABC):
     def close(self) -> None:
         """Release the connection."""
 
+    outage: str | None = None  # why writes are being retried right now (None: they are not)
+
+    def interrupt(self) -> None:
+        """The process is stopping: a write or connect that is waiting to retry gives up
+        soon (raising ServiceUnavailable) instead of holding the shutdown."""
+
     @abc.abstractmethod
     def ping(self) -> bool:
         """True if the database answers now."""

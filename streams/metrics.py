@@ -203,22 +203,6 @@ class KpiCollector:
             if episodes_mean is not None:
                 to_convergence.add_metric(list(key), episodes_mean)
         yield from (runs, converged, to_convergence)
-        runs = GaugeMetricFamily("training_runs", "Training runs that reported progress",
-                                 labels=KPI_LABELS)
-        converged = GaugeMetricFamily(
-            "training_runs_converged", f"Runs whose policy reached model_accuracy >= "
-            f"{kpi.CONVERGENCE_TARGET} for {kpi.CONVERGENCE_ITERATIONS} iterations in a row",
-            labels=KPI_LABELS)
-        to_convergence = GaugeMetricFamily(
-            "training_episodes_to_convergence",
-            "Mean episodes a converged run trained until its converging iteration (stgym.kpi)",
-            labels=KPI_LABELS)
-        for key, (n_runs, n_converged, episodes_mean) in snap.get("convergence", {}).items():
-            runs.add_metric(list(key), n_runs)
-            converged.add_metric(list(key), n_converged)
-            if episodes_mean is not None:
-                to_convergence.add_metric(list(key), episodes_mean)
-        yield from (runs, converged, to_convergence)
         sums = {row["key"]: row for row in snap["kpis"]}
         for metric, bounds, sum_col in (
             ("energy_per_switch_joules", kpi.ENERGY_BUCKETS_J, "energy_success_sum"),
