@@ -43,8 +43,9 @@ class PulsePolicyModel(mlflow.pyfunc.PythonModel):
         return np.atleast_2d(self.policy(observations, self.max_steps))
 
 
-def signature(env_id: str, env_kwargs: dict):
-    """The signature of a policy for `env_id`: float32 observations in, actions out."""
+def signature(env_id: str, env_kwargs: dict, output_param: bool = True):
+    """The signature of a policy for `env_id`: float32 observations in, actions out (and the
+    `output` parameter of a pulse policy's model)."""
     import gymnasium as gym
     from mlflow.models import ModelSignature
     from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
@@ -57,7 +58,7 @@ def signature(env_id: str, env_kwargs: dict):
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, obs_dim))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, action_dim))]),
-        params=ParamSchema([ParamSpec("output", "string", "action")]),
+        params=ParamSchema([ParamSpec("output", "string", "action")]) if output_param else None,
     )
 
 

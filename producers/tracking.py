@@ -9,7 +9,8 @@ for Kafka.
 What a training leaves there. The MLflow experiment is `--experiment`; the parent run
 (`<experiment>.<token>`) has the parameters (algorithm, env id and kwargs, device parameters,
 seed, budgets, trainer hyperparameters), the final summary as metrics, the tags and the
-artifacts `policy/policy.json`, `model/` (the policy as a pyfunc model: producers.policy_model),
+artifacts `policy/policy.json`, `model/` (the policy as a pyfunc model: producers.policy_model;
+for an SB3 agent `policy/model-w<N>.zip` and its policy network as an mlflow.pytorch model),
 `training_curve.png` and `config.json` (the resolved TrainConfig) — a copy stays in the run
 directory (`mlflow-artifacts/`). Each worker's nested run
 (`<experiment>.<token>.w<N>`) has every iteration's metrics with the iteration as step —
@@ -416,13 +417,27 @@ class Tracker:
 
     @staticmethod
     def _add_model(artifacts: Path) -> None:
-        """model/: the pyfunc model of a pulse policy (policy/*.json; an SB3 agent's .zip
-        stays a plain artifact). Made once, on this thread: it builds an env."""
+        """model/: the pyfunc model of a pulse policy (policy/*.json), or the torch model
+        (mlflow.pytorch) of an SB3 agent's policy network (policy/*.zip, which stays there as
+        the SB3 model). Made once, on this thread: it builds an env."""
         from producers.policy_model import MODEL_ARTIFACT_PATH, save_policy_model
 
+        target = artifacts / MODEL_ARTIFACT_PATH
+        if target.exists():
+            return
+        partial = artifacts.parent / f"{MODEL_ARTIFACT_PATH}.partial"  # a failed save: not logged
+        shutil.rmtree(partial, ignore_errors=True)
         policies = sorted((artifacts / "policy").glob("*.json"))
-        if policies and not (artifacts / MODEL_ARTIFACT_PATH).exists():
-            save_policy_model(str(policies[0]), str(artifacts / MODEL_ARTIFACT_PATH))
+        agents = sorted((artifacts / "policy").glob("*.zip"))
+        if policies:
+            save_policy_model(str(policies[0]), str(partial))
+        elif agents:
+            from producers.trainers import sb3_module
+
+            sb3_module().save_torch_model(str(agents[0]), str(partial))
+        else:
+            return
+        partial.rename(target)
 
     def _tags(self, event_run_ids: list[str]) -> dict:
         tags = {"stgym.experiment_id": self.config.experiment, "stgym.token": self.token,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import stable_baselines3
+import torch
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 
@@ -166,6 +167,52 @@ def load_agent(path: str | Path):
         raise UserError(f"model file {path}: not saved by stgym train --algo ppo|sac (no "
                         f"{MODEL_FORMAT!r} metadata in its data)")
     return AGENTS[meta["algorithm"]].load(path, device="cpu"), meta
+
+
+class DeterministicActor(torch.nn.Module):
+    """An SB3 policy network as one torch module: observations (n, obs dim) float32 -> the
+    actions `model.predict(obs, deterministic=True)` gives (squashed ones unscaled, others
+    clipped to the action box)."""
+
+    def __init__(self, policy) -> None:
+        super().__init__()
+        self.policy = policy.eval()
+        self.register_buffer("low", torch.as_tensor(policy.action_space.low))
+        self.register_buffer("high", torch.as_tensor(policy.action_space.high))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        actions = self.policy._predict(observations, deterministic=True)
+        if self.policy.squash_output:
+            return self.low + 0.5 * (actions + 1.0) * (self.high - self.low)
+        return torch.clamp(actions, self.low, self.high)
+
+
+def save_torch_model(model_path: str, path: str) -> None:
+    """Write the mlflow.pytorch model of the SB3 model at `model_path` (its policy network as
+    a `DeterministicActor`, with a signature) to the directory `path`:
+    `mlflow.pytorch.load_model(uri)(obs)` or `mlflow.pyfunc.load_model(uri).predict(obs)`."""
+    import gymnasium as gym
+    import mlflow
+    import mlflow.pytorch
+
+    from producers.policy_model import signature
+
+    model, meta = load_agent(model_path)
+    env = gym.make(meta["env_id"], **meta["env_kwargs"])
+    example = np.stack([env.reset(seed=seed)[0] for seed in range(2)])
+    env.close()
+    mlflow.pytorch.save_model(
+        # pt2: a traced graph (torch.export), loaded without unpickling code; traced on the
+        # example, the batch size stays free
+        DeterministicActor(model.policy), path, serialization_format="pt2",
+        input_example=example,
+        signature=signature(meta["env_id"], meta["env_kwargs"], output_param=False),
+        # explicit: inferring them would load the model in a subprocess (seconds)
+        pip_requirements=["spin-torque-gym", f"mlflow-skinny=={mlflow.__version__}",
+                          f"torch=={torch.__version__}",
+                          f"stable-baselines3=={stable_baselines3.__version__}"],
+        metadata={"env_id": meta["env_id"], "algorithm": meta["algorithm"]},
+    )
 
 
 def evaluate_model_file(path: str | Path, episodes: int, temperature: float | None = None,
