@@ -43,6 +43,9 @@ PY
 }
 
 svc_mlflow_start() {
+    # The backend store needs the application role, which a new cluster gets only once it is
+    # ready (svc_postgres_ready bootstraps it): wait for that before creating the database.
+    svc_wait postgres || die "mlflow: PostgreSQL is not ready; log: $(log_file postgres)"
     mlflow_create_database
     local artifacts="$RUN_DIR/mlflow-artifacts"
     mkdir -p "$artifacts"
