@@ -22,8 +22,10 @@ def seed_chunks(episodes: int, seed: int):
 
 
 def concatenate(batches: list[EpisodeBatch]) -> EpisodeBatch:
+    """One batch of `batches`, in order (a field that none of them has stays None)."""
     return EpisodeBatch(**{
-        name: np.concatenate([getattr(b, name) for b in batches])
+        name: None if all(getattr(b, name) is None for b in batches)
+        else np.concatenate([getattr(b, name) for b in batches])
         for name in EpisodeBatch.__dataclass_fields__
     })
 

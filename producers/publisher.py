@@ -46,11 +46,16 @@ class EpisodePublisher:
         ids = []
         now = events.utc_now()
         headers = tracing.headers()
+        common = {name: value for name, value in self.common.items() if name != "worker_id"}
+        learner = self.common["worker_id"]
+        # an episode a Ray worker ran names it after the learner (producers.ray_rollouts)
+        workers = ([learner] * len(batch) if batch.workers is None
+                   else [f"{learner}.{worker}" for worker in batch.workers])
         for i in range(len(batch)):
             switch = batch.switching_time_s[i]
             wall = float(batch.wall_time_s[i])
             event = events.EpisodeEvent(
-                event_id=events.new_event_id(), timestamp=now, **self.common,
+                event_id=events.new_event_id(), timestamp=now, **common, worker_id=workers[i],
                 episode=self.stats.episodes + i, seed=int(batch.seeds[i]),
                 success=bool(batch.success[i]), energy_j=float(batch.energy_j[i]),
                 switching_time_s=None if math.isnan(switch) else float(switch),

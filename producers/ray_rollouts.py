@@ -5,7 +5,10 @@ trainer iteration (a CEM generation's whole population) are split into `workers`
 shares, each rolled out by a Ray task that holds one CPU (OpenMP on one thread), and gathered
 back in order. The learner — the one trainer — sees the same `EpisodeBatch` as with a local
 rollout, bit for bit: each episode depends only on its pulse, stop and seed. It publishes the
-batch itself after the gather, so an episode reaches the bus exactly once, from the learner.
+batch itself after the gather, so an episode reaches the bus exactly once, from the learner;
+each episode event's `worker_id` names the learner and the Ray worker that ran it
+(`w0.ray-<12 hex digits of the Ray worker id>`; the learner's training and experiment events
+keep `w0`).
 
 A task whose worker dies (its process killed, its node lost) is re-run by Ray
 (`max_retries`); being a pure function of its share it gives the same episodes again, so a
@@ -26,7 +29,17 @@ TASK_RETRIES = 5
 
 
 def _share(task, pulses, seeds, stops) -> EpisodeBatch:
-    return rollout(task, pulses, seeds, stops)
+    """The share's episodes, each marked with the id of the Ray worker that ran it."""
+    import ray
+
+    batch = rollout(task, pulses, seeds, stops)
+    batch.workers = np.full(len(batch), ray_worker_id(ray.get_runtime_context().get_worker_id()))
+    return batch
+
+
+def ray_worker_id(worker_hex: str) -> str:
+    """A Ray worker's short id on the events (`ray-` and the first 12 hex digits of its id)."""
+    return f"ray-{worker_hex[:12]}"
 
 
 class RayRollouts:

@@ -46,6 +46,8 @@ class EpisodeBatch:
     wall_time_s: np.ndarray
     actions: np.ndarray  # (n, K) the amplitudes applied (relative to the write direction)
     bits: np.ndarray | None = None  # bits each episode had to write (1 per single-device episode)
+    # the Ray worker that ran each episode (producers.ray_rollouts); None: the learner itself
+    workers: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.seeds)

@@ -1,5 +1,6 @@
 """One learner over Ray workers: the rollouts are the local ones bit for bit, a killed worker's
 share is re-run, and CEM over 2 Ray workers learns exactly the policy of one process."""
+import re
 import signal
 import threading
 import time
@@ -29,8 +30,9 @@ def ray_instance():
 
 
 def batches_equal(a, b):
+    """The same episodes (where and how long they ran aside)."""
     return all(np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True)
-               for f in a.__dataclass_fields__ if f != "wall_time_s")
+               for f in a.__dataclass_fields__ if f not in ("wall_time_s", "workers"))
 
 
 def episodes(n, seed=0):
@@ -42,8 +44,12 @@ def episodes(n, seed=0):
 def test_ray_rollouts_are_the_local_rollout_bit_for_bit(ray_instance):
     task = gym.make("SpinTorque-v1").unwrapped.task
     pulses, seeds, stops = episodes(101)
-    assert batches_equal(RayRollouts(2)(task, pulses, seeds, stops),
-                         rollout(task, pulses, seeds, stops))
+    distributed, local = RayRollouts(2)(task, pulses, seeds, stops), rollout(task, pulses, seeds, stops)
+    assert batches_equal(distributed, local)
+    assert local.workers is None  # the learner's own episodes
+    # each share (51 + 50 episodes) names the Ray worker that ran it
+    assert len(set(distributed.workers[:51])) == len(set(distributed.workers[51:])) == 1
+    assert all(re.fullmatch(r"ray-[0-9a-f]{12}", w) for w in distributed.workers)
 
 
 def test_a_killed_workers_share_is_run_again_with_the_same_episodes(ray_instance):
@@ -83,6 +89,27 @@ def test_cem_over_two_ray_workers_learns_the_one_process_policy(ray_instance):
     assert distributed.ok and len(ids) == len(set(ids)) == 640
     assert distributed.success_rate == local.success_rate
     assert distributed.energy_per_switch_j == local.energy_per_switch_j
+
+
+def test_episode_events_carry_the_ray_worker_that_ran_them(ray_instance):
+    """Exactly once on the bus, each episode with its Ray worker's id after the learner's;
+    the learner's training and experiment events keep the learner's id."""
+    bus = MemoryBus("cem-ray-ids")
+    config = TrainConfig(algorithm="cem", env_id="SpinTorque-v1", episodes=256, seed=2,
+                         experiment="ray-ids", ray_workers=2,
+                         options=TrainerOptions(batch_size=128, validation_episodes=0))
+    assert train(config, bus=bus).ok
+    episodes = [events.decode(r.value, events.EpisodeEvent)
+                for r in bus.records(events.TOPIC_EPISODES)]
+    assert [e.episode for e in episodes] == list(range(256))
+    assert len({e.event_id for e in episodes}) == 256
+    assert all(re.fullmatch(r"w0\.ray-[0-9a-f]{12}", e.worker_id) for e in episodes)
+    for start in (0, 64, 128, 192):  # each iteration's two shares of 64 ran on one worker each
+        assert len({e.worker_id for e in episodes[start:start + 64]}) == 1
+    others = [events.decode(r.value, kind) for topic, kind in (
+        (events.TOPIC_TRAINING, events.TrainingEvent),
+        (events.TOPIC_EXPERIMENTS, events.ExperimentEvent)) for r in bus.records(topic)]
+    assert others and {e.worker_id for e in others} == {"w0"}
 
 
 @pytest.mark.parametrize("kwargs, message", [
