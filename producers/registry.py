@@ -13,6 +13,7 @@ or uses more energy per switch. With no `@production` yet, a certified version i
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import math
@@ -26,10 +27,11 @@ EVAL_KEYS = ("write_error_rate", "write_error_rate_95_upper", "energy_per_switch
              "episodes", "temperature_k", "success_rate")
 
 
+@functools.lru_cache(maxsize=8)
 def client(uri: str):
-    """An MlflowClient of `uri` (tracking and registry) that fails fast — no HTTP retries of
-    its own: tracking retries in order itself — and leaves MLflow's INFO lines and run URLs
-    out of the output."""
+    """The MlflowClient of `uri` (tracking and registry; one per process: a SQLite store
+    checks its schema when opened) that fails fast — no HTTP retries of its own: tracking
+    retries in order itself — and leaves MLflow's INFO lines and run URLs out of the output."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout: --json

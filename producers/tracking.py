@@ -257,14 +257,13 @@ class Tracker:
             {"stgym.run_ids": ",".join(summary.run_ids),
              "stgym.failed_workers": ",".join(summary.failed_workers)},
         ))
-        # The run's artifact tree, built here and sent in one log_artifacts call (a copy
-        # stays in the run directory): config.json, training_curve.png, policy/, model/.
+        # The run's artifact tree, sent in one log_artifacts call (a copy stays in the run
+        # directory): config.json, policy/ here; training_curve.png, model/ on the thread.
         artifacts = Path(summary.run_dir) / "mlflow-artifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
         (artifacts / "config.json").write_text(json.dumps(
             dataclasses.asdict(self.config) | {"mlflow": self.uri}, indent=2, default=str
         ) + "\n")
-        self._training_curve(artifacts / "training_curve.png")
         if summary.policy_path:
             (artifacts / "policy").mkdir(exist_ok=True)
             shutil.copy(summary.policy_path, artifacts / "policy")
@@ -408,7 +407,10 @@ class Tracker:
             client.log_batch(self.run_ids[op.run], metrics=[Metric(*v) for v in metrics],
                              tags=[RunTag(k, str(v)) for k, v in tags.items()])
         elif op.kind == "artifacts":
-            self._add_model(Path(op.payload))
+            artifacts = Path(op.payload)
+            if not (artifacts / "training_curve.png").exists():
+                self._training_curve(artifacts / "training_curve.png")
+            self._add_model(artifacts)
             client.log_artifacts(self.run_ids[op.run], op.payload)
         elif op.kind == "end":
             client.set_terminated(self.run_ids[op.run], op.payload)
