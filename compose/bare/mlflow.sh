@@ -45,7 +45,10 @@ PY
 svc_mlflow_start() {
     # The backend store needs the application role, which a new cluster gets only once it is
     # ready (svc_postgres_ready bootstraps it): wait for that before creating the database.
-    svc_wait postgres || die "mlflow: PostgreSQL is not ready; log: $(log_file postgres)"
+    # Only a cluster these scripts run in this RUN_DIR (a private MLflow may use the shared one).
+    if declare -F svc_postgres_ready >/dev/null && [[ -f "$(pid_file postgres)" ]]; then
+        svc_wait postgres || die "mlflow: PostgreSQL is not ready; log: $(log_file postgres)"
+    fi
     mlflow_create_database
     local artifacts="$RUN_DIR/mlflow-artifacts"
     mkdir -p "$artifacts"
