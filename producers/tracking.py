@@ -202,6 +202,7 @@ class Tracker:
         self._summary = None
         self._failure: str | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by finish: flush now
         names = {i: f"{config.experiment}.{token}.w{config.first_worker + i}"
                  for i in range(config.workers)}
         self.event_run_ids = names
@@ -274,6 +275,7 @@ class Tracker:
         self._put("end", "parent", status)
         self._summary = summary  # its mlflow_run_id is set once the parent run exists
         self._queue.put(None)  # the end marker: the loop stops once everything went through
+        self._wake.set()
         _unfinished.add(self)
         return self.run_ids.get("parent")
 
@@ -298,34 +300,38 @@ class Tracker:
     # ------------------------------------------------------------------ the thread
 
     def _loop(self) -> None:
+        """Send what is queued, then sleep until the next flush (FLUSH_INTERVAL_S; `finish`
+        wakes it at once): one log_batch per run and flush, never one per iteration."""
         ending_since = None
         attempt = 0
         while not self._stop.is_set():
-            ended = self._drain(timeout=FLUSH_INTERVAL_S if not self._pending else 0.0)
-            if ended and ending_since is None:
+            if self._drain() and ending_since is None:
                 ending_since = time.monotonic()
             if self._send():
                 attempt = 0
-                if ending_since is not None and not self._pending and self._queue.empty():
-                    return
-                continue
+                pause = FLUSH_INTERVAL_S
+            else:
+                pause = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+                attempt += 1
+            if ending_since is not None and not self._pending and self._queue.empty():
+                return
             if ending_since is not None and (
                     time.monotonic() - ending_since > self.settings.mlflow_retry_s):
                 return
-            self._stop.wait(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
-            attempt += 1
+            if ending_since is None or self._pending:
+                self._wake.wait(pause)
+                self._wake.clear()
 
-    def _drain(self, timeout: float) -> bool:
+    def _drain(self) -> bool:
         """Move queued ops to the pending list; True once the end marker was seen."""
         ended = False
         try:
-            op = self._queue.get(timeout=timeout) if timeout else self._queue.get_nowait()
             while True:
+                op = self._queue.get_nowait()
                 if op is None:
                     ended = True
                 else:
                     self._pending.append(op)
-                op = self._queue.get_nowait()
         except queue.Empty:
             return ended
 

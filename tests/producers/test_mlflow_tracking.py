@@ -226,7 +226,7 @@ def test_server_stopped_mid_run_loses_nothing(private_mlflow, tmp_path, monkeypa
     policy, model, end status) all reach MLflow."""
     monkeypatch.setenv("STGYM_MLFLOW_RETRY_S", "180")
     bus = MemoryBus(f"midrun-{unique_id}")
-    config = TrainConfig(algorithm="cem", episodes=20000, workers=2,
+    config = TrainConfig(algorithm="cem", episodes=60000, workers=2,
                          experiment=f"midrun-{unique_id}", run_dir=str(tmp_path / "run"),
                          mlflow=private_mlflow.url)
     result = {}
@@ -235,7 +235,7 @@ def test_server_stopped_mid_run_loses_nothing(private_mlflow, tmp_path, monkeypa
         thread.start()
         client = _client(private_mlflow.url)
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not _first_metrics_logged(client, config):
+        while time.monotonic() < deadline and not _runs_created(client, config):
             time.sleep(0.2)
         assert thread.is_alive(), "training ended before the server could be stopped"
         private_mlflow.run("down")
@@ -254,12 +254,11 @@ def test_server_stopped_mid_run_loses_nothing(private_mlflow, tmp_path, monkeypa
                     _training_events(bus))
 
 
-def _first_metrics_logged(client, config) -> bool:
+def _runs_created(client, config) -> bool:
     try:
         experiment = client.get_experiment_by_name(config.experiment)
         if experiment is None:
             return False
-        runs = client.search_runs([experiment.experiment_id], "metrics.objective > -1e30")
-        return bool(runs)
+        return len(client.search_runs([experiment.experiment_id])) == 1 + config.workers
     except Exception:  # the server may be busy starting: keep polling
         return False
