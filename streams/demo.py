@@ -16,7 +16,7 @@ from stgym import settings as settings_module
 
 log = logging.getLogger("stgym.demo")
 
-DEMO_RUNS = (("SpinTorque-v0", "cem"), ("SpinTorqueSOT-v0", "cem"))
+DEMO_RUNS = (("SpinTorque-v1", "cem"), ("SpinTorqueSOT-v1", "cem"))
 
 
 def run(args) -> int:
