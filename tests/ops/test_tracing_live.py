@@ -109,14 +109,25 @@ def test_training_and_stream_batches_are_traced_and_linked(
         found = tracequery.experiment_traces(jaeger_url, experiment, 3600, 10)
         return [t for t in found if t.service == "stgym-stream"] or None
 
-    batches = wait_for(linked_batches, what="stream batch traces linked to the training")
+    def links_of(batches) -> set:
+        linked = set()
+        for batch in batches:
+            full = requests.get(f"{jaeger_url}/api/traces/{batch.trace_id}", timeout=10).json()["data"][0]
+            linked |= {ref["spanID"] for span in full["spans"] for ref in span["references"]
+                       if ref["refType"] == "FOLLOWS_FROM"}
+        return linked
+
+    # Jaeger's OpenSearch storage makes spans searchable a refresh after they arrive, so the
+    # first answer may hold only some of the batches: ask again until every publish is linked.
+    deadline = time.monotonic() + 60
+    while True:
+        batches = wait_for(linked_batches, what="stream batch traces linked to the training")
+        linked_spans = links_of(batches)
+        if publish_ids <= linked_spans or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
     assert all(b.root == "process_batch" and {"validate", "db_commit"} <= set(b.spans)
                for b in batches)
-    linked_spans = set()
-    for batch in batches:
-        full = requests.get(f"{jaeger_url}/api/traces/{batch.trace_id}", timeout=10).json()["data"][0]
-        linked_spans |= {ref["spanID"] for span in full["spans"] for ref in span["references"]
-                         if ref["refType"] == "FOLLOWS_FROM"}
     assert publish_ids & linked_spans, "no process_batch span links to a publish span"
     assert publish_ids <= linked_spans, "some published batch is linked by no stream batch"
 
