@@ -13,7 +13,7 @@ EXTRAS := test,dashboards,rl
 WHEELS := $(CACHE)/wheels
 PYTEST_ARGS ?=
 
-.PHONY: venv build demo test unit services-up services-down services-status bench clean
+.PHONY: venv build demo test test-multihost unit services-up services-down services-status bench clean
 
 venv: $(VENV)/.installed
 
@@ -49,12 +49,17 @@ services-status: venv
 test: build
 	@start=$$(date +%s); bash compose/bare/services.sh up || { bash compose/bare/services.sh down; exit 1; }; \
 	echo "[timing] services-up $$(( $$(date +%s) - start )) s"; \
-	t0=$$(date +%s); $(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
+	t0=$$(date +%s); $(VENV)/bin/pytest -m "not multihost" $(PYTEST_ARGS); rc=$$?; \
 	echo "[timing] pytest $$(( $$(date +%s) - t0 )) s"; \
 	bash compose/bare/services.sh down; exit $$rc
 
 # Unit tests only (no services), for a quick loop while developing; first the import layers
 # (the contracts in pyproject.toml: dependencies point one way).
+# The network-namespace lab (tests/ops/test_multihost.py, root only): out of `make test` until
+# its trainer-loss check is reliable (one of two fresh-clone runs timed out; issue 16).
+test-multihost: build
+	$(VENV)/bin/pytest -m multihost $(PYTEST_ARGS)
+
 unit: build
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -m "not services" $(PYTEST_ARGS)

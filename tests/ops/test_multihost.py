@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "compose" / "bare"))
 import hosts as hosts_module  # noqa: E402  (compose/bare/hosts.py)
 
-pytestmark = [pytest.mark.services, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.services, pytest.mark.multihost, pytest.mark.timeout(900)]
 
 HOSTS = """\
 # name      address       role      [workers]
