@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -55,16 +54,6 @@ def metric(url: str, name: str) -> float | None:
 def start(argv: list[str], log: Path, env: dict) -> subprocess.Popen:
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(log, "wb"), env=env,
                             start_new_session=True)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def test_stopping_prometheus_trips_the_dead_mans_switch(tmp_path):
@@ -115,7 +104,7 @@ def test_stopping_prometheus_trips_the_dead_mans_switch(tmp_path):
                            30, 0.5, what="Watchdog repeated for longer than the timeout")
         assert metric(hook_url, "stgym_watchdog_missing") == 0
 
-        stop(prometheus)
+        workload.stop_worker(prometheus)
         workload.wait_until(lambda: metric(hook_url, "stgym_watchdog_missing") == 1, 60, 0.5,
                            what="dead man's switch tripped after Prometheus stopped")
         assert metric(hook_url, "stgym_watchdog_trips_total") == 1
@@ -126,7 +115,7 @@ def test_stopping_prometheus_trips_the_dead_mans_switch(tmp_path):
     finally:
         for proc in (prometheus, alertmanager, webhook):
             if proc is not None:
-                stop(proc)
+                workload.stop_worker(proc)
     records = [json.loads(line) for line in (tmp_path / "webhook.log").read_text().splitlines()
                if line.startswith("{")]
     critical = [r for r in records if r["level"] == "CRITICAL"]
