@@ -116,6 +116,23 @@ SELECT format('ALTER ROLE %I SET default_transaction_read_only = on', :'user') \
 SQL
     pg_super_psql -d "$STGYM_POSTGRES_DB" -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements' \
         >> "$(log_file postgres)" 2>&1 || die "postgres: CREATE EXTENSION pg_stat_statements failed; log: $(log_file postgres)"
+    pg_dead_client_settings
+}
+
+# A client machine that dies (powered off, its link down) sends no FIN: its session would stay
+# open for hours (the kernel's 2 h keepalive), a transaction of it holding its row locks, and
+# every other writer of the same rows (kpi_cumulative) would wait for it. TCP keepalives, a
+# user timeout and a connection check end such a session — and roll its transaction back —
+# within about 25 s. Reloadable (no restart), set again on every `up`.
+pg_dead_client_settings() {
+    pg_super_psql >> "$(log_file postgres)" 2>&1 <<'SQL' || die "postgres: setting the dead-client timeouts failed; log: $(log_file postgres)"
+ALTER SYSTEM SET tcp_keepalives_idle = 10;
+ALTER SYSTEM SET tcp_keepalives_interval = 5;
+ALTER SYSTEM SET tcp_keepalives_count = 3;
+ALTER SYSTEM SET tcp_user_timeout = '25s';
+ALTER SYSTEM SET client_connection_check_interval = '10s';
+SELECT pg_reload_conf();
+SQL
 }
 
 # The roles' passwords follow their files: set again (hashed by the server as scram-sha-256)

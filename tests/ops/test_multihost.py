@@ -14,6 +14,7 @@ at the end, also on failure. Timings of the phases are printed (pytest -s) and w
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -63,9 +64,9 @@ def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 1.0):
 class Deployment:
     """The lab's hosts, each with its own run directory and STGYM_* environment."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, hosts: str = HOSTS) -> None:
         self.tmp = tmp
-        (tmp / "hosts.txt").write_text(HOSTS)
+        (tmp / "hosts.txt").write_text(hosts)
         self.hosts = {h.name: h for h in hosts_module.read_hosts(tmp / "hosts.txt")}
         self.lab = hosts_module.Lab(list(self.hosts.values()))
         self.services = self.hosts["services"].address
@@ -84,6 +85,10 @@ class Deployment:
                        STGYM_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT")
         env.update(extra)
         return env
+
+    def copy_secrets(self, name: str) -> None:
+        """The services host's credentials, copied to machine `name`."""
+        shutil.copytree(self.tmp / "services" / "secrets", self.tmp / name / "secrets")
 
     def sh(self, name: str, argv: list[str], timeout_s: float = 600, **extra) -> str:
         result = subprocess.run(self.lab.command(name, argv), env=self.env(name, **extra),
@@ -115,18 +120,24 @@ class Deployment:
         self.lab.down()
 
 
-@pytest.fixture
-def deployment(tmp_path):
+@contextlib.contextmanager
+def lab_deployment(tmp: Path, hosts: str = HOSTS):
     if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("unshare"):
         pytest.fail("the multi-host test needs root, ip (iproute2) and unshare (util-linux)")
-    d = Deployment(tmp_path)
+    d = Deployment(tmp, hosts)
     try:
         d.lab.up()
         yield d
     finally:
         d.close()
         print("\nmulti-host timings (s):", json.dumps(d.timings))
-        (tmp_path / "multihost-timings.json").write_text(json.dumps(d.timings, indent=2))
+        (tmp / "multihost-timings.json").write_text(json.dumps(d.timings, indent=2))
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    with lab_deployment(tmp_path) as d:
+        yield d
 
 
 STORED = """
@@ -184,6 +195,17 @@ print(json.dumps(sorted(b["key"] for b in r.json().get("aggregations", {{}}).get
 """
 
 
+SESSIONS = """
+import json, psycopg2
+from stgym import settings
+with psycopg2.connect(settings.load().postgres_url) as c, c.cursor() as cur:
+    cur.execute("SELECT host(client_addr), application_name, state, wait_event_type, wait_event,"
+                " round(extract(epoch FROM now() - xact_start)) FROM pg_stat_activity"
+                " WHERE client_addr IS NOT NULL AND pid <> pg_backend_pid()")
+    print(json.dumps([[str(v) for v in row] for row in cur.fetchall()]))
+"""
+
+
 def ledger_ids(run_dir: Path) -> set[str]:
     return {line for p in run_dir.glob("worker-*.ledger") for line in p.read_text().split()}
 
@@ -201,7 +223,7 @@ def test_two_trainer_hosts_two_stream_hosts_lose_nothing(deployment):
     workers = [n for n, h in d.hosts.items() if h.role != "services"]
     t = time.monotonic()
     for name in workers:  # the services host's credentials, copied to each machine
-        shutil.copytree(d.tmp / "services" / "secrets", d.tmp / name / "secrets")
+        d.copy_secrets(name)
         d.sh(name, ["bash", SCRIPT, "up", "collector"], timeout_s=300)
     d.timed("worker collectors up", t)
 
@@ -268,8 +290,14 @@ def test_two_trainer_hosts_two_stream_hosts_lose_nothing(deployment):
     done1, done2 = ledger_ids(d.tmp / "trainer-1" / "train"), ledger_ids(trainer2)
     assert len(done1) == EPISODES_PER_HOST
     t = time.monotonic()
-    result = wait_for(lambda: (lambda r: r if set(r["ids"]) >= done1 | done2 else None)(stored()),
-                      300, "every completed episode stored")
+    try:
+        result = wait_for(lambda: (lambda r: r if set(r["ids"]) >= done1 | done2 else None)(
+            stored()), 300, "every completed episode stored")
+    except AssertionError as error:
+        ids = set(stored()["ids"])
+        raise AssertionError(
+            f"{error}: {len(done1 - ids)} of trainer-1's and {len(done2 - ids)} of trainer-2's "
+            f"completed episodes missing; sessions: {d.py('services', SESSIONS)}") from None
     time.sleep(3.0)
     result = stored()
     d.timed("all completed episodes stored", t)
@@ -294,3 +322,54 @@ def test_two_trainer_hosts_two_stream_hosts_lose_nothing(deployment):
     d.timed("logs of every host searchable in", t)
     d.timed("whole run", t0)
     assert {tuple(x[:2]) for x in targets} >= {("trainer-1", "trainers"), ("stream-1", "stream-processors")}
+
+
+LOCKER = """
+import psycopg2, time
+from stgym import settings
+c = psycopg2.connect(settings.load().postgres_url)
+with c.cursor() as cur:
+    cur.execute("CREATE TABLE counter (k int PRIMARY KEY, n int)")
+    cur.execute("INSERT INTO counter VALUES (1, 0)")
+    c.commit()
+    cur.execute("UPDATE counter SET n = n + 1 WHERE k = 1")  # its row lock, never committed
+print("locked", flush=True)
+time.sleep(3600)
+"""
+
+WRITER = """
+import json, psycopg2, time
+from stgym import settings
+c = psycopg2.connect(settings.load().postgres_url)
+with c.cursor() as cur:
+    cur.execute("SET statement_timeout = '90s'")  # blocked for good would fail here
+    t = time.monotonic()
+    cur.execute("UPDATE counter SET n = n + 1 WHERE k = 1 RETURNING n")
+    n = cur.fetchone()[0]
+    c.commit()
+print(json.dumps({"n": n, "waited_s": round(time.monotonic() - t, 1)}))
+"""
+
+DEAD_CLIENT_HOSTS = """\
+services    10.231.1.1    services
+client      10.231.1.2    stream
+"""
+
+
+def test_a_client_host_lost_mid_transaction_releases_its_locks(tmp_path):
+    """A machine that dies inside a transaction (SIGKILL, link down: no FIN reaches the
+    server) must not keep its row locks: the cause of a stalled stream once its peer host was
+    lost while writing kpi_cumulative. The server's keepalives end the session, rolling the
+    transaction back (about 25 s, compose/bare/postgres.sh)."""
+    with lab_deployment(tmp_path, DEAD_CLIENT_HOSTS) as d:
+        t0 = time.monotonic()
+        d.sh("services", ["bash", SCRIPT, "up", "postgres"], timeout_s=300)
+        d.timed("postgres up", t0)
+        d.copy_secrets("client")
+        d.start("client", "locker", [PY, "-c", LOCKER])
+        wait_for(lambda: "locked" in (d.tmp / "locker.log").read_text(), 60, "the client's lock")
+        d.lab.kill("client")
+        d.lab.cut("client")
+        result = d.py("services", WRITER)
+        d.timings["writer waited for the dead client's lock"] = result["waited_s"]
+        assert result["n"] == 1, "the dead client's uncommitted update was kept"
