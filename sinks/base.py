@@ -162,6 +162,7 @@ class SqlSink(Sink):
         try:
             return self._write_transaction(batch)
         except UnstorableError as error:
+            self.outage = None  # the database answered: it refuses data, it is not out
             if len(batch) == 1:
                 event = [*batch.episodes, *batch.trainings, *batch.experiments][0]
                 log.warning("the database refuses event %s: %s", event.event_id, error.message)

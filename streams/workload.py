@@ -113,23 +113,27 @@ def wait_until(predicate, timeout_s: float, interval_s: float = 0.25, what: str 
 def wait_ready(port: int, timeout_s: float = 60.0, proc: subprocess.Popen | None = None) -> None:
     """Wait for 200 from /ready on `port`, answered by `proc` itself (its pid), not by some
     other process that happens to hold the port."""
+    last = None  # the last answer, for the error: why the worker says it is not ready
+
     def ready():
+        nonlocal last
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"stream worker exited with {proc.returncode} (port {port} taken?)")
         status, body = http_get(f"http://127.0.0.1:{port}/ready")
+        last = (status, body)
         if status != 200:
             return False
         if proc is not None and json.loads(body).get("pid") != proc.pid:
             raise RuntimeError(f"port {port} is answered by another process, not the worker")
         return True
 
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if ready():
             return
         time.sleep(0.25)
-    raise TimeoutError(f"stream worker on port {port} not ready after {timeout_s:.0f} s")
+    raise TimeoutError(f"stream worker on port {port} not ready after {timeout_s:.0f} s;"
+                       f" its last answer: {last!r}")
 
 
 def stop_worker(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:

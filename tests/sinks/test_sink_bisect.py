@@ -142,3 +142,14 @@ def test_trainings_and_experiments_bisect_too(sink):
     assert [e.event_id for e, _ in result.unstorable] == [trainings[4].event_id]
     assert result.new_trainings == 19 and result.experiments == 1
     assert len(result.new_episodes) == 50
+
+
+def test_a_refused_record_after_an_outage_clears_the_outage(sink):
+    """The database refusing a record is an answer: a sink that was retrying through an
+    outage is out of it (the worker's /ready would otherwise stay 503 on a stale outage
+    until its next good batch)."""
+    episode = workload.make_episodes(1, "exp-bisect-outage", seed=8)[0]
+    sink.outage = "connection refused (the outage just over)"
+    result = sink.write_batch(batch_of([poisoned(episode, run_id=f"{POISON}-alone")]))
+    assert len(result.unstorable) == 1
+    assert sink.outage is None
