@@ -92,6 +92,25 @@ def test_headers_carry_the_current_span_and_a_batch_links_each_producer_span_onc
     assert len(finished["process_batch"].links) == 2
 
 
+def traceparent(span_id: int) -> bytes:
+    return f"00-{'1' * 32}-{span_id:016x}-01".encode()
+
+
+def test_links_from_any_header_layout_never_raise_and_stop_at_the_span_link_limit(spans):
+    # a traceparent not first, in a dict, in a bytearray, a null or garbage value, no pairs
+    headers = [[("a", b"x"), ("traceparent", traceparent(1))], {"traceparent": traceparent(2)},
+               [("traceparent", bytearray(traceparent(3)))], [("traceparent", None)],
+               [("traceparent", b"zz")], [("x",)], None, ()]
+    links = tracing.links_from_headers(iter(headers))
+    assert sorted(link.context.span_id for link in links) == [1, 2, 3]
+    # 2,000 records of 300 producer batches (each a fresh bytes object, as a consumer parses
+    # them): one link per batch, at most what a span keeps
+    many = [(("traceparent", bytes(bytearray(traceparent(1 + i // 7)))),) for i in range(2100)]
+    links = tracing.links_from_headers(many)
+    assert len(links) == tracing.MAX_LINKS
+    assert len({link.context.span_id for link in links}) == tracing.MAX_LINKS
+
+
 def test_log_records_carry_trace_and_span_id_inside_a_span(spans):
     from stgym import logcontext, logformat
 
