@@ -3,11 +3,14 @@ stgym/logsetup.py), as a JSON line or a readable console line."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
+import os
 import socket
 import time
 import traceback
+import uuid
 from typing import Any
 
 from stgym.logcontext import CONTEXT_FIELDS
@@ -15,12 +18,33 @@ from stgym.logcontext import CONTEXT_FIELDS
 _original_record_factory = logging.getLogRecordFactory()
 
 _BASE_FIELDS = frozenset(
-    {"timestamp", "level", "logger", "message", "service", "host", "pid", "exception"}
+    {"timestamp", "level", "logger", "message", "service", "host", "pid", "log_id", "exception"}
 )
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is kept.
 _RECORD_ATTRIBUTES = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__
 ) | {"message", "asctime", "created_ns", "service", "hostname"}
+
+
+class _LogIds:
+    """``log_id`` of each document: ``<process uuid>-<sequence>``, unique across processes and
+    hosts (a fresh uuid in a forked child), so a store can be checked for records lost (a gap
+    in a process's sequence) or stored twice (one id, two documents); the collector's exporter
+    also makes it the document's ``_id``, so a retried bulk never indexes a record twice."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.process = uuid.uuid4().hex
+        self._sequence = itertools.count()
+
+    def next(self) -> str:  # itertools.count is atomic under the GIL: no lock (none to fork)
+        return f"{self.process}-{next(self._sequence)}"
+
+
+LOG_IDS = _LogIds()
+os.register_at_fork(after_in_child=LOG_IDS.reset)
 
 
 def record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
@@ -55,6 +79,7 @@ def to_document(record: logging.LogRecord) -> dict[str, Any]:
         "service": getattr(record, "service", None),
         "host": getattr(record, "hostname", None) or socket.gethostname(),
         "pid": record.process,
+        "log_id": LOG_IDS.next(),
     }
     extras = dict(getattr(record, "stgym_context", {}))
     extras.update(

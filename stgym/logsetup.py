@@ -13,6 +13,7 @@ logger         the logger name (module path)
 message        the formatted message
 service        the process's service name (``stgym-train``, ``stgym-streams`` ...)
 host, pid      where it ran
+log_id         ``<process uuid>-<sequence>``: unique, so a store shows a record lost or doubled
 worker_id      bound once per worker process (``configure_logging(worker_id=...)``)
 experiment_id  bound per run with `bind_context` (absent when unknown)
 run_id         bound per run with `bind_context`

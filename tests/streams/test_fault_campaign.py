@@ -1,11 +1,14 @@
-"""Fault campaign on a PRIVATE PostgreSQL + Kafka (compose/bare scripts, own run dir and
-ports; the shared stack is never touched), for both engines of `stgym stream`.
+"""Fault campaign on a PRIVATE PostgreSQL + Kafka + OpenSearch + log collector (compose/bare
+scripts, own run dir and ports; the shared stack is never touched), for both engines of
+`stgym stream`. The workers ship their logs to the private collector.
 
 * A corpus of bad records (corpus(): 21 kinds — unparseable, wrong types, unknown version,
   oversized up to near the broker's limit, empty, schema-shaped but unphysical, and valid
   but refused by the database) mixed into a steady stream of good episodes with duplicates,
-  PostgreSQL restarted mid-stream: KPIs equal the ground truth exactly, every bad record is
-  in the DLQ exactly once with its reason, both workers alive and ready.
+  the collector stopped and restarted, PostgreSQL restarted mid-stream, OpenSearch down for
+  60 s: KPIs equal the ground truth exactly, every bad record is in the DLQ exactly once
+  (by its envelope id) with its reason, both workers alive and ready, and every log record
+  the workers wrote (their local JSON log file) is in OpenSearch exactly once (by log_id).
 * Kills: a worker SIGKILLed in its first rebalance and mid-stream, the broker SIGKILLed and
   restarted mid-stream: KPIs exact (nothing lost, nothing counted twice).
 * Shutdown: SIGTERM during a PostgreSQL outage (a batch held, retrying) and while Kafka is
@@ -27,11 +30,13 @@ from pathlib import Path
 import psycopg2
 import pytest
 from kafka import KafkaProducer
+from opensearchpy import OpenSearch
 
 import streamkit
 from sinks.factory import open_sink
 from stgym import events as ev
 from stgym import settings as settings_module
+from stgym import logformat
 from stgym.bus import open_bus
 from streams import workload
 from streams.pipeline import read_dlq_envelope
@@ -42,21 +47,27 @@ SERVICES_SH = ["bash", str(REPO / "compose" / "bare" / "services.sh")]
 ENGINES = ["faust", "aiokafka"]
 POISON = "poison"  # run ids the database refuses (a trigger the campaign installs)
 STOP_LIMIT_S = 10.0
+OPENSEARCH_OUTAGE_S = 60.0
+# Every port of the private stack moved off the shared one's (the workers get them too).
+PORTS = ("postgres_port", "kafka_port", "kafka_controller_port", "kafka_sasl_port",
+         "opensearch_port", "opensearch_transport_port", "collector_forward_port",
+         "collector_health_port", "collector_metrics_port", "collector_otlp_grpc_port",
+         "collector_otlp_http_port")
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    """Env of a private PostgreSQL + Kafka; stopped and removed at the end."""
+    """Env of a private PostgreSQL + Kafka + OpenSearch + collector; stopped and removed at
+    the end."""
     run_dir = tmp_path_factory.mktemp("fault-run")
     env = dict(os.environ, STGYM_RUN_DIR=str(run_dir), STGYM_KAFKA_HEAP="256m")
-    for name in ("postgres_port", "kafka_port", "kafka_controller_port", "kafka_sasl_port"):
+    for name in PORTS:
         env[f"STGYM_{name.upper()}"] = str(workload.free_port())
     try:
-        services(env, "up", "postgres", "kafka")
+        services(env, "up", "postgres", "kafka", "opensearch", "collector")
         yield env
     finally:
-        subprocess.run([*SERVICES_SH, "clean", "postgres", "kafka"], env=env,
-                       capture_output=True, timeout=300)
+        subprocess.run([*SERVICES_SH, "clean"], env=env, capture_output=True, timeout=300)
 
 
 def services(env: dict, *argv: str) -> None:
@@ -78,11 +89,20 @@ class Private:
     bus_url: str
     db_url: str
     bootstrap: str
+    opensearch_url: str
+    log_file: Path  # the local JSON log file of every worker this test starts
 
 
 @pytest.fixture
-def private(stack, unique_id):
-    """The private stack with a fresh database for this test, holding the poison trigger."""
+def private(stack, unique_id, tmp_path, monkeypatch):
+    """The private stack with a fresh database for this test, holding the poison trigger;
+    the workers started from here ship their logs to the private collector and keep their
+    local log file in a data dir of this test."""
+    for name in PORTS:
+        monkeypatch.setenv(f"STGYM_{name.upper()}", stack[f"STGYM_{name.upper()}"])
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("STGYM_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("STGYM_LOG_SHIP", "on")
     s = settings_of(stack)
     db = f"fault_{unique_id}".replace("-", "_")
     admin = psycopg2.connect(s.postgres_url, connect_timeout=10)
@@ -102,7 +122,8 @@ def private(stack, unique_id):
                     " EXECUTE FUNCTION refuse_poison()")
     sink.conn.commit()
     sink.close()
-    return Private(stack, f"kafka://{s.kafka_bootstrap}", url, s.kafka_bootstrap)
+    return Private(stack, f"kafka://{s.kafka_bootstrap}", url, s.kafka_bootstrap,
+                   s.opensearch_url, data_dir / "logs" / "stgym.jsonl")
 
 
 def corpus(tag: str) -> list[tuple[str, bytes, str]]:
@@ -174,6 +195,48 @@ def dlq_by_key(bootstrap: str, prefix: bytes, expected: int, timeout_s: float = 
     return found
 
 
+def logs_exactly_once(p: Private, timeout_s: float = 120.0) -> list[str]:
+    """Every record in the workers' local JSON log file (written at once, in the caller's
+    thread) is in OpenSearch exactly once, by its log_id; returns their timestamps."""
+    complete = [line for line in p.log_file.read_text().splitlines(keepends=True)
+                if line.endswith("\n")]  # a line still being written is left for later
+    lines = {json.loads(line)["log_id"]: line for line in complete}
+    truth = list(lines)
+    assert truth and len(truth) == len(complete), "log ids must be unique in the log file"
+    client = OpenSearch(p.opensearch_url, timeout=30)
+    index = f"{settings_module.load().logs_index}*"
+    query = {"size": 0, "track_total_hits": True,
+             "query": {"terms": {"attributes.log_id": truth}},
+             "aggs": {"twice": {"terms": {"field": "attributes.log_id", "min_doc_count": 2,
+                                          "size": 100}}}}
+    answer = {}
+
+    def all_there():
+        nonlocal answer
+        client.indices.refresh(index=index)
+        answer = client.search(index=index, body=query)
+        return answer["hits"]["total"]["value"] >= len(truth)
+
+    try:
+        workload.wait_until(all_there, timeout_s, interval_s=2, what="every log record indexed")
+    except TimeoutError:
+        stored = {hit["_source"]["attributes"]["log_id"] for hit in client.search(
+            index=index, body={"size": min(len(truth), 10_000),
+                               "query": query["query"]})["hits"]["hits"]}
+        missing = [line for log_id, line in lines.items() if log_id not in stored]
+        raise AssertionError(f"{len(missing)} of {len(truth)} log records not in OpenSearch,"
+                             f" e.g. {missing[:3]}") from None
+    twice = answer["aggregations"]["twice"]["buckets"]
+    assert not twice, f"log records stored more than once: {twice[:5]}"
+    assert answer["hits"]["total"]["value"] == len(truth)
+    return [json.loads(line)["timestamp"] for line in complete]
+
+
+def now_rfc3339() -> str:
+    """The time now as the log documents write it (comparable as strings)."""
+    return logformat.rfc3339_ns(time.time_ns())
+
+
 def start(p: Private, engine: str, port: int, worker: int, app_id: str, log: Path):
     return workload.start_worker(p.bus_url, p.db_url, port, worker, app_id, str(log),
                                  extra=["--engine", engine, "--batch-size", "300"])
@@ -229,10 +292,21 @@ def test_bad_record_corpus_and_postgres_restart(private, engine, unique_id, tmp_
                 big.send(ev.TOPIC_EPISODES, key=key, value=raw)
             bus.flush(60)
             big.flush(60)
+            if chunk == 1:  # the collector down while bad records are logged: their records
+                services(private.env, "down", "collector")  # wait in the worker (or spool)
+                outages = {"collector": [now_rfc3339()]}
+            if chunk == 3:
+                time.sleep(3)
+                outages["collector"].append(now_rfc3339())
+                services(private.env, "up", "collector")
             if chunk == 4:  # PostgreSQL restarted mid-stream
                 services(private.env, "down", "postgres")
                 time.sleep(3)
                 services(private.env, "up", "postgres")
+            if chunk == 6:  # OpenSearch down for OPENSEARCH_OUTAGE_S (the rest runs meanwhile)
+                services(private.env, "down", "opensearch")
+                opensearch_down = time.monotonic()
+                outages["opensearch"] = [now_rfc3339()]
             time.sleep(0.3)
 
         workload.wait_until(lambda: workload.stored_count(sink, experiment) >= len(episodes),
@@ -262,6 +336,15 @@ def test_bad_record_corpus_and_postgres_restart(private, engine, unique_id, tmp_
         unstorable = re.findall(r'^stgym_dlq_records_total\{reason="unstorable"\} (\S+)$',
                                 metrics, re.MULTILINE)
         assert len(unstorable) == 2 and sum(map(float, unstorable)) >= 1, unstorable
+
+        time.sleep(max(0.0, OPENSEARCH_OUTAGE_S - (time.monotonic() - opensearch_down)))
+        outages["opensearch"].append(now_rfc3339())
+        services(private.env, "up", "opensearch")
+        stamps = logs_exactly_once(private)
+        for service, (down, up) in outages.items():  # the outages did meet log records
+            assert any(down <= stamp <= up for stamp in stamps), (service, down, up)
+        for port, proc in zip(ports, workers):
+            assert proc.poll() is None, f"a worker exited with {proc.returncode}"
     finally:
         workload.stop_all(workers, bus, sink)
         big.close()

@@ -11,6 +11,12 @@
 //
 // Records the cluster rejects (mapping conflicts) are dropped with a warning; transport errors
 // and 429/5xx answers are retried by the exporter helper (retry_on_failure, sending_queue).
+//
+// Exactly once: a record carrying a `log_id` attribute (every stgym record, stgym/logformat.py)
+// is written with the bulk `create` action and that id as the document's _id, so a batch sent
+// again (a retry after a timeout or an OpenSearch outage mid-bulk, the disk queue replayed after
+// a collector restart) never indexes a record twice: OpenSearch answers 409 for the ones it
+// already holds, which count as stored. Records without a log_id are indexed as before.
 package opensearchexporter
 
 import (
@@ -136,7 +142,7 @@ func document(res pcommon.Resource, scope pcommon.InstrumentationScope, lr plog.
 
 func (e *logsExporter) push(ctx context.Context, ld plog.Logs) error {
 	var body bytes.Buffer
-	action, err := json.Marshal(map[string]any{"index": map[string]any{"_index": e.index}})
+	index, err := json.Marshal(map[string]any{"index": map[string]any{"_index": e.index}})
 	if err != nil {
 		return consumererror.NewPermanent(err)
 	}
@@ -149,10 +155,18 @@ func (e *logsExporter) push(ctx context.Context, ld plog.Logs) error {
 			sl := sls.At(j)
 			lrs := sl.LogRecords()
 			for k := 0; k < lrs.Len(); k++ {
-				line, err := json.Marshal(document(rl.Resource(), sl.Scope(), lrs.At(k)))
+				lr := lrs.At(k)
+				line, err := json.Marshal(document(rl.Resource(), sl.Scope(), lr))
 				if err != nil {
 					e.logger.Warn("dropping a log record that cannot be encoded", zap.Error(err))
 					continue
+				}
+				action := index
+				if id, ok := lr.Attributes().Get("log_id"); ok && id.Type() == pcommon.ValueTypeStr && id.Str() != "" {
+					action, err = json.Marshal(map[string]any{"create": map[string]any{"_index": e.index, "_id": id.Str()}})
+					if err != nil {
+						return consumererror.NewPermanent(err)
+					}
 				}
 				body.Write(action)
 				body.WriteByte('\n')
@@ -193,10 +207,14 @@ func (e *logsExporter) push(ctx context.Context, ld plog.Logs) error {
 		return consumererror.NewPermanent(fmt.Errorf("bulk response not understood: %w", err))
 	}
 	if result.Errors {
-		failed := 0
+		failed, already := 0, 0
 		var first string
 		for _, item := range result.Items {
-			for _, r := range item {
+			for op, r := range item {
+				if op == "create" && r.Status == http.StatusConflict {
+					already++ // sent before (a retried batch): stored once, as it should be
+					continue
+				}
 				if r.Status >= 300 {
 					failed++
 					if first == "" {
@@ -205,8 +223,14 @@ func (e *logsExporter) push(ctx context.Context, ld plog.Logs) error {
 				}
 			}
 		}
-		e.logger.Warn("OpenSearch rejected log records", zap.Int("rejected", failed),
-			zap.Int("sent", count), zap.String("first_error", first))
+		if already > 0 {
+			e.logger.Info("log records already stored (a batch sent again)", zap.Int("skipped", already),
+				zap.Int("sent", count))
+		}
+		if failed > 0 {
+			e.logger.Warn("OpenSearch rejected log records", zap.Int("rejected", failed),
+				zap.Int("sent", count), zap.String("first_error", first))
+		}
 	}
 	return nil
 }
