@@ -7,7 +7,8 @@
 
 `configure` reads `settings.trace_endpoint` (an OTLP gRPC endpoint: on a bare machine the
 collector, http://127.0.0.1:4317, which forwards to Jaeger). No endpoint: nothing is set up and
-`span` returns a shared no-op context manager, so tracing costs nothing. Sampling is
+`span` returns a shared no-op context manager, so tracing costs nothing. With one, the SDK is
+imported by the first span, not by `configure`: a process that makes none pays nothing. Sampling is
 parent-based with `settings.trace_sample_ratio` (1.0 by default; README for production). Every
 process is a `service.name` (stgym-train, stgym-stream, stgym-alerts, ...) with resource
 attributes `host.name` and `stgym.worker_id`.
@@ -41,7 +42,10 @@ EXPORT_TIMEOUT_S = 5.0
 SHUTDOWN_TIMEOUT_S = 3.0
 MAX_LINKS = 128  # the SDK's default span link limit
 
-# Set by configure(); while None, nothing of OpenTelemetry is even imported.
+# configure() sets _pending, the first span the rest; while _tracer is None, nothing of
+# OpenTelemetry is even imported.
+_pending: tuple | None = None
+_start_lock = threading.Lock()
 _tracer = None
 _provider = None
 _propagator = None
@@ -87,9 +91,11 @@ class SpanStats:
 def configure(service: str, worker_id: str | None = None, endpoint: str | None = None,
               sample_ratio: float | None = None) -> bool:
     """Set up this process's tracer (idempotent: a second call changes nothing). Returns
-    whether tracing is on. `endpoint` and `sample_ratio` default to the settings."""
-    global _tracer, _provider, _propagator, _stats
-    if _provider is not None:
+    whether tracing is on. `endpoint` and `sample_ratio` default to the settings. The SDK is
+    loaded by the first span (≈ 0.25 CPU s once), so a process that never makes one — `stgym
+    train`'s parent of spawned workers, most commands — pays nothing."""
+    global _pending
+    if _pending is not None or _provider is not None:
         return True
     from stgym import settings as settings_module
     from stgym.errors import UserError
@@ -101,39 +107,51 @@ def configure(service: str, worker_id: str | None = None, endpoint: str | None =
         return False
     if not 0.0 <= ratio <= 1.0:
         raise UserError(f"trace_sample_ratio must be in [0, 1], got {ratio}")
-
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    from stgym import tracesdk
-
-    attributes = {"service.name": service, "host.name": socket.gethostname()}
-    if worker_id is not None:
-        attributes["stgym.worker_id"] = worker_id
-    _stats = SpanStats()
-    provider = tracesdk.provider(attributes, endpoint, ratio, _stats)
-    _propagator = TraceContextTextMapPropagator()
-    # The exporter logs every retry; failures are counted in stats() instead.
-    logging.getLogger("opentelemetry").setLevel(logging.ERROR)
-    _provider = provider
-    _tracer = provider.get_tracer("stgym")
+    _pending = (service, worker_id, endpoint, ratio)
     atexit.register(shutdown)
-    log.debug("tracing %s to %s (sample ratio %s)", service, endpoint, ratio)
     return True
 
 
+def _start() -> bool:
+    """Load the SDK for the pending configuration (the first span does); False when off."""
+    global _tracer, _provider, _propagator, _stats, _pending
+    with _start_lock:
+        if _tracer is not None or _pending is None:
+            return _tracer is not None
+        service, worker_id, endpoint, ratio = _pending
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        from stgym import tracesdk
+
+        attributes = {"service.name": service, "host.name": socket.gethostname()}
+        if worker_id is not None:
+            attributes["stgym.worker_id"] = worker_id
+        _stats = SpanStats()
+        provider = tracesdk.provider(attributes, endpoint, ratio, _stats)
+        _propagator = TraceContextTextMapPropagator()
+        # The exporter logs every retry; failures are counted in stats() instead.
+        logging.getLogger("opentelemetry").setLevel(logging.ERROR)
+        _provider = provider
+        _tracer = provider.get_tracer("stgym")
+        _pending = None
+        log.debug("tracing %s to %s (sample ratio %s)", service, endpoint, ratio)
+        return True
+
+
 def enabled() -> bool:
-    return _tracer is not None
+    return _tracer is not None or _pending is not None
 
 
 def provider():
     """This process's TracerProvider (None when tracing is off), e.g. to add a span processor."""
+    _start()
     return _provider
 
 
 def shutdown() -> None:
     """Export what is queued (waiting at most SHUTDOWN_TIMEOUT_S) and stop tracing."""
-    global _tracer, _provider
-    provider, _provider, _tracer = _provider, None, None
+    global _tracer, _provider, _pending
+    provider, _provider, _tracer, _pending = _provider, None, None, None
     if provider is not None:
         provider.shutdown()
 
@@ -151,7 +169,7 @@ def stats() -> dict:
 def span(name: str, **attributes):
     """A context manager: a span named `name` (child of the current one), current inside the
     block; the shared no-op when tracing is off."""
-    if _tracer is None:
+    if _tracer is None and (_pending is None or not _start()):
         return _NOOP
     return _tracer.start_as_current_span(name, attributes=attributes or None)
 
@@ -159,7 +177,7 @@ def span(name: str, **attributes):
 def start_span(name: str, links: list | None = None, **attributes):
     """A span that is NOT made current (end it with `.end()`; make it current with
     `use(span)`): for a batch whose work spans several steps of an event loop."""
-    if _tracer is None:
+    if _tracer is None and (_pending is None or not _start()):
         return NO_SPAN
     return _tracer.start_span(name, links=links, attributes=attributes or None)
 
@@ -187,7 +205,7 @@ def links_from_headers(record_headers: Iterable) -> list:
     (records of one producer batch share one). `record_headers` yields each record's headers
     (a sequence of (key, bytes) pairs, a dict, or None). At most MAX_LINKS (what the SDK's
     default SpanLimits keep)."""
-    if _tracer is None:
+    if _tracer is None and (_pending is None or not _start()):
         return []
     from opentelemetry import trace
 

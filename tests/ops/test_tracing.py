@@ -50,6 +50,20 @@ def test_no_endpoint_means_no_tracing_and_no_opentelemetry_import():
     assert out.split() == ["False", "[]", "[]", "{}", "False"]
 
 
+def test_sdk_loads_with_the_first_span_not_with_configure():
+    code = (
+        "import sys; from stgym import tracing\n"
+        f"on = tracing.configure('stgym-test', endpoint={dead_endpoint()!r})\n"
+        "before = any(m.startswith('opentelemetry') for m in sys.modules)\n"
+        "h = tracing.headers()\n"
+        "with tracing.span('x'): inside = tracing.headers()[0][0]\n"
+        "print(on, before, h, inside, tracing.stats()['queued'] + tracing.stats()['exporting'] + tracing.stats()['export_failed'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={"PATH": ""}).stdout
+    assert out.split() == ["True", "False", "[]", "traceparent", "1"]
+
+
 def test_resource_names_the_service_host_and_worker(spans):
     with tracing.span("train_model", experiment="e1"):
         pass
