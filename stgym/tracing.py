@@ -8,8 +8,9 @@
 `configure` reads `settings.trace_endpoint` (an OTLP gRPC endpoint: on a bare machine the
 collector, http://127.0.0.1:4317, which forwards to Jaeger). No endpoint: nothing is set up and
 `span` returns a shared no-op context manager, so tracing costs nothing. With one, the SDK is
-imported by the first span, not by `configure`: a process that makes none pays nothing. Sampling is
-parent-based with `settings.trace_sample_ratio` (1.0 by default; README for production). Every
+imported by the first span (or `start()`), not by `configure`: a process that makes none pays
+nothing. Sampling is parent-based with `settings.trace_sample_ratio` (1.0 by default; README for
+production). Every
 process is a `service.name` (stgym-train, stgym-stream, stgym-alerts, ...) with resource
 attributes `host.name` and `stgym.worker_id`.
 
@@ -112,8 +113,10 @@ def configure(service: str, worker_id: str | None = None, endpoint: str | None =
     return True
 
 
-def _start() -> bool:
-    """Load the SDK for the pending configuration (the first span does); False when off."""
+def start() -> bool:
+    """Import and set up the SDK for the configuration now (the first span does it otherwise;
+    a long-running service calls this at start, so its first batch does not wait for it).
+    Returns whether tracing is on."""
     global _tracer, _provider, _propagator, _stats, _pending
     with _start_lock:
         if _tracer is not None or _pending is None:
@@ -144,7 +147,7 @@ def enabled() -> bool:
 
 def provider():
     """This process's TracerProvider (None when tracing is off), e.g. to add a span processor."""
-    _start()
+    start()
     return _provider
 
 
@@ -169,7 +172,7 @@ def stats() -> dict:
 def span(name: str, **attributes):
     """A context manager: a span named `name` (child of the current one), current inside the
     block; the shared no-op when tracing is off."""
-    if _tracer is None and (_pending is None or not _start()):
+    if _tracer is None and (_pending is None or not start()):
         return _NOOP
     return _tracer.start_as_current_span(name, attributes=attributes or None)
 
@@ -177,7 +180,7 @@ def span(name: str, **attributes):
 def start_span(name: str, links: list | None = None, **attributes):
     """A span that is NOT made current (end it with `.end()`; make it current with
     `use(span)`): for a batch whose work spans several steps of an event loop."""
-    if _tracer is None and (_pending is None or not _start()):
+    if _tracer is None and (_pending is None or not start()):
         return NO_SPAN
     return _tracer.start_span(name, links=links, attributes=attributes or None)
 
@@ -205,7 +208,7 @@ def links_from_headers(record_headers: Iterable) -> list:
     (records of one producer batch share one). `record_headers` yields each record's headers
     (a sequence of (key, bytes) pairs, a dict, or None). At most MAX_LINKS (what the SDK's
     default SpanLimits keep)."""
-    if _tracer is None and (_pending is None or not _start()):
+    if _tracer is None and (_pending is None or not start()):
         return []
     from opentelemetry import trace
 
