@@ -66,12 +66,13 @@ unit: build
 
 # Each bench runs with only the services it needs, so idle JVMs do not share the cores with the
 # timed code: physics needs none, the env bench Kafka (producer throughput), the pipeline bench
-# the whole Kafka -> stream -> PostgreSQL path, the tracking bench the MLflow server.
+# the whole Kafka -> stream -> PostgreSQL path, the tracking bench the MLflow server, the tracing
+# bench that path with the collector and Jaeger.
 bench: build
 	@$(VENV)/bin/stgym bench physics || exit 1; \
 	bash compose/bare/services.sh up kafka || { bash compose/bare/services.sh down; exit 1; }; \
 	$(VENV)/bin/stgym bench envs && { bash compose/bare/services.sh up || { bash compose/bare/services.sh down; exit 1; }; } && \
-	$(VENV)/bin/stgym bench pipeline && $(VENV)/bin/stgym bench tracking; \
+	$(VENV)/bin/stgym bench pipeline && $(VENV)/bin/stgym bench tracking && $(VENV)/bin/stgym bench tracing; \
 	rc=$$?; bash compose/bare/services.sh down; exit $$rc
 
 clean:
