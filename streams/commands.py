@@ -1,5 +1,5 @@
 """CLI commands of this package (see stgym/cli.py): `stgym stream`, `stgym kpi`, `stgym demo`,
-`stgym serve`."""
+`stgym serve`, `stgym dlq`."""
 from __future__ import annotations
 
 import argparse
@@ -81,6 +81,18 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=None, help="port (default: settings.api_port)")
     p.set_defaults(handler=run_serve)
 
+    p = subparsers.add_parser(
+        "dlq", help="list the records the stream workers refused (each once)",
+        description="Read the dead-letter topic from its start: one line per refused record; "
+                    "copies sent again after a worker restart (same dlq_id) are counted, not "
+                    "repeated.")
+    p.add_argument("--bus", default=None, help="kafka://HOST:PORT (default: settings.kafka_url)")
+    p.add_argument("--reason", default=None, help="only this reason (e.g. unstorable)")
+    p.add_argument("--limit", type=int, default=50, help="the last N records (0: all)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON envelope a line (original_b64, copies)")
+    p.set_defaults(handler=run_dlq)
+
 
 def run_stream(args) -> int:
     from stgym import settings as settings_module
@@ -146,6 +158,12 @@ def run_serve(args) -> int:
     settings = settings_module.load()
     return serve(args.db or settings.postgres_reader_url,
                  args.port if args.port is not None else settings.api_port, host=settings.host)
+
+
+def run_dlq(args) -> int:
+    from streams.dlq import run
+
+    return run(args)
 
 
 def run_demo(args) -> int:

@@ -27,18 +27,29 @@ DLQ_PREFIX_BYTES = 1024
 DLQ_KEY_MAX = 1024  # a longer record key is replaced by its sha256 (hex)
 
 
+def dlq_id(topic: str, partition: int, offset: int, original_sha256: str) -> str:
+    """The envelope's id: sha256 of where the record came from and what it held. Consumption
+    is at least once, so a worker killed before its offsets were committed re-reads a bad
+    record and sends its envelope again: the copies share this id (only `rejected_at`
+    differs), and readers of the DLQ keep one per id (streams/dlq.py, `stgym dlq`)."""
+    source = f"{topic}\x00{partition}\x00{offset}\x00{original_sha256}".encode()
+    return hashlib.sha256(source).hexdigest()
+
+
 def dlq_envelope(rejected: kpi.Rejected) -> bytes:
-    """The DLQ record value: why it was refused, where it came from, its original bytes
-    (or, beyond DLQ_FULL_ORIGINAL_MAX, their prefix, length and sha256)."""
+    """The DLQ record value: its id, why it was refused, where it came from, its original
+    bytes (or, beyond DLQ_FULL_ORIGINAL_MAX, their prefix, length and sha256)."""
     value = rejected.value
+    digest = hashlib.sha256(value).hexdigest()
     envelope = {
+        "dlq_id": dlq_id(rejected.topic, rejected.partition, rejected.offset, digest),
         "reason": rejected.reason,
         "detail": rejected.detail[:1000],
         "source_topic": rejected.topic,
         "source_partition": rejected.partition,
         "source_offset": rejected.offset,
         "original_length": len(value),
-        "original_sha256": hashlib.sha256(value).hexdigest(),
+        "original_sha256": digest,
         "rejected_at": time.time(),
     }
     if len(value) <= DLQ_FULL_ORIGINAL_MAX:

@@ -5,12 +5,14 @@ scripts, own run dir and ports; the shared stack is never touched), for both eng
 * A corpus of bad records (corpus(): 21 kinds — unparseable, wrong types, unknown version,
   oversized up to near the broker's limit, empty, schema-shaped but unphysical, and valid
   but refused by the database) mixed into a steady stream of good episodes with duplicates,
-  the collector stopped and restarted, PostgreSQL restarted mid-stream, OpenSearch down for
-  60 s: KPIs equal the ground truth exactly, every bad record is in the DLQ exactly once
+  OpenSearch down for 60 s and, meanwhile, the collector stopped and restarted, PostgreSQL
+  restarted mid-stream: KPIs equal the ground truth exactly, every bad record is in the DLQ exactly once
   (by its envelope id) with its reason, both workers alive and ready, and every log record
   the workers wrote (their local JSON log file) is in OpenSearch exactly once (by log_id).
 * Kills: a worker SIGKILLed in its first rebalance and mid-stream, the broker SIGKILLed and
-  restarted mid-stream: KPIs exact (nothing lost, nothing counted twice).
+  restarted mid-stream, bad records among the episodes: KPIs exact (nothing lost, nothing
+  counted twice), each bad record in the DLQ exactly once by dlq_id (a replay after the kill
+  may send an envelope again: its copies share the id; `stgym dlq` shows it once).
 * Shutdown: SIGTERM during a PostgreSQL outage (a batch held, retrying) and while Kafka is
   down ends the worker within 10 s with exit code 0, acknowledging nothing uncommitted; a
   worker started while PostgreSQL is down answers 503 naming why, then starts by itself.
@@ -195,6 +197,19 @@ def dlq_by_key(bootstrap: str, prefix: bytes, expected: int, timeout_s: float = 
     return found
 
 
+def dlq_exactly_once(bootstrap: str, tag: str, keys: dict) -> dict[bytes, dict]:
+    """{key: envelope} of the bad records `keys` (key -> (kind, raw, reason)) published under
+    `tag`: each is in the DLQ exactly once by dlq_id (copies of one envelope, sent again by a
+    worker killed before its commit, share the id) with its reason."""
+    found = dlq_by_key(bootstrap, f"{tag}-bad-".encode(), len(keys))
+    assert set(found) == set(keys), sorted(set(keys) - set(found))
+    for key, envelopes in found.items():
+        kind, _, reason = keys[key]
+        assert len({e["dlq_id"] for e in envelopes}) == 1, (kind, envelopes)
+        assert envelopes[0]["reason"] == reason, (kind, reason, envelopes[0])
+    return {key: envelopes[0] for key, envelopes in found.items()}
+
+
 def logs_exactly_once(p: Private, timeout_s: float = 120.0) -> list[str]:
     """Every record in the workers' local JSON log file (written at once, in the caller's
     thread) is in OpenSearch exactly once, by its log_id; returns their timestamps."""
@@ -292,10 +307,14 @@ def test_bad_record_corpus_and_postgres_restart(private, engine, unique_id, tmp_
                 big.send(ev.TOPIC_EPISODES, key=key, value=raw)
             bus.flush(60)
             big.flush(60)
+            if chunk == 0:  # OpenSearch down for OPENSEARCH_OUTAGE_S (the rest runs meanwhile)
+                services(private.env, "down", "opensearch")
+                opensearch_down = time.monotonic()
+                outages = {"opensearch": [now_rfc3339()]}
             if chunk == 1:  # the collector down while bad records are logged: their records
                 services(private.env, "down", "collector")  # wait in the worker (or spool)
-                outages = {"collector": [now_rfc3339()]}
-            if chunk == 3:
+                outages["collector"] = [now_rfc3339()]
+            if chunk == 3:  # back with its disk queue of batches OpenSearch has not taken
                 time.sleep(3)
                 outages["collector"].append(now_rfc3339())
                 services(private.env, "up", "collector")
@@ -303,22 +322,15 @@ def test_bad_record_corpus_and_postgres_restart(private, engine, unique_id, tmp_
                 services(private.env, "down", "postgres")
                 time.sleep(3)
                 services(private.env, "up", "postgres")
-            if chunk == 6:  # OpenSearch down for OPENSEARCH_OUTAGE_S (the rest runs meanwhile)
-                services(private.env, "down", "opensearch")
-                opensearch_down = time.monotonic()
-                outages["opensearch"] = [now_rfc3339()]
             time.sleep(0.3)
 
         workload.wait_until(lambda: workload.stored_count(sink, experiment) >= len(episodes),
                             240, what="every good episode stored")
         streamkit.assert_matches_truth(sink.query_kpis(experiment=experiment),
                                        streamkit.ground_truth(episodes))
-        found = dlq_by_key(private.bootstrap, f"{tag}-bad-".encode(), len(keys))
-        assert set(found) == set(keys), sorted(set(keys) - set(found))
-        for key, envelopes in found.items():
+        found = dlq_exactly_once(private.bootstrap, tag, keys)
+        for key, envelope in found.items():
             kind, raw, reason = keys[key]
-            assert len(envelopes) == 1, (kind, len(envelopes))
-            envelope = envelopes[0]
             assert envelope["reason"] == reason, (kind, envelope["reason"], envelope["detail"])
             assert envelope["original_length"] == len(raw)
             if envelope["original"] is not None:
@@ -326,7 +338,7 @@ def test_bad_record_corpus_and_postgres_restart(private, engine, unique_id, tmp_
             else:  # a large original: prefix + sha256
                 assert raw.startswith(envelope["original_prefix"]), kind
         assert "refused by the campaign trigger" in found[
-            next(k for k, v in keys.items() if v[2] == "unstorable")][0]["detail"]
+            next(k for k, v in keys.items() if v[2] == "unstorable")]["detail"]
         for port, proc in zip(ports, workers):
             assert proc.poll() is None, f"a worker exited with {proc.returncode}"
             workload.wait_ready(port, 60, proc)
@@ -430,12 +442,16 @@ def test_shutdown_and_start_in_every_state(private, engine, unique_id, tmp_path)
 @pytest.mark.parametrize("engine", ENGINES)
 def test_kills_lose_nothing_and_count_nothing_twice(private, engine, unique_id, tmp_path):
     """A worker SIGKILLed during its first rebalance and again mid-stream, the Kafka broker
-    SIGKILLed and restarted mid-stream: KPIs still equal the ground truth exactly."""
+    SIGKILLed and restarted mid-stream: KPIs still equal the ground truth exactly, and every
+    bad record among the episodes is in the DLQ exactly once by dlq_id."""
     tag = f"kill-{engine}-{unique_id}"
     experiment, ports, workers, bus = two_workers(private, engine, tag, tmp_path)
     app_id = f"fault-{tag}"
     sink = open_sink(private.db_url)
     episodes = workload.make_episodes(4000, experiment, seed=11)
+    bad = {f"{tag}-bad-{i:02d}".encode(): item for i, item in enumerate(
+        item for item in corpus(tag) if len(item[1]) < 100_000)}  # what the bus can send
+    items = list(bad.items())
     try:
         # killed during its very first rebalance (joined, not yet ready), then restarted
         workload.wait_until(lambda: "consuming" in (tmp_path / "w1.log").read_text()
@@ -449,6 +465,8 @@ def test_kills_lose_nothing_and_count_nothing_twice(private, engine, unique_id, 
         for part in range(4):
             for event in episodes[part * 1000:(part + 1) * 1000]:
                 bus.publish(event)
+            for key, (_, raw, _) in items[part::4]:  # bad records among them, re-DLQed by
+                bus.publish_raw(ev.TOPIC_EPISODES, key, raw)  # a killed worker's replay
             bus.flush(60)
             if part == 1:  # the broker SIGKILLed mid-stream and restarted
                 pid_file = Path(private.env["STGYM_RUN_DIR"]) / "pids" / "kafka.pid"
@@ -468,6 +486,7 @@ def test_kills_lose_nothing_and_count_nothing_twice(private, engine, unique_id, 
                             300, what="every episode stored")
         streamkit.assert_matches_truth(sink.query_kpis(experiment=experiment),
                                        streamkit.ground_truth(episodes))
+        dlq_exactly_once(private.bootstrap, tag, bad)
         for port, proc in zip(ports, workers):
             assert proc.poll() is None, f"a worker exited with {proc.returncode}"
             workload.wait_ready(port, 120, proc)
