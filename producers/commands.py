@@ -32,8 +32,8 @@ def register(subparsers) -> None:
     train.add_argument("--workers", type=int, default=1, help="worker processes")
     train.add_argument(
         "--ray-workers", type=int, default=0, metavar="K",
-        help="one learner whose episode batches run as Ray tasks on K workers (one CPU each; "
-        "the rl extra)",
+        help="one learner whose episodes run on K Ray workers (one CPU each; the rl extra): "
+        "a pulse trainer's batches as Ray tasks, ppo/sac's vector env copies in K Ray actors",
     )
     train.add_argument("--ray-address", default=None,
                        help="join this Ray cluster (HOST:PORT) instead of a local instance")

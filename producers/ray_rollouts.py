@@ -13,17 +13,25 @@ keep `w0`).
 A task whose worker dies (its process killed, its node lost) is re-run by Ray
 (`max_retries`); being a pure function of its share it gives the same episodes again, so a
 lost worker costs time, never an episode or a duplicate. `address` joins a running cluster
-(`ray start --head` on one machine, `ray start --address=...` on the others; `stgym train
---ray-address HOST:6379`); without it a local Ray instance with `workers` CPUs is started.
+(`services.sh up ray-head` on the services host, `services.sh up ray-worker` on the trainer
+hosts: compose/bare/ray.sh; `stgym train --ray-address HOST:6379`), authenticated by the
+cluster's token; without it a local Ray instance with `workers` CPUs is started.
+
+`VectorCopiesActor` is the other kind of Ray worker: one of the K actors of
+`producers.trainers.sb3_vecenv.RayVecEnv` (PPO/SAC's rollouts for one learner), holding its
+slice of the vector env's copies.
 
 Needs the `rl` extra (Ray).
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from producers.evaluation import concatenate
 from producers.rollout import EpisodeBatch, rollout
+from stgym import settings as settings_module
 
 TASK_RETRIES = 5
 
@@ -42,20 +50,54 @@ def ray_worker_id(worker_hex: str) -> str:
     return f"ray-{worker_hex[:12]}"
 
 
+def start_ray(workers: int, address: str | None = None) -> bool:
+    """Join the cluster at `address` (with the cluster's token: stgym.settings ray_auth_env),
+    or start a local Ray instance with `workers` CPUs, unless this process already has Ray; its
+    workers run OpenMP (and torch) on one thread. True when started here (the caller shuts it
+    down)."""
+    if address:  # before Ray is imported: it reads RAY_AUTH_* once per process
+        os.environ.update(settings_module.load().ray_auth_env())
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(
+        address=address, num_cpus=None if address else workers,
+        include_dashboard=False, log_to_driver=False, configure_logging=False,
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
+    )
+    return True
+
+
+class VectorCopiesActor:
+    """One Ray worker's share of a `RayVecEnv`: its copies in one native vector env
+    (`VectorCopies`, one integrator thread), stepped in one batched call per step."""
+
+    def __init__(self, env_id: str, num_envs: int, env_kwargs: dict) -> None:
+        from producers.trainers.vector_copies import VectorCopies
+
+        self.copies = VectorCopies(env_id, num_envs, threads=1, **env_kwargs)
+
+    def worker_id(self) -> str:
+        import ray
+
+        return ray_worker_id(ray.get_runtime_context().get_worker_id())
+
+    def reset(self, seeds: list[int] | None) -> np.ndarray:
+        return self.copies.reset(seeds)
+
+    def step(self, actions: np.ndarray) -> tuple:
+        return self.copies.step(actions)
+
+
 class RayRollouts:
     """`rollout(task, pulses, seeds, stops)` over `workers` Ray tasks (one CPU each)."""
 
     def __init__(self, workers: int, address: str | None = None) -> None:
+        self._owned = start_ray(workers, address)  # started here: shut down by close()
         import ray
 
         self.ray, self.workers = ray, workers
-        self._owned = not ray.is_initialized()  # started here: shut down by close()
-        if self._owned:
-            ray.init(
-                address=address, num_cpus=None if address else workers,
-                include_dashboard=False, log_to_driver=False, configure_logging=False,
-                runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
-            )
         self._remote = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_share)
         self._task_ref = None
         self._task = None

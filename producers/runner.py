@@ -73,7 +73,8 @@ def run_worker(config: TrainConfig, index: int, token: str, bus: Bus,
     if config.algorithm in AGENTS:
         trainer = agent_trainer_class()(
             config.algorithm, config.env_id, config.env_kwargs, config.options, rng,
-            Path(config.run_dir) / f"model-w{number}.zip",
+            Path(config.run_dir) / f"model-w{number}.zip", config.ray_workers,
+            config.ray_address,
         )
     else:
         trainer = TRAINERS[config.algorithm](task, config.options, rng)
@@ -107,8 +108,7 @@ def run_worker(config: TrainConfig, index: int, token: str, bus: Bus,
             raise
         finally:
             metrics.close()
-            if config.ray_workers:
-                trainer.rollout.close()  # a spawned worker runs no atexit handler (Ray's)
+            trainer.close()  # its Ray workers: a spawned worker runs no atexit handler (Ray's)
         publisher.experiment("finished")
     extra = trainer.summary() if hasattr(trainer, "summary") else {}
     return {

@@ -32,7 +32,8 @@ class TrainConfig:
     log_format: str | None = None
     log_level: str | None = None
     mlflow: str | None = None  # tracking URI or "off"; None: settings, else auto (producers.tracking)
-    ray_workers: int = 0  # > 0: one learner, its rollouts on this many Ray workers (ray_rollouts)
+    ray_workers: int = 0  # > 0: one learner, its rollouts on this many Ray workers (ray_rollouts,
+    # or RayVecEnv for ppo/sac)
     ray_address: str | None = None  # join this Ray cluster (None: a local instance)
 
     def validate(self) -> None:
@@ -53,9 +54,9 @@ class TrainConfig:
             raise UserError(f"--first-worker must be >= 0, got {self.first_worker}")
         if self.ray_workers < 0 or (self.ray_address and not self.ray_workers):
             raise UserError(f"--ray-workers must be >= 1 with Ray, got {self.ray_workers}")
-        if self.ray_workers and (self.workers != 1 or self.algorithm in AGENTS):
-            raise UserError("--ray-workers runs one learner (--workers 1) of a pulse trainer "
-                            f"(not {self.algorithm!r} x{self.workers}) over Ray workers")
+        if self.ray_workers and self.workers != 1:
+            raise UserError("--ray-workers runs one learner (--workers 1) over Ray workers, "
+                            f"not {self.workers}")
         if self.ray_workers and importlib.util.find_spec("ray") is None:
             raise UserError("--ray-workers needs Ray: pip install '.[rl]'")
         parse_bus_url(self.bus_url)

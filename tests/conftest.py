@@ -167,3 +167,15 @@ def mlflow_url(stgym_settings) -> str:
     _require(stgym_settings, "The MLflow tracking server", "mlflow", stgym_settings.mlflow_url,
              lambda: probes.check_mlflow(stgym_settings))
     return stgym_settings.mlflow_url
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    """A local Ray instance with 2 CPUs for one test module (its workers on one OpenMP thread,
+    as `producers.ray_rollouts.start_ray` starts them)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    yield
+    ray.shutdown()

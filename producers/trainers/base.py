@@ -96,6 +96,12 @@ class PulseTrainer:
         """The final policy's feedback threshold (None: open loop)."""
         return None
 
+    def close(self) -> None:
+        """Release what the rollout holds (Ray, for `producers.ray_rollouts.RayRollouts`)."""
+        close = getattr(self.rollout, "close", None)
+        if close is not None:
+            close()
+
     def episode_seeds(self, n: int) -> np.ndarray:
         return self.rng.integers(0, 2**63, size=n, dtype=np.int64)
 

@@ -1,6 +1,7 @@
 """`ppo` and `sac`: stable-baselines3 agents as trainers of `stgym train`.
 
-The agent learns on `NativeVecEnv` (all copies in one batched integrator call) with the
+The agent learns on `NativeVecEnv` (all copies in one batched integrator call), or with
+`ray_workers` K on `RayVecEnv` (the copies on K Ray actors, one learner), with the
 hyperparameters of `hyperparams.yml`. `PublishingCallback` turns every episode the agent
 completes into the same EpisodeEvents as the pulse trainers' (through the worker's
 `EpisodePublisher`: batches of at most `batch_size` episodes, each flushed and then ledgered),
@@ -50,12 +51,17 @@ class AgentTrainer:
     episodes of `env_id`, publishing them, and saves the model to `model_path`."""
 
     def __init__(self, algorithm: str, env_id: str, env_kwargs: dict, options: TrainerOptions,
-                 rng: np.random.Generator, model_path: Path) -> None:
+                 rng: np.random.Generator, model_path: Path, ray_workers: int = 0,
+                 ray_address: str | None = None) -> None:
+        # the agents' networks are small: more torch threads only contend (with the
+        # integrator's, and each other's on a shared machine) — 4x slower PPO under load
+        torch.set_num_threads(1)
         params = hyperparameters(algorithm, env_id)
         self.name, self.model_path = algorithm, Path(model_path)
         self.options = options
         self.seed = int(rng.integers(0, 2**31 - 1 - params["n_envs"]))
-        self.envs = make_vec_env(env_id, params.pop("n_envs"), seed=self.seed, **env_kwargs)
+        self.envs = make_vec_env(env_id, params.pop("n_envs"), seed=self.seed,
+                                 ray_workers=ray_workers, ray_address=ray_address, **env_kwargs)
         self.model = AGENTS[algorithm](
             params.pop("policy"), self.envs, seed=self.seed, device="cpu", verbose=0, **params
         )
@@ -78,6 +84,10 @@ class AgentTrainer:
     def best_stop(self) -> None:
         return None
 
+    def close(self) -> None:
+        """Close the envs (a RayVecEnv's actors, and Ray if it started it)."""
+        self.envs.close()
+
     def summary(self) -> dict:
         return {"model_path": str(self.model_path), "env_steps": int(self.model.num_timesteps)}
 
@@ -85,8 +95,10 @@ class AgentTrainer:
 class PublishingCallback(BaseCallback):
     """Completed episodes -> `reporter.episodes(batch)` every `batch_size` episodes, then
     a TrainingEvent; stops the agent once `budget` episodes are published. An episode's
-    `seed` is its copy's seed (copy i of the vector env draws from seed + i), its wall
-    time its share of the batched steps' wall time."""
+    `seed` is its copy's seed (copy i of the vector env draws from seed + i, unless its info
+    says otherwise), its wall time its share of the batched steps' wall time; on a RayVecEnv
+    it names the Ray worker that ran it, and a lost worker's unfinished episodes
+    (`worker_lost`) are not published."""
 
     def __init__(self, reporter: Reporter, budget: int, batch_size: int, seed: int):
         super().__init__()
@@ -108,11 +120,14 @@ class PublishingCallback(BaseCallback):
         self._last = now
         for i in np.flatnonzero(self.locals["dones"]):
             info = self.locals["infos"][i]
+            if info.get("worker_lost"):
+                self._wall[i] = 0.0
+                continue
             switch = info["switching_time_s"]
             self._rows.append((
-                self.seed + i, info["success"], info["energy_j"],
+                info.get("seed", self.seed + i), info["success"], info["energy_j"],
                 math.nan if switch is None else switch, info["episode"]["l"],
-                info["sim_steps"], info["episode"]["r"], self._wall[i],
+                info["sim_steps"], info["episode"]["r"], self._wall[i], info.get("worker"),
             ))
             self._wall[i] = 0.0
             if self.published + len(self._rows) == self.budget:
@@ -138,6 +153,7 @@ class PublishingCallback(BaseCallback):
             total_reward=np.array(columns[6], dtype=float),
             wall_time_s=np.array(columns[7], dtype=float),
             actions=np.zeros((len(rows), 0)), bits=np.ones(len(rows), dtype=np.int64),
+            workers=None if columns[8][0] is None else np.array(columns[8]),
         )
         self.reporter.episodes(batch)
         self.published += len(batch)

@@ -9,7 +9,6 @@ import gymnasium as gym
 import numpy as np
 import psutil
 import pytest
-import ray
 
 import producers  # noqa: F401
 from producers.ray_rollouts import RayRollouts
@@ -19,14 +18,6 @@ from producers.train_config import TrainConfig
 from producers.trainers import TrainerOptions
 from stgym import events
 from stgym.bus import MemoryBus
-
-
-@pytest.fixture(scope="module")
-def ray_instance():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-    yield
-    ray.shutdown()
 
 
 def batches_equal(a, b):
@@ -114,7 +105,6 @@ def test_episode_events_carry_the_ray_worker_that_ran_them(ray_instance):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"ray_workers": 2, "workers": 2}, "one learner"),
-    ({"ray_workers": 2, "algorithm": "ppo"}, "one learner"),
     ({"ray_address": "head:6379"}, "--ray-workers must be >= 1"),
     ({"ray_workers": -1}, "--ray-workers must be >= 1"),
 ])
