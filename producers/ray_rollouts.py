@@ -55,14 +55,18 @@ def start_ray(workers: int, address: str | None = None) -> bool:
     or start a local Ray instance with `workers` CPUs, unless this process already has Ray; its
     workers run OpenMP (and torch) on one thread. True when started here (the caller shuts it
     down)."""
+    settings = settings_module.load()
     if address:  # before Ray is imported: it reads RAY_AUTH_* once per process
-        os.environ.update(settings_module.load().ray_auth_env())
+        os.environ.update(settings.ray_auth_env())
+    # Joining: the node of this machine's address (ray.sh starts it on settings.host), not
+    # whichever raylet Ray finds running here (the head's, when hosts share one kernel).
+    node_ip = settings.host if address and settings.host != settings_module.LOOPBACK else None
     import ray
 
     if ray.is_initialized():
         return False
     ray.init(
-        address=address, num_cpus=None if address else workers,
+        address=address, num_cpus=None if address else workers, _node_ip_address=node_ip,
         include_dashboard=False, log_to_driver=False, configure_logging=False,
         runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
     )

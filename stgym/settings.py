@@ -24,7 +24,9 @@ POSTGRES_PASSWORD = "postgres.password"
 POSTGRES_READER_PASSWORD = "postgres-reader.password"
 KAFKA_PASSWORD = "kafka.password"
 ALERT_WEBHOOK_TOKEN = "alert-webhook.token"
-SECRETS = (POSTGRES_PASSWORD, POSTGRES_READER_PASSWORD, KAFKA_PASSWORD, ALERT_WEBHOOK_TOKEN)
+RAY_TOKEN = "ray.token"
+SECRETS = (POSTGRES_PASSWORD, POSTGRES_READER_PASSWORD, KAFKA_PASSWORD, ALERT_WEBHOOK_TOKEN,
+           RAY_TOKEN)
 
 
 def _default_run_dir() -> str:
@@ -67,6 +69,12 @@ class Settings:
     kafka_sasl_username: str = "stgym"
     kafka_sasl_password: str = ""  # "" = secrets_dir/kafka.password
     alert_webhook_token: str = ""  # bearer token of the alert webhook; "" = its file
+    # Ray across machines (`stgym train --ray-address`, compose/bare/ray.sh): the head's GCS on
+    # the services host (ray-head), each trainer host's raylet on ray_node_manager_port
+    # (ray-worker); every node and driver authenticates with one token (RAY_AUTH_MODE=token).
+    ray_port: int = 6379
+    ray_node_manager_port: int = 6380
+    ray_auth_token: str = ""  # "" = secrets_dir/ray.token
     prometheus_port: int = 9090
     alertmanager_port: int = 9095
     alert_webhook_port: int = 9099
@@ -167,6 +175,18 @@ class Settings:
                 f"credential file {path} not found: `bash compose/bare/services.sh up` creates "
                 "it on the services host; copy that host's secrets folder here (STGYM_SECRETS_DIR) "
                 "or set the STGYM_* variable") from None
+
+    @property
+    def ray_address(self) -> str:
+        """The Ray head's GCS (`ray start --address`, `stgym train --ray-address`)."""
+        return f"{self.shared_host}:{self.ray_port}"
+
+    def ray_auth_env(self) -> dict[str, str]:
+        """The environment of Ray's token authentication, the same on every node and driver."""
+        if self.ray_auth_token:
+            return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.ray_auth_token}
+        self.secret(RAY_TOKEN)  # missing: the error that says where the file comes from
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.secret_path(RAY_TOKEN))}
 
     @property
     def postgres_url(self) -> str:
@@ -276,6 +296,7 @@ def as_shell(settings: Settings) -> str:
     lines.append(f"STGYM_POSTGRES_URL='{settings.postgres_url}'")
     lines.append(f"STGYM_POSTGRES_READER_URL='{settings.postgres_reader_url}'")
     lines.append(f"STGYM_MLFLOW_BACKEND_STORE_URI='{settings.mlflow_backend_store_uri}'")
+    lines.append(f"STGYM_RAY_ADDRESS='{settings.ray_address}'")
     return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """One readiness probe per service, speaking the service's own protocol.
 
-Usage: python compose/bare/check.py {kafka|postgres|opensearch|forward|otlp|jaeger|mlflow|http URL [TEXT]}
+Usage: python compose/bare/check.py {kafka|postgres|opensearch|forward|otlp|jaeger|mlflow|ray|http URL [TEXT]}
 Exit 0 when the service answers correctly, 1 otherwise (the reason on stderr).
 Ports and credentials come from stgym.settings, like everything else.
 """
@@ -118,6 +118,20 @@ def check_mlflow(s: stgym_settings.Settings) -> None:
         raise RuntimeError(f"experiments/search answered HTTP {resp.status_code} {resp.text[:200]!r}")
 
 
+def check_ray(s: stgym_settings.Settings) -> None:
+    """The Ray GCS at ray_address, asked with the token (RAY_AUTH_MODE=token), lists this
+    host's node alive (ray-head and ray-worker of compose/bare/ray.sh)."""
+    os.environ.update(s.ray_auth_env())
+    from ray._raylet import GcsClient
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo
+
+    nodes = GcsClient(address=s.ray_address).get_all_node_info(
+        timeout=TIMEOUT_S, state_filter=GcsNodeInfo.GcsNodeState.ALIVE)
+    addresses = sorted(info.node_manager_address for info in nodes.values())
+    if s.host not in addresses:
+        raise RuntimeError(f"no alive node of {s.host} among {addresses}")
+
+
 def check_http(url: str, text: str | None) -> None:
     """HTTP 200 (and, if given, TEXT in the body)."""
     import requests
@@ -139,6 +153,7 @@ def main(argv: list[str]) -> int:
         "mlflow": check_mlflow,
         "otlp": check_otlp,
         "jaeger": check_jaeger,
+        "ray": check_ray,
     }
     try:
         if argv and argv[0] == "http":

@@ -10,13 +10,15 @@
 BARE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=lib.sh
 source "$BARE/lib.sh"
-for script in postgres kafka opensearch prometheus alertmanager alertwebhook collector exporters mlflow jaeger api; do
+for script in postgres kafka opensearch prometheus alertmanager alertwebhook collector exporters mlflow jaeger api ray; do
     # shellcheck disable=SC1090
     source "$BARE/$script.sh"
 done
 
 ALL=(postgres kafka opensearch prometheus alertmanager collector
      postgres-exporter node-exporter blackbox-exporter mlflow jaeger api alert-webhook)
+# Started only when named (Ray across machines, README); `down` and `clean` stop them too.
+OPTIONAL=(ray-head ray-worker)
 
 # Post-start step of OpenSearch: the log index templates and daily-index pipeline of
 # `stgym logs setup` (stgym/data/opensearch/*.json), before the collector writes the first record.
@@ -33,7 +35,7 @@ selected() {
     for n in "$@"; do
         case "$n" in
             exporters) names+=(postgres-exporter node-exporter blackbox-exporter) ;;
-            *) [[ " ${ALL[*]} " == *" $n "* ]] || die "unknown service '$n' (known: ${ALL[*]} exporters)"
+            *) [[ " ${ALL[*]} ${OPTIONAL[*]} " == *" $n "* ]] || die "unknown service '$n' (known: ${ALL[*]} ${OPTIONAL[*]} exporters)"
                names+=("$n") ;;
         esac
     done
@@ -68,6 +70,7 @@ case "$cmd" in
         fi
         ;;
     down)
+        [[ $# -gt 0 ]] || NAMES+=("${OPTIONAL[@]}")
         for (( i=${#NAMES[@]}-1; i>=0; i-- )); do svc_down "${NAMES[i]}"; done
         ;;
     status)
@@ -78,6 +81,7 @@ case "$cmd" in
         ;;
     clean)
         # Stop and forget all data (topics, databases, indices, TSDB); caches are kept.
+        for n in "${OPTIONAL[@]}"; do svc_down "$n"; done
         for (( i=${#ALL[@]}-1; i>=0; i-- )); do svc_down "${ALL[i]}"; done
         for d in "$RUN_DIR"/*; do
             if [[ -L "$d" ]]; then  # data under /var/tmp/stgym-<hash>/ (lib.sh owned_dir)
