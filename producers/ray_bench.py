@@ -1,48 +1,65 @@
-"""`stgym bench ray`: one CEM learner whose generations run on K = 1 and K = 2 Ray workers (one
-CPU each), the same episode budget and seed: wall time ratio (goal ≥ 1.7× less at K = 2) and
-the policies' quality on the same 10,000 evaluation episodes (seed 2026; 2,000 with --quick).
-The episodes, hence the policies, are identical by construction (tests/producers/
-test_ray_rollouts.py); the bench shows it on the evaluation and measures the time. On a
-machine shared with other work the ratio measures the share of the cores it got, not Ray.
+"""`stgym bench ray`: one learner whose rollouts run on K = 1 and K = 2 Ray workers (one CPU
+each: Ray `num_cpus=1` per worker, OpenMP, torch and the integrator on one thread), the same
+budget and seed, and without Ray (K = "-": in process, the reference) — CEM (its generations as Ray tasks, 120,000 episodes) and PPO (its vector
+env's copies in K Ray actors, `RayVecEnv`, 204,800 env steps: where it reached 99 %).
+Reports the wall time ratio (goal ≥ 1.7× less at K = 2, on idle cores) and the policies'
+quality on the same 10,000 evaluation episodes (seed 2026; 2,000 and smaller budgets with
+--quick): success with its exact 95 % interval, energy per switch. The episodes, hence the
+policies, are identical by construction (tests/producers/test_ray_rollouts.py,
+test_ray_vecenv.py); the bench shows it on the evaluation and measures the time.
+
+On a machine shared with other work the ratio measures the share of the cores the run got,
+not Ray: each run's 1-minute load average (before, after) is reported next to it.
 Needs the rl extra.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
 
 EVAL_SEED = 2026
+PPO_STEPS = 204_800
+QUICK = {"cem": 8000, "ppo": 40_960, "evaluation_episodes": 2000}
 
 
 def main(args) -> int:
-    from producers.bench import CEM_EPISODES, _jsonable
+    import torch
 
+    from producers.bench import CEM_EPISODES, _jsonable
+    from stgym.kpi import clopper_pearson
+
+    torch.set_num_threads(1)
     quick = bool(getattr(args, "quick", False))
-    episodes, evaluation_episodes = (8000, 2000) if quick else (CEM_EPISODES, 10000)
-    results = {"episodes": episodes, "evaluation_episodes": evaluation_episodes}
-    for workers in (1, 2):
-        results[f"k{workers}"] = run(workers, episodes, evaluation_episodes)
-    results["wall_time_ratio_k1_over_k2"] = (results["k1"]["training_wall_time_s"]
-                                             / results["k2"]["training_wall_time_s"])
-    results["same_policy"] = results["k1"]["pulse"] == results["k2"]["pulse"]
-    results["goal"] = "k2 >= 1.7x faster than k1, same quality"
+    budgets = (QUICK if quick else
+               {"cem": CEM_EPISODES, "ppo": PPO_STEPS, "evaluation_episodes": 10000})
+    results = {"cpus": os.cpu_count(), "budgets": budgets}
+    for trainer, run in (("cem", run_cem), ("ppo", run_ppo)):
+        rows = {}
+        for workers in (0, 1, 2):
+            load_before = os.getloadavg()[0]
+            row = rows[f"k{workers}"] = run(workers, budgets[trainer],
+                                            budgets["evaluation_episodes"])
+            row["load_1min"] = (load_before, os.getloadavg()[0])
+            row["success_95"] = clopper_pearson(round(row["success_rate"] * row["episodes"]),
+                                                row["episodes"])
+        rows["wall_time_ratio_k1_over_k2"] = (rows["k1"]["training_wall_time_s"]
+                                              / rows["k2"]["training_wall_time_s"])
+        rows["same_policy"] = all(rows["k0"][key] == rows[k][key] for k in ("k1", "k2")
+                                  for key in ("success_rate", "energy_per_switch_j",
+                                              "mean_episode_steps"))
+        results[trainer] = rows
+    results["goal"] = "k2 >= 1.7x faster than k1 on idle cores, same quality"
     if getattr(args, "json", False):
         print(json.dumps(results, indent=2, default=_jsonable))
     else:
-        for k in ("k1", "k2"):
-            row = results[k]
-            print(f"CEM on {k[1]} Ray worker(s): {row['training_wall_time_s']:.1f} s for "
-                  f"{episodes:,} episodes; success {row['success_rate']:.4%}, energy/switch "
-                  f"{(row['energy_per_switch_j'] or float('nan')) * 1e15:.1f} fJ on "
-                  f"{evaluation_episodes:,} episodes")
-        print(f"k1 / k2 wall time {results['wall_time_ratio_k1_over_k2']:.2f}x (goal >= 1.7x); "
-              f"same policy: {results['same_policy']}")
+        _print_report(results)
     return 0
 
 
-def run(workers: int, episodes: int, evaluation_episodes: int) -> dict:
+def run_cem(workers: int, episodes: int, evaluation_episodes: int) -> dict:
     import gymnasium as gym
 
     import producers  # noqa: F401
@@ -59,15 +76,42 @@ def run(workers: int, episodes: int, evaluation_episodes: int) -> dict:
 
     task = gym.make("SpinTorque-v1").unwrapped.task
     cem = TRAINERS["cem"](task, TrainerOptions(), np.random.default_rng(8))
-    cem.rollout = RayRollouts(workers)
+    if workers:
+        cem.rollout = RayRollouts(workers)
     try:
         started = time.perf_counter()
         pulse = cem.run(episodes, Quiet())
         wall = time.perf_counter() - started
     finally:
-        cem.rollout.close()
+        cem.close()
     started = time.perf_counter()
     batch = run_episodes(task, pulse, evaluation_episodes, EVAL_SEED, cem.best_stop())
     return describe(batch, task, time.perf_counter() - started) | {
-        "training_wall_time_s": wall, "pulse": [round(float(a), 6) for a in pulse],
-    }
+        "training_wall_time_s": wall, "budget": f"{episodes:,} episodes",
+        "pulse": [round(float(a), 6) for a in pulse]}
+
+
+def run_ppo(workers: int, steps: int, evaluation_episodes: int) -> dict:
+    from producers.rl_bench import agent
+
+    row = agent("ppo", steps, evaluation_episodes, ray_workers=workers, checkpoints=1)
+    return row | {"budget": f"{row['env_steps']:,} steps"}
+
+
+def _print_report(results: dict) -> None:
+    print(f"{'trainer':7s} {'K':>2s} {'success':>9s} {'95 % interval':>19s} {'energy fJ':>10s} "
+          f"{'budget':>18s} {'train wall s':>12s} {'load 1 min':>11s}")
+    for trainer in ("cem", "ppo"):
+        rows = results[trainer]
+        for k in ("k0", "k1", "k2"):
+            row = rows[k]
+            low, high = row["success_95"]
+            energy = row["energy_per_switch_j"]
+            print(f"{trainer:7s} {k[1] if k != 'k0' else '-':>2s} {row['success_rate']:9.4%} "
+                  f"[{low:8.4%}, {high:8.4%}] {energy * 1e15 if energy else float('nan'):10.1f} "
+                  f"{row['budget']:>18s} {row['training_wall_time_s']:12.1f} "
+                  f"{row['load_1min'][0]:5.1f}-{row['load_1min'][1]:<5.1f}")
+        print(f"{trainer}: k1 / k2 wall time {rows['wall_time_ratio_k1_over_k2']:.2f}x "
+              f"(goal >= 1.7x on idle cores); same policy: {rows['same_policy']}")
+    print(f"evaluation: {results['budgets']['evaluation_episodes']:,} episodes each, the same "
+          f"seeds ({EVAL_SEED}); K -: in process, no Ray; {results['cpus']} CPUs")

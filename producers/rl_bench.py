@@ -82,31 +82,34 @@ def vecenv_speedup(num_envs: int, steps: int) -> dict:
     }
 
 
-def agent(algorithm: str, steps: int, evaluation_episodes: int) -> dict:
-    """Train `algorithm` for `steps` env steps (seed 0) with checkpoints, then evaluate."""
+def agent(algorithm: str, steps: int, evaluation_episodes: int, ray_workers: int = 0,
+          checkpoints: int = CHECKPOINTS) -> dict:
+    """Train `algorithm` for `steps` env steps (seed 0) with `checkpoints` checkpoints, its
+    rollouts in process or on `ray_workers` Ray actors (RayVecEnv), then evaluate."""
     from producers.evaluation import describe
     from producers.trainers.sb3 import AGENTS, evaluate_agent, hyperparameters
     from producers.trainers.sb3_vecenv import make_vec_env
 
     params = hyperparameters(algorithm, ENV_ID)
-    envs = make_vec_env(ENV_ID, params.pop("n_envs"), seed=0)
+    envs = make_vec_env(ENV_ID, params.pop("n_envs"), seed=0, ray_workers=ray_workers)
     model = AGENTS[algorithm](params.pop("policy"), envs, seed=0, device="cpu", verbose=0,
                               **params)
-    checkpoints, training_s, steps_to_99 = [], 0.0, None
-    for _ in range(CHECKPOINTS):
+    checkpoints_seen, training_s, steps_to_99 = [], 0.0, None
+    for _ in range(checkpoints):
         started = time.perf_counter()
-        model.learn(steps // CHECKPOINTS, reset_num_timesteps=False)
+        model.learn(steps // checkpoints, reset_num_timesteps=False)
         training_s += time.perf_counter() - started
         rate = evaluate_agent(model, ENV_ID, CHECK_EPISODES, CHECK_SEED).success_rate
-        checkpoints.append((int(model.num_timesteps), rate))
+        checkpoints_seen.append((int(model.num_timesteps), rate))
         if steps_to_99 is None and rate >= 0.99:
             steps_to_99 = int(model.num_timesteps)
+    envs.close()
     started = time.perf_counter()
     batch = evaluate_agent(model, ENV_ID, evaluation_episodes, EVAL_SEED)
     report = describe(batch, envs.venv.task, time.perf_counter() - started)
     return report | {
         "env_steps": int(model.num_timesteps), "training_wall_time_s": training_s,
-        "steps_to_99": steps_to_99, "checkpoints": checkpoints,
+        "steps_to_99": steps_to_99, "checkpoints": checkpoints_seen,
     }
 
 
