@@ -127,15 +127,22 @@ def resolve_version(uri: str, model_uri: str):
         raise _mlflow_error(f"find {model_uri}", uri, error) from None
 
 
-def load_policy(uri: str, model_uri: str):
+def load_policy(uri: str, version):
     """The PulsePolicy inside a registered model version (through `mlflow.pyfunc.load_model`)."""
     import mlflow
 
-    version = resolve_version(uri, model_uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     model = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}")
-    return version, model.unwrap_python_model().policy
+    return model.unwrap_python_model().policy
+
+
+def agent_zip(uri: str, version) -> str | None:
+    """An SB3 agent's version: the artifact path of its run's `policy/model-w<N>.zip` (the
+    agent its torch model/ acts as); None for a pulse policy's version."""
+    zips = [a.path for a in client(uri).list_artifacts(version.run_id, "policy")
+            if a.path.endswith(".zip")]
+    return zips[0] if zips else None
 
 
 def record_evaluation(uri: str, version, report: dict, seed: int) -> None:
@@ -149,11 +156,26 @@ def record_evaluation(uri: str, version, report: dict, seed: int) -> None:
 
 def evaluate_model(uri: str, model_uri: str, episodes: int, temperature: float | None,
                    seed: int) -> dict:
-    """Evaluate a registered version and record it there; the report names the version."""
-    from producers.evaluation import evaluate_policy
+    """Evaluate a registered version and record it there; the report names the version. A
+    pulse policy's version is evaluated as `stgym evaluate policy.json`, an SB3 agent's as
+    `stgym evaluate model.zip` (the zip of its run)."""
+    import tempfile
 
-    version, policy = load_policy(uri, model_uri)
-    report = evaluate_policy(policy, episodes, temperature, seed)
+    import mlflow.artifacts
+
+    from producers.evaluation import evaluate_policy
+    from producers.trainers import sb3_module
+
+    version = resolve_version(uri, model_uri)
+    artifact = agent_zip(uri, version)
+    if artifact is None:
+        report = evaluate_policy(load_policy(uri, version), episodes, temperature, seed)
+    else:
+        with tempfile.TemporaryDirectory() as directory:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path=artifact, dst_path=directory,
+                tracking_uri=uri)
+            report = sb3_module().evaluate_model_file(path, episodes, temperature, seed)
     record_evaluation(uri, version, report, seed)
     return report | {"model": version.name, "version": version.version}
 
