@@ -11,7 +11,8 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 RAY_BIN="$REPO_ROOT/.venv/bin/ray"
-# Ray's session files and sockets: a short path (a Unix socket path has at most 107 bytes).
+# Ray's session files and sockets: a short path (a Unix socket path has at most 107 bytes),
+# linked as $RUN_DIR/ray so that `services.sh clean` removes it.
 RAY_TMP="/tmp/stgym-ray-$(echo -n "$RUN_DIR" | sha256sum | cut -c1-12)"
 
 ray_install() {
@@ -33,6 +34,7 @@ ray_start() {
     local name="$1"; shift
     ray_auth_env
     mkdir -p "$RAY_TMP"
+    ln -sfn "$RAY_TMP" "$RUN_DIR/ray"
     spawn "$name" "--temp-dir=$RAY_TMP" "$RAY_BIN" start --block --disable-usage-stats \
         --node-ip-address="$HOST" --temp-dir="$RAY_TMP" "$@"
 }

@@ -101,13 +101,11 @@ class RayVecEnv(_SharedTaskVecEnv):
 
     def __init__(self, env_id: str, num_envs: int, workers: int, address: str | None = None,
                  **env_kwargs) -> None:
-        import ray
-
         from producers.ray_rollouts import VectorCopiesActor, start_ray
 
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        self.ray, self.env_id, self.env_kwargs = ray, env_id, dict(env_kwargs)
+        self.env_id, self.env_kwargs = env_id, dict(env_kwargs)
         template = gym.make(env_id, **env_kwargs)
         self._task = template.unwrapped.task
         self.render_mode = None
@@ -115,7 +113,10 @@ class RayVecEnv(_SharedTaskVecEnv):
         template.close()
         self.slices = [rows for rows in np.array_split(np.arange(num_envs), workers) if len(rows)]
         self._actors: list = []
-        self._owned = start_ray(workers, address)
+        self._owned = start_ray(workers, address)  # before `import ray` (its token env)
+        import ray
+
+        self.ray = ray
         cpus = ray.cluster_resources().get("CPU", 0)
         if cpus < len(self.slices):  # the actors beyond would wait for a CPU forever
             self.close()

@@ -3,8 +3,10 @@ several machines" is this recipe): a services host (PostgreSQL, Kafka, OpenSearc
 Alertmanager, its collector) started by compose/bare/services.sh with STGYM_HOST = its address,
 two trainer hosts x 2 workers and two stream hosts, each with its own log collector shipping to
 the central OpenSearch; remote clients reach Kafka only through SASL/SCRAM and PostgreSQL only
-with the generated password. Mid-run a stream host dies (processes killed, link down) and then a
-trainer host. Shown: every episode counted exactly once, every completed (ledgered) episode of
+with the generated password. A Ray head on the services host, both trainer hosts joined (token
+authentication): one `stgym train --ray-address` spreads its rollouts over both, each episode
+stored once, a wrong token refused. Mid-run a stream host dies (processes killed, link down)
+and then a trainer host. Shown: every episode counted exactly once, every completed (ledgered) episode of
 the lost trainer host stored, the lost stream host's partitions taken over, every remote worker
 a Prometheus target (file_sd from the host list) that was up, logs searchable by host.
 
@@ -39,8 +41,10 @@ trainer-2   10.231.0.12   trainer   2
 stream-1    10.231.0.21   stream
 stream-2    10.231.0.22   stream
 """
-SERVICES = ["postgres", "kafka", "opensearch", "prometheus", "alertmanager", "collector"]
+SERVICES = ["postgres", "kafka", "opensearch", "prometheus", "alertmanager", "collector",
+            "ray-head"]
 EPISODES_PER_HOST = 40000
+RAY_EPISODES = 256  # one CEM learner's, rolled out by 4 Ray workers over both trainer hosts
 BATCH = 64
 APP_ID = "stgym-multihost"
 # The plain-consumer engine: a Faust worker that loses its group peer mid-stream was seen
@@ -206,6 +210,61 @@ with psycopg2.connect(settings.load().postgres_url) as c, c.cursor() as cur:
 """
 
 
+WORKERS = """
+import json, psycopg2
+from stgym import settings
+with psycopg2.connect(settings.load().postgres_url) as c, c.cursor() as cur:
+    cur.execute("SELECT worker_id, COUNT(*) FROM episodes WHERE experiment_id = %s GROUP BY 1",
+                [{experiment!r}])
+    print(json.dumps(dict(cur.fetchall())))
+"""
+
+
+def stored_of(d: Deployment, experiment: str) -> dict:
+    return d.py("services", STORED.format(experiment=experiment))
+
+
+def ray_worker_ids(d: Deployment, name: str) -> set[str]:
+    """The 12-hex-digit ids (as on the episodes: w0.ray-<id>) of the Ray workers that ran on
+    host `name`: each wrote its log <run dir>/ray (compose/bare/ray.sh)/session_latest/logs/
+    worker-<id>-<job>-<pid>.out."""
+    logs = d.tmp / name / "ray" / "session_latest" / "logs"
+    return {p.name.split("-")[1][:12] for p in logs.glob("worker-*.out")}
+
+
+def ray_learner_over_both_trainer_hosts(d: Deployment, experiment: str) -> None:
+    """One `stgym train --ray-address` on trainer-1: its 4 Ray workers (one CPU each; each
+    trainer host offers its CPUs, the head none) run on both trainer hosts; every episode is
+    stored exactly once; a client with a wrong token is refused by the Ray head."""
+    t = time.monotonic()
+    run_dir = d.tmp / "trainer-1" / "ray-train"
+    d.sh("trainer-1", [PY, "-m", "stgym.cli", "--log-format", "json", "train", "--algo", "cem",
+                       "--episodes", str(RAY_EPISODES), "--workers", "1", "--ray-workers", "4",
+                       "--ray-address", f"{d.services}:6379", "--experiment", experiment,
+                       "--bus", f"kafka://{d.services}:9096", "--mlflow", "off",
+                       "--run-dir", str(run_dir), "--json"], timeout_s=300)
+    d.timed("ray learner over 2 trainer hosts trained in", t)
+    hosts = {name: ray_worker_ids(d, name) for name in ("trainer-1", "trainer-2")}
+    done = ledger_ids(run_dir)
+    assert len(done) == RAY_EPISODES
+    result = wait_for(lambda: (lambda r: r if set(r["ids"]) >= done else None)(
+        stored_of(d, experiment)), 120, "the Ray learner's episodes stored")
+    assert len(result["ids"]) == len(set(result["ids"])) == result["kpi_total"] == RAY_EPISODES
+    workers = d.py("services", WORKERS.format(experiment=experiment))
+    ran = {w.removeprefix("w0.ray-") for w in workers}
+    assert all(w.startswith("w0.ray-") for w in workers), workers
+    assert all(ran & ids for ids in hosts.values()), (
+        f"episodes of Ray workers {sorted(ran)}; Ray workers per host {hosts}")
+    d.timings["ray episodes per host"] = {
+        name: sum(n for w, n in workers.items() if w.removeprefix("w0.ray-") in ids)
+        for name, ids in hosts.items()}
+    refused = subprocess.run(d.lab.command("trainer-2", [PY, str(REPO / "compose" / "bare" / "check.py"), "ray"]),
+                             env=d.env("trainer-2", STGYM_RAY_AUTH_TOKEN="not-the-token"),
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "Authentication" in refused.stderr, refused.stderr[-2000:]
+    d.timed("ray phase", t)
+
+
 def ledger_ids(run_dir: Path) -> set[str]:
     return {line for p in run_dir.glob("worker-*.ledger") for line in p.read_text().split()}
 
@@ -224,8 +283,9 @@ def test_two_trainer_hosts_two_stream_hosts_lose_nothing(deployment):
     t = time.monotonic()
     for name in workers:  # the services host's credentials, copied to each machine
         d.copy_secrets(name)
-        d.sh(name, ["bash", SCRIPT, "up", "collector"], timeout_s=300)
-    d.timed("worker collectors up", t)
+        d.sh(name, ["bash", SCRIPT, "up", "collector",
+                    *(["ray-worker"] if d.hosts[name].role == "trainer" else [])], timeout_s=300)
+    d.timed("worker collectors (and trainer hosts' Ray nodes) up", t)
 
     t = time.monotonic()
     for i, name in enumerate(["stream-1", "stream-2"]):
@@ -239,6 +299,8 @@ def test_two_trainer_hosts_two_stream_hosts_lose_nothing(deployment):
                  240, f"{name} /ready")
     d.timed("stream hosts ready", t)
 
+    ray_learner_over_both_trainer_hosts(d, f"{experiment}-ray")
+
     t_run = time.monotonic()
     for i, name in enumerate(["trainer-1", "trainer-2"]):
         d.start(name, name, [PY, "-m", "stgym.cli", "--log-format", "json", "train",
@@ -250,7 +312,7 @@ def test_two_trainer_hosts_two_stream_hosts_lose_nothing(deployment):
                              "--json"])
 
     def stored():
-        return d.py("services", STORED.format(experiment=experiment))
+        return stored_of(d, experiment)
 
     # Every remote worker is a Prometheus target, and up.
     seen: list = []
@@ -368,8 +430,8 @@ def test_a_client_host_lost_mid_transaction_releases_its_locks(tmp_path):
         d.copy_secrets("client")
         d.start("client", "locker", [PY, "-c", LOCKER])
         wait_for(lambda: "locked" in (d.tmp / "locker.log").read_text(), 60, "the client's lock")
+        d.lab.cut("client")  # first: not even the dying kernel's FIN gets out
         d.lab.kill("client")
-        d.lab.cut("client")
         result = d.py("services", WRITER)
         d.timings["writer waited for the dead client's lock"] = result["waited_s"]
         assert result["n"] == 1, "the dead client's uncommitted update was kept"
