@@ -216,3 +216,23 @@ def test_batch_trace_without_tracing_is_a_no_op():
     with batch.step("validate") as step:
         step.set_attribute("x", 1)
     batch.end()
+
+
+def test_bench_alternates_off_and_on_and_takes_the_median_pair_ratio():
+    from streams import tracebench
+
+    order = []
+    walls = iter([10.0, 10.2, 12.4, 12.0, 9.0, 9.9])  # pairs: +2 %, +3.3 %, +10 %
+
+    def measure(mode, pair):
+        order.append((pair, mode))
+        return {"wall_s": next(walls)}
+
+    pairs = tracebench._alternate(3, measure)
+    assert order == [(0, "off"), (0, "on"), (1, "on"), (1, "off"), (2, "off"), (2, "on")]
+    assert all(isinstance(pair["load"], float) for pair in pairs)
+    cost = tracebench._cost(pairs, "wall_s", more_is_better=False)
+    assert cost["cost"] == pytest.approx(12.4 / 12.0 - 1)
+    assert (cost["min"], cost["max"]) == (pytest.approx(0.02), pytest.approx(0.1))
+    throughput = tracebench._cost([{"off": {"x": 100.0}, "on": {"x": 97.0}}], "x", more_is_better=True)
+    assert throughput["cost"] == pytest.approx(0.03)
