@@ -25,8 +25,8 @@ from pathlib import Path
 from stgym import settings as settings_module
 
 log = logging.getLogger(__name__)
-TARGET_EVENTS_PER_S = 20_000
-TARGET_P99_S = 2.0
+TARGET_EVENTS_PER_S = 25_000  # issue 11: the Faust engine, 2 workers, this 2-core machine
+TARGET_P99_S = 1.0
 
 
 def _admin_url(url: str, db: str) -> str:
@@ -291,20 +291,24 @@ def main(args) -> int:
     table.add_column("measure")
     for engine in results:
         table.add_column(f"--engine {engine}", justify="right")
+    table.add_column("faust / aiokafka", justify="right")  # measured in the same run
     table.add_column("target", justify="right")
-    rows = [
-        ("sustained events/s (producer -> PG-committed KPIs)",
-         lambda r: f"{r['events_per_s']:,.0f}", f">= {TARGET_EVENTS_PER_S:,}"),
-        ("producer alone, events/s", lambda r: f"{r['producer_events_per_s']:,.0f}", ""),
-        ("events per stream-worker CPU second (load-independent)",
-         lambda r: f"{r['events_per_worker_cpu_s']:,.0f}", ""),
-        ("latency p50 at 5,000 events/s (event -> /metrics)", lambda r: f"{r['latency_p50_s']:.3f} s", ""),
-        ("latency p99 at 5,000 events/s (event -> /metrics)", lambda r: f"{r['latency_p99_s']:.3f} s",
+    rows = [  # (label, field, format, target)
+        ("sustained events/s (producer -> PG-committed KPIs)", "events_per_s", "{:,.0f}",
+         f">= {TARGET_EVENTS_PER_S:,}"),
+        ("producer alone, events/s", "producer_events_per_s", "{:,.0f}", ""),
+        ("events per stream-worker CPU second (load-independent)", "events_per_worker_cpu_s",
+         "{:,.0f}", ""),
+        ("latency p50 at 5,000 events/s (event -> /metrics)", "latency_p50_s", "{:.3f} s", ""),
+        ("latency p99 at 5,000 events/s (event -> /metrics)", "latency_p99_s", "{:.3f} s",
          f"<= {TARGET_P99_S} s"),
-        ("offered rate achieved by the publisher", lambda r: f"{r['latency_achieved_rate']:,.0f}/s", ""),
+        ("offered rate achieved by the publisher", "latency_achieved_rate", "{:,.0f}/s", ""),
     ]
-    for label, cell, target in rows:
-        table.add_row(label, *(cell(r) for r in results.values()), target)
+    for label, field, form, target in rows:
+        values = [r[field] for r in results.values()]
+        ratio = (f"{values[0] / values[1]:.2f}x"
+                 if field in ("events_per_s", "events_per_worker_cpu_s") and values[1] else "")
+        table.add_row(label, *(form.format(v) for v in values), ratio, target)
     Console(width=None if sys.stdout.isatty() else 140).print(table)
     print("Latency is to the workers' /metrics; Prometheus adds up to one scrape interval (2 s).")
     return 0
