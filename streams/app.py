@@ -16,9 +16,13 @@ by a restarted worker for free, and shared by all workers of the group.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import types
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode.services import WaitResults
 
 from stgym import events as ev, settings as settings_module
 from streams.worker import PARTITIONS, SOURCE_TOPICS, BaseWorker
@@ -34,6 +38,62 @@ def broker_credentials() -> faust.SASLCredentials | None:
     return faust.SASLCredentials(username=options["sasl_plain_username"],
                                  password=options["sasl_plain_password"],
                                  mechanism=options["sasl_mechanism"])
+
+
+_SUSPEND_WAIT = asyncio.Event.wait.__code__  # Consumer.suspend_flow is an asyncio.Event
+
+
+@types.coroutine
+def _resume(coro, yielded):
+    """The rest of a coroutine already stepped once that yielded `yielded`: what `await coro`
+    would have done from there (futures passed up to the task, results and throws passed down)."""
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as error:  # e.g. the task cancelled: into the coroutine
+            try:
+                yielded = coro.throw(error)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer without four asyncio tasks per record.
+
+    Its drain loop hands every record to the conductor through
+    ``wait_first(callback(message), suspend_flow.wait())``: mode's wait_first makes a task of
+    the callback, of the flow event and of the service's stopped and crashed events, then
+    ``asyncio.wait``s them and cancels the losers — a third of a worker's CPU (py-spy,
+    docs/benchmarks.md), while the callback (a put into the stream's buffer) almost always
+    finishes without waiting. Here that call steps the callback once first: finished (the
+    common case), nothing else is made; it waits (a full buffer) or the flow is suspended (a
+    rebalance), mode's wait_first takes over as before with the rest of the callback, so a
+    suspended flow still interrupts it.
+    """
+
+    async def wait_first(self, *coros, timeout=None) -> WaitResults:
+        if (len(coros) != 2 or timeout is not None or self.suspend_flow.is_set()
+                or getattr(coros[1], "cr_code", None) is not _SUSPEND_WAIT):
+            return await super().wait_first(*coros, timeout=timeout)
+        callback, flow = coros
+        try:
+            yielded = callback.send(None)
+        except StopIteration as stop:
+            flow.close()
+            return WaitResults([callback], [stop.value], False)
+        except BaseException:
+            flow.close()
+            raise
+
+        async def rest():
+            return await _resume(callback, yielded)
+
+        return await super().wait_first(rest(), flow)
 
 
 class StreamWorker(BaseWorker):
@@ -112,6 +172,7 @@ class StreamWorker(BaseWorker):
         self.update_assignment(assigned, lag_of)
 
     def consume(self) -> int:
+        self.app.transport.Consumer = _Consumer  # before the app makes its consumer
         worker = _Worker(self.app, loglevel=logging.getLogger().level or logging.INFO,
                          redirect_stdouts=False, quiet=True, override_logging=False)
         worker.on_stop_requested = self.arm_shutdown_deadline
