@@ -74,6 +74,7 @@ class Settings:
     # (ray-worker); every node and driver authenticates with one token (RAY_AUTH_MODE=token).
     ray_port: int = 6379
     ray_node_manager_port: int = 6380
+    ray_worker_cpus: int = 0  # CPUs a trainer host's Ray node offers; 0 = all of the machine
     ray_auth_token: str = ""  # "" = secrets_dir/ray.token
     prometheus_port: int = 9090
     alertmanager_port: int = 9095

@@ -2,7 +2,7 @@
 # Ray across machines (README "Running on several machines"): `ray-head` on the services host
 # (the GCS on $HOST:$STGYM_RAY_PORT; no CPUs of its own, so rollouts run on the trainer hosts),
 # `ray-worker` on each trainer host (joins $STGYM_RAY_ADDRESS, its raylet on
-# $HOST:$STGYM_RAY_NODE_MANAGER_PORT, every CPU of the machine). Started only when named
+# $HOST:$STGYM_RAY_NODE_MANAGER_PORT, offering $STGYM_RAY_WORKER_CPUS CPUs, 0 = all). Started only when named
 # (`services.sh up ray-head`). Token authentication on every node: RAY_AUTH_MODE=token and the
 # generated secrets_dir/ray.token (or STGYM_RAY_AUTH_TOKEN), the same as `stgym train
 # --ray-address` reads (stgym/settings.py ray_auth_env). Ready = the GCS, asked with the token,
@@ -49,8 +49,10 @@ svc_ray_head_ready() { $CHECK ray; }
 svc_ray_worker_port() { echo "$STGYM_RAY_NODE_MANAGER_PORT"; }
 svc_ray_worker_install() { ray_install; }
 svc_ray_worker_start() {
+    local cpus=()
+    [[ "$STGYM_RAY_WORKER_CPUS" == 0 ]] || cpus=(--num-cpus="$STGYM_RAY_WORKER_CPUS")
     ray_start ray-worker --address="$STGYM_RAY_ADDRESS" \
-        --node-manager-port="$STGYM_RAY_NODE_MANAGER_PORT"
+        --node-manager-port="$STGYM_RAY_NODE_MANAGER_PORT" "${cpus[@]}"
 }
 svc_ray_worker_ready() { $CHECK ray; }
 

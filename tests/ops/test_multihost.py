@@ -45,6 +45,7 @@ SERVICES = ["postgres", "kafka", "opensearch", "prometheus", "alertmanager", "co
             "ray-head"]
 EPISODES_PER_HOST = 40000
 RAY_EPISODES = 256  # one CEM learner's, rolled out by 4 Ray workers over both trainer hosts
+RAY_CPUS_PER_HOST = 2
 BATCH = 64
 APP_ID = "stgym-multihost"
 # The plain-consumer engine: a Faust worker that loses its group peer mid-stream was seen
@@ -82,6 +83,9 @@ class Deployment:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STGYM_")}
         env.update(STGYM_HOST=host.address, STGYM_RUN_DIR=str(self.tmp / name),
                    STGYM_KAFKA_HEAP="384m", STGYM_OPENSEARCH_HEAP="512m",
+                   # 2 CPUs per trainer host's Ray node, whatever the machine has: the learner's
+                   # 4 one-CPU Ray tasks need both trainer hosts
+                   STGYM_RAY_WORKER_CPUS=str(RAY_CPUS_PER_HOST),
                    STGYM_READY_TIMEOUT="300", PYTHONUNBUFFERED="1")
         if host.role != "services":
             # Another machine: the services' address, Kafka's SASL listener.
@@ -233,13 +237,14 @@ def ray_worker_ids(d: Deployment, name: str) -> set[str]:
 
 
 def ray_learner_over_both_trainer_hosts(d: Deployment, experiment: str) -> None:
-    """One `stgym train --ray-address` on trainer-1: its 4 Ray workers (one CPU each; each
-    trainer host offers its CPUs, the head none) run on both trainer hosts; every episode is
-    stored exactly once; a client with a wrong token is refused by the Ray head."""
+    """One `stgym train --ray-address` on trainer-1: its 4 one-CPU Ray tasks run on both
+    trainer hosts (2 CPUs each, the head none); every episode is stored exactly once; a client
+    with a wrong token is refused by the Ray head."""
     t = time.monotonic()
     run_dir = d.tmp / "trainer-1" / "ray-train"
     d.sh("trainer-1", [PY, "-m", "stgym.cli", "--log-format", "json", "train", "--algo", "cem",
-                       "--episodes", str(RAY_EPISODES), "--workers", "1", "--ray-workers", "4",
+                       "--episodes", str(RAY_EPISODES), "--workers", "1",
+                       "--ray-workers", str(2 * RAY_CPUS_PER_HOST),
                        "--ray-address", f"{d.services}:6379", "--experiment", experiment,
                        "--bus", f"kafka://{d.services}:9096", "--mlflow", "off",
                        "--run-dir", str(run_dir), "--json"], timeout_s=300)
