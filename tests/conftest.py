@@ -7,30 +7,21 @@ its log file. A missing service is never a skip.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import uuid
 from pathlib import Path
 
 import pytest
 
+import composekit
 from stgym import settings as stgym_settings_module
 
-REPO = Path(__file__).resolve().parent.parent
 # Trainings in tests are not tracked in MLflow unless a test asks for it (--mlflow / mlflow=,
 # tests/producers/test_mlflow_*.py): the embedded store would add seconds to every train().
 os.environ.setdefault("STGYM_MLFLOW_TRACKING_URI", "off")
 
 
-def _load_probes():
-    spec = importlib.util.spec_from_file_location(
-        "stgym_service_probes", REPO / "compose" / "bare" / "check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-probes = _load_probes()
+probes = composekit.bare_module("check")
 
 
 def _require(settings, service: str, log_name: str, address: str, probe) -> None:

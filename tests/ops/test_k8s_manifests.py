@@ -16,6 +16,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+import composekit
+
 from stgym import cli, httpserver, settings as settings_module
 from stgym import httpserver
 
@@ -27,6 +29,9 @@ KUSTOMIZE = ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone"
 # The monitoring guide's probe timings (docs: monitoring guide, "Kubernetes Health Checks").
 LIVENESS = {"initialDelaySeconds": 30, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3}
 READINESS = {"initialDelaySeconds": 5, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 2}
+
+
+SECRETS_MOUNT = "/etc/stgym/secrets"  # where the pods mount the stgym-credentials Secret
 
 
 def render(path: Path) -> list[dict]:
@@ -155,8 +160,23 @@ def test_config_maps_are_the_compose_files(docs):
     assert prometheus["prometheus.yml"] == (K8S / "base" / "prometheus-config.yml").read_text()
     scrape = yaml.safe_load(prometheus["prometheus.yml"])
     assert set(scrape["rule_files"]) == {"alert_rules.yml", "recording_rules.yml"}
-    assert config_maps["alertmanager-config"]["data"]["alertmanager.yml"] == (
-        REPO / "compose" / "alertmanager" / "alertmanager.yml").read_text()
+    # Alertmanager's: the compose file rendered with the webhook's bearer token from the
+    # mounted Secret (the webhook checks the token it finds there, so one without it is refused).
+    alertmanager = config_maps["alertmanager-config"]["data"]["alertmanager.yml"]
+    assert alertmanager == (K8S / "base" / "alertmanager-config.yml").read_text()
+    rendered = composekit.bare_module("render").render(REPO / "compose" / "alertmanager" / "alertmanager.yml",
+                                      settings_module.Settings(secrets_dir=SECRETS_MOUNT))
+    assert yaml.safe_load(alertmanager) == yaml.safe_load(rendered), (
+        "compose/k8s/base/alertmanager-config.yml is out of date: regenerate it (its header)")
+    token = f"{SECRETS_MOUNT}/{settings_module.ALERT_WEBHOOK_TOKEN}"
+    webhooks = [w for r in yaml.safe_load(alertmanager)["receivers"] for w in r.get("webhook_configs", [])]
+    assert webhooks and all(w["http_config"]["authorization"] == {"type": "Bearer", "credentials_file": token}
+                            for w in webhooks)
+    pod = by_kind(docs, "Deployment")["stgym-alertmanager"]["spec"]["template"]["spec"]
+    for container in pod["containers"]:  # Alertmanager sends the token the webhook checks
+        assert {m["mountPath"] for m in container["volumeMounts"]} >= {SECRETS_MOUNT}, container["name"]
+    [credentials] = [v for v in pod["volumes"] if v["name"] == "credentials"]
+    assert {i["path"] for i in credentials["secret"]["items"]} >= {settings_module.ALERT_WEBHOOK_TOKEN}
     # Every ConfigMap a pod names exists (kustomize appends the content hash to both).
     names = set(by_kind(docs, "ConfigMap"))
     for name, template, container in containers(docs):

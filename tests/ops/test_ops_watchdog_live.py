@@ -9,7 +9,6 @@ Watchdog route's repeat interval 1 s and the switch's timeout 6 s. The shared st
 touched (its services are not even scraped)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -20,19 +19,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+import composekit
 from stgym import settings as settings_module
 from streams import workload
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 6
 pytestmark = pytest.mark.services  # the Prometheus and Alertmanager that services.sh installs
-
-
-def _render_module():
-    spec = importlib.util.spec_from_file_location("stgym_render", REPO / "compose" / "bare" / "render.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def free_port() -> int:
@@ -61,7 +54,7 @@ def test_stopping_prometheus_trips_the_dead_mans_switch(tmp_path):
     env = dict(os.environ, STGYM_DATA_DIR=str(tmp_path / "data"), STGYM_LOG_SHIP="off",
                STGYM_WATCHDOG_TIMEOUT_S=str(TIMEOUT_S),
                **{f"STGYM_{name.upper()}_PORT": str(port) for name, port in ports.items()})
-    render = _render_module()
+    render = composekit.bare_module("render")
     settings = settings_module.Settings(**{f"{name}_port": port for name, port in ports.items()})
 
     prom = yaml.safe_load(render.render(REPO / "compose" / "prometheus" / "prometheus.yml", settings))

@@ -3,13 +3,13 @@ own (moved) ports, and the Docker deployment's retention flags are the settings 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+import composekit
 from stgym import settings as settings_module
 
 REPO = Path(__file__).resolve().parents[2]
@@ -18,10 +18,7 @@ CONFIGS = [REPO / "compose" / "prometheus" / "prometheus.yml",
 
 
 def render_module():
-    spec = importlib.util.spec_from_file_location("stgym_render", REPO / "compose" / "bare" / "render.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return composekit.bare_module("render")
 
 
 def moved_settings() -> settings_module.Settings:
