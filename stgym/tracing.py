@@ -10,9 +10,8 @@ collector, http://127.0.0.1:4317, which forwards to Jaeger). No endpoint: nothin
 `span` returns a shared no-op context manager, so tracing costs nothing. With one, the SDK is
 imported by the first span (or `start()`), not by `configure`: a process that makes none pays
 nothing. Sampling is parent-based with `settings.trace_sample_ratio` (1.0 by default; README for
-production). Every
-process is a `service.name` (stgym-train, stgym-stream, stgym-alerts, ...) with resource
-attributes `host.name` and `stgym.worker_id`.
+production). Every process is a `service.name` (stgym-train, stgym-stream, stgym-alerts, ...)
+with resource attributes `host.name` and `stgym.worker_id`.
 
 Export never blocks the traced code: spans go through a BatchSpanProcessor with a bounded queue
 (the oldest span is dropped when it is full) and an export timeout; `stats()` counts spans
@@ -141,6 +140,11 @@ def start() -> bool:
         return True
 
 
+def _active() -> bool:
+    """Whether spans are made: the SDK is set up, or configured and loaded now."""
+    return _tracer is not None or (_pending is not None and start())
+
+
 def enabled() -> bool:
     return _tracer is not None or _pending is not None
 
@@ -172,7 +176,7 @@ def stats() -> dict:
 def span(name: str, **attributes):
     """A context manager: a span named `name` (child of the current one), current inside the
     block; the shared no-op when tracing is off."""
-    if _tracer is None and (_pending is None or not start()):
+    if not _active():
         return _NOOP
     return _tracer.start_as_current_span(name, attributes=attributes or None)
 
@@ -180,7 +184,7 @@ def span(name: str, **attributes):
 def start_span(name: str, links: list | None = None, **attributes):
     """A span that is NOT made current (end it with `.end()`; make it current with
     `use(span)`): for a batch whose work spans several steps of an event loop."""
-    if _tracer is None and (_pending is None or not start()):
+    if not _active():
         return NO_SPAN
     return _tracer.start_span(name, links=links, attributes=attributes or None)
 
@@ -208,7 +212,7 @@ def links_from_headers(record_headers: Iterable) -> list:
     (records of one producer batch share one). `record_headers` yields each record's headers
     (a sequence of (key, bytes) pairs, a dict, or None). At most MAX_LINKS (what the SDK's
     default SpanLimits keep)."""
-    if _tracer is None and (_pending is None or not start()):
+    if not _active():
         return []
     from opentelemetry import trace
 
