@@ -31,6 +31,7 @@ EPISODE_COLUMNS = (
     "episode", "seed", "success", "energy_j", "switching_time_s", "steps", "total_reward",
     "sim_steps", "wall_time_s", "sim_steps_per_s", "ingested_at",
 )
+GAUGE_COLUMNS = ("objective", "learning_rate", "model_accuracy", "validation_objective")
 CONVERGENCE_COLUMNS = tuple(f.name for f in dataclasses.fields(kpi.Convergence))
 TRAINING_COLUMNS = (
     "event_id", "ts", "experiment_id", "run_id", "worker_id", "device_type", "algorithm",
@@ -357,22 +358,22 @@ class SqlSink(Sink):
         now = time.time() if now is None else now
         where, params = self._filters(experiment, device_type, algorithm)
         if since_s is None and window_s is None:
-            sql = (f"SELECT experiment_id, device_type, algorithm, {', '.join(COUNTER_COLUMNS)},"
-                   " objective, learning_rate, model_accuracy, training_iterations, last_event_ts,"
-                   " validation_objective FROM kpi_cumulative" + (" WHERE " + " AND ".join(where) if where else "")
+            columns = (*KEY_COLUMNS, *COUNTER_COLUMNS, *GAUGE_COLUMNS, "training_iterations",
+                       "last_event_ts")
+            sql = (f"SELECT {', '.join(columns)} FROM kpi_cumulative"
+                   + (" WHERE " + " AND ".join(where) if where else "")
                    + " ORDER BY experiment_id, device_type, algorithm")
-            rows = self._fetch(sql, params)
+            rows = [dict(zip(columns, r)) for r in self._fetch(sql, params)]
             times = self._switch_times(" AND ".join(where), params, None) if percentiles else {}
             convergence = self.convergence_by_key(experiment)
             out = []
             for r in rows:
-                counters = dict(zip(COUNTER_COLUMNS, r[3:11]))
-                row = {"experiment_id": r[0], "device_type": r[1], "algorithm": r[2]}
-                row.update(kpi.summarize(counters, times.get((None, *r[:3]), (None,) * 3) if percentiles else None))
-                row.update(objective=r[11], learning_rate=r[12], model_accuracy=r[13],
-                           training_iterations=r[14], last_event_ts=r[15],
-                           validation_objective=r[16])
-                runs, converged, episodes = convergence.get(tuple(r[:3]), (0, 0, None))
+                key = tuple(r[c] for c in KEY_COLUMNS)
+                row = dict(zip(KEY_COLUMNS, key))
+                row.update(kpi.summarize({c: r[c] for c in COUNTER_COLUMNS},
+                                         times.get((None, *key), (None,) * 3) if percentiles else None))
+                row.update({c: r[c] for c in (*GAUGE_COLUMNS, "training_iterations", "last_event_ts")})
+                runs, converged, episodes = convergence.get(key, (0, 0, None))
                 row.update(training_runs=runs, runs_converged=converged,
                            episodes_to_convergence_mean=episodes)
                 out.append(row)
@@ -418,13 +419,15 @@ class SqlSink(Sink):
         """What the KPI collector exports: kpi_cumulative rows updated recently, their
         histogram buckets, and experiment counts by status."""
         since = time.time() - max_age_s
-        rows = self._fetch(
-            f"SELECT experiment_id, device_type, algorithm, {', '.join(COUNTER_COLUMNS)},"
-            " objective, learning_rate, model_accuracy, validation_objective FROM kpi_cumulative"
+        columns = (*KEY_COLUMNS, *COUNTER_COLUMNS, *GAUGE_COLUMNS)
+        rows = [dict(zip(columns, r)) for r in self._fetch(
+            f"SELECT {', '.join(columns)} FROM kpi_cumulative"
             f" WHERE updated_at >= {self.ph} ORDER BY updated_at DESC LIMIT {int(limit)}",
             [since],
-        )
-        keys = {tuple(r[:3]) for r in rows}
+        )]
+        for r in rows:
+            r["key"] = tuple(r.pop(c) for c in KEY_COLUMNS)
+        keys = {r["key"] for r in rows}
         hist: dict = {}
         if keys:
             for r in self._fetch(
@@ -438,12 +441,7 @@ class SqlSink(Sink):
         statuses = dict(self._fetch("SELECT status, COUNT(*) FROM experiments GROUP BY status"))
         convergence = self.convergence_by_key()
         return {
-            "kpis": [
-                {"key": tuple(r[:3]), **dict(zip(COUNTER_COLUMNS, r[3:11])),
-                 "objective": r[11], "learning_rate": r[12], "model_accuracy": r[13],
-                 "validation_objective": r[14]}
-                for r in rows
-            ],
+            "kpis": rows,
             "histograms": hist,
             "experiments": {k: int(v) for k, v in statuses.items()},
             "convergence": {k: v for k, v in convergence.items() if k in keys},
