@@ -76,6 +76,9 @@ class PulseTrainer:
         self.task = task
         self.options = options
         self.rng = rng
+        # the held-out episodes' seeds: drawn once, the same every iteration
+        self._validation_seeds = np.random.default_rng(VALIDATION_SEED).integers(
+            0, 2**63, size=max(options.validation_episodes, 0), dtype=np.int64)
 
     def propose(self, n: int) -> np.ndarray:
         """Pulses (n, segments) to run next."""
@@ -132,9 +135,6 @@ class PulseTrainer:
         n = self.options.validation_episodes
         if n <= 0:
             return None
-        if getattr(self, "_validation_seeds", None) is None:
-            self._validation_seeds = np.random.default_rng(VALIDATION_SEED).integers(
-                0, 2**63, size=n, dtype=np.int64)
         stop = self.best_stop()
         batch = self.rollout(self.task, np.repeat(self.best_pulse()[None, :], n, axis=0),
                              self._validation_seeds, None if stop is None else np.full(n, stop))
