@@ -1,5 +1,6 @@
 """A training worker's own /metrics: its resident memory, its simulator throughput, its CPU and
-I/O, and the trace spans it could not deliver."""
+I/O, and the trace spans it could not deliver. Served by stgym.httpserver, like the stream
+workers' (the same bearer-token check for peers other than loopback)."""
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,7 @@ class WorkerMetrics:
         import prometheus_client as prom
         import psutil
 
-        from stgym import tracing
+        from stgym import httpserver, tracing
         from stgym.procmetrics import ProcessResourceCollector
 
         registry = prom.CollectorRegistry()
@@ -34,7 +35,8 @@ class WorkerMetrics:
         registry.register(tracing.SpanDropCollector())
         self._process = psutil.Process()
         try:
-            self._server, _ = prom.start_http_server(port, addr=host, registry=registry)
+            self._server = httpserver.HttpServer(host, port, [httpserver.metrics_route(registry)],
+                                                 name="stgym-trainer")
         except OSError as error:
             log.warning("trainer /metrics not served on %s:%d: %s", host, port, error)
         self.update(0.0)
@@ -48,4 +50,3 @@ class WorkerMetrics:
     def close(self) -> None:
         if self._server is not None:
             self._server.shutdown()
-            self._server.server_close()

@@ -25,8 +25,9 @@ POSTGRES_READER_PASSWORD = "postgres-reader.password"
 KAFKA_PASSWORD = "kafka.password"
 ALERT_WEBHOOK_TOKEN = "alert-webhook.token"
 RAY_TOKEN = "ray.token"
+METRICS_TOKEN = "metrics.token"  # Prometheus's bearer token for /metrics of remote peers
 SECRETS = (POSTGRES_PASSWORD, POSTGRES_READER_PASSWORD, KAFKA_PASSWORD, ALERT_WEBHOOK_TOKEN,
-           RAY_TOKEN)
+           RAY_TOKEN, METRICS_TOKEN)
 
 
 def _default_run_dir() -> str:
@@ -76,6 +77,9 @@ class Settings:
     ray_node_manager_port: int = 6380
     ray_worker_cpus: int = 0  # CPUs a trainer host's Ray node offers; 0 = all of the machine
     ray_auth_token: str = ""  # "" = secrets_dir/ray.token
+    # /metrics of every stgym process (stgym/httpserver.py) is open to loopback peers; any
+    # other peer sends `Authorization: Bearer <token>` (Prometheus: compose/bare/render.py).
+    metrics_token: str = ""  # "" = secrets_dir/metrics.token
     prometheus_port: int = 9090
     alertmanager_port: int = 9095
     alert_webhook_port: int = 9099
@@ -181,6 +185,10 @@ class Settings:
     def ray_address(self) -> str:
         """The Ray head's GCS (`ray start --address`, `stgym train --ray-address`)."""
         return f"{self.shared_host}:{self.ray_port}"
+
+    def scrape_token(self) -> str:
+        """The bearer token remote scrapers of /metrics send."""
+        return self.secret(METRICS_TOKEN, self.metrics_token)
 
     def ray_auth_env(self) -> dict[str, str]:
         """The environment of Ray's token authentication, the same on every node and driver."""

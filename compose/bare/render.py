@@ -9,6 +9,9 @@ address moved to the configured host and port (STGYM_<FIELD>_PORT), and every fi
 Prometheus config names (rule_files, file_sd_configs) made absolute, as the copy lives under
 $STGYM_RUN_DIR. A private stack with moved ports therefore never scrapes, alerts or notifies
 the shared one. An address that is no settings port is an error, so the files cannot drift.
+Credentials are added as files of settings.secrets_dir: Alertmanager's webhooks send the
+webhook's bearer token, Prometheus's scrapes of stgym's own /metrics the metrics token (which
+stgym/httpserver.py asks of every peer but loopback).
 """
 from __future__ import annotations
 
@@ -26,6 +29,9 @@ from stgym import settings as settings_module
 WORKER_PORT_FIELDS = ("stream_web_port", "trainer_metrics_port")
 WORKER_PORT_SPAN = 8
 ADDRESS = re.compile(r"(?<![\d.])127\.0\.0\.1:(\d+)")
+# The scrape jobs of stgym's own /metrics (stgym/httpserver.py): they send the metrics token.
+# `pods` is the Kubernetes config's (compose/k8s/base/prometheus-config.yml).
+SCRAPE_TOKEN_JOBS = ("stream-processors", "trainers", "kpi-api", "alert-webhook", "pods")
 
 
 def port_for(default_port: int, settings: settings_module.Settings) -> int:
@@ -67,9 +73,20 @@ def with_webhook_token(config: dict, settings: settings_module.Settings) -> dict
     return config
 
 
+def with_scrape_token(config: dict, settings: settings_module.Settings) -> dict:
+    """A Prometheus config whose scrapes of stgym's /metrics send the generated bearer token
+    (secrets_dir/metrics.token)."""
+    token = str(settings.secret_path(settings_module.METRICS_TOKEN))
+    for job in config.get("scrape_configs", []):
+        if job.get("job_name") in SCRAPE_TOKEN_JOBS:
+            job["authorization"] = {"type": "Bearer", "credentials_file": token}
+    return config
+
+
 def render(source: Path, settings: settings_module.Settings) -> str:
-    """The YAML of `source` with moved addresses and absolute file paths."""
-    config = with_webhook_token(yaml.safe_load(source.read_text()), settings)
+    """The YAML of `source` with moved addresses, absolute file paths and credential files."""
+    config = with_scrape_token(with_webhook_token(yaml.safe_load(source.read_text()), settings),
+                               settings)
     header = f"# Rendered from {source} by compose/bare/render.py: do not edit.\n"
     return header + yaml.safe_dump(_rewrite(config, settings, source.resolve().parent),
                                    sort_keys=False)

@@ -191,7 +191,7 @@ def test_config_maps_are_the_compose_files(docs):
 def test_secrets_are_referenced_never_inlined(docs):
     assert not by_kind(docs, "Secret"), "Secrets are created by the operator, not shipped"
     s = settings_module.Settings()
-    files = {"postgres.password", "kafka.password", "alert-webhook.token"}
+    files = {"postgres.password", "kafka.password", "alert-webhook.token", "metrics.token"}
     for name, template in pod_specs(docs):
         for volume in template["spec"].get("volumes", []):
             if "secret" in volume:
@@ -239,7 +239,20 @@ def test_prometheus_scrapes_the_annotated_pods_with_the_rules_job_names(docs):
             if t["metadata"].get("annotations", {}).get("prometheus.io/scrape") == "true"}
     bare = yaml.safe_load((REPO / "compose" / "prometheus" / "prometheus.yml").read_text())
     assert jobs <= {j["job_name"] for j in bare["scrape_configs"]}
+    # The pods' /metrics ask for the metrics token: Prometheus sends the mounted Secret's, as
+    # render.py makes the bare machine's Prometheus send its (the file is its own rendering).
+    token = f"{SECRETS_MOUNT}/{settings_module.METRICS_TOKEN}"
+    assert pods_job["authorization"] == {"type": "Bearer", "credentials_file": token}
+    rendered = composekit.bare_module("render").with_scrape_token(
+        yaml.safe_load(yaml.safe_dump(config)), settings_module.Settings(secrets_dir=SECRETS_MOUNT))
+    assert rendered == config, "compose/k8s/base/prometheus-config.yml lacks the scrape token"
     prometheus = by_kind(docs, "Deployment")["stgym-prometheus"]
+    for name, template in pod_specs(docs):
+        if name in ("stgym-stream", "stgym-train", "stgym-prometheus"):
+            [credentials] = [v for v in template["spec"]["volumes"] if v["name"] == "credentials"]
+            assert settings_module.METRICS_TOKEN in {i["path"] for i in credentials["secret"]["items"]}, name
+            for container in template["spec"]["containers"]:
+                assert SECRETS_MOUNT in {m["mountPath"] for m in container["volumeMounts"]}, name
     args = prometheus["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--web.enable-admin-api" not in args
     assert json.dumps(args)  # rendered args are plain strings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,23 @@ def test_docker_deployment_retention_is_the_settings_default():
     assert f"--storage.tsdb.retention.time={defaults.prometheus_retention_time}" in command
     assert f"--storage.tsdb.retention.size={defaults.prometheus_retention_size}" in command
     assert "--web.enable-admin-api" not in command
+
+
+def test_prometheus_sends_the_metrics_token_to_stgym_jobs_and_promtool_accepts_it(tmp_path):
+    """Stgym's own /metrics (static and file_sd targets alike) get the generated token file;
+    exporters and blackbox probes never see it."""
+    render = render_module()
+    settings = settings_module.Settings(run_dir=str(tmp_path))
+    settings_module.ensure_secrets(settings)
+    rendered = tmp_path / "prometheus.yml"
+    rendered.write_text(render.render(CONFIGS[0], settings))
+    jobs = {job["job_name"]: job for job in yaml.safe_load(rendered.read_text())["scrape_configs"]}
+    token = {"type": "Bearer", "credentials_file": str(settings.secret_path("metrics.token"))}
+    for name in ("stream-processors", "trainers", "kpi-api", "alert-webhook"):
+        assert jobs[name]["authorization"] == token, name
+    assert jobs["trainers"]["file_sd_configs"] and jobs["stream-processors"]["file_sd_configs"]
+    assert not any("authorization" in job for name, job in jobs.items()
+                   if name not in render.SCRAPE_TOKEN_JOBS)
+    result = subprocess.run(["promtool", "check", "config", str(rendered)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
