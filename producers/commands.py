@@ -7,6 +7,7 @@ import math
 import sys
 
 from producers import model_commands
+from producers.envs import ARRAY_ENV_IDS
 from producers.model_commands import add_mlflow_option
 
 
@@ -24,9 +25,9 @@ def register(subparsers) -> None:
     )
     train.add_argument(
         "--env", default="SpinTorque-v1",
-        help="SpinTorque-v1 or SpinTorqueSOT-v1 (the write frame, docs/rl.md), their v0, or "
-        "SpinTorqueArray-v0 (N = 4 devices: each episode writes a random pattern; the pulse "
-        "drives every device that has to flip)",
+        help="SpinTorque-v1, SpinTorqueSOT-v1 or SpinTorqueArray-v1 (the write frame, "
+        "docs/rl.md), or their v0 (the array: N = 4 devices, each episode writes a random "
+        "pattern; the pulse drives every device that has to flip)",
     )
     train.add_argument("--episodes", type=int, default=512, help="episodes over all workers")
     train.add_argument("--workers", type=int, default=1, help="worker processes")
@@ -49,7 +50,7 @@ def register(subparsers) -> None:
     train.add_argument(
         "--env-kwargs", default=None, metavar="JSON",
         help='more env arguments as a JSON object, e.g. \'{"num_devices": 8, '
-        '"dipolar_coupling": true}\' for SpinTorqueArray-v0',
+        '"dipolar_coupling": true}\' for SpinTorqueArray-v1',
     )
     train.add_argument("--segments", type=int, default=None, help="pulse segments (0.1 ns each)")
     train.add_argument("--batch-size", type=int, default=None, help="episodes per iteration")
@@ -193,7 +194,7 @@ def _register(uri: str, summary, args) -> int:
 def _train_with_progress_bar(config, train):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    per_bit = config.env_id == "SpinTorqueArray-v0"  # an array episode writes up to N bits
+    per_bit = config.env_id in ARRAY_ENV_IDS  # an array episode writes up to N bits
     columns = (
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("success {task.fields[success]}"),
@@ -230,7 +231,7 @@ def _print_summary(summary) -> None:
         f"success rate      {summary.success_rate:.2%}",
         f"energy / switch   {_joules(summary.energy_per_switch_j)}",
         *([f"energy / bit      {_joules(summary.energy_per_bit_j)}"]
-          if summary.env_id == "SpinTorqueArray-v0" else []),
+          if summary.env_id in ARRAY_ENV_IDS else []),
         "switching time    " + (
             f"{summary.mean_switching_time_s * 1e9:.3f} ns"
             if math.isfinite(summary.mean_switching_time_s) else "-"

@@ -5,9 +5,10 @@
 >>> model.predict(observations)                        # actions, (n, action dim) float32
 >>> model.predict(observations, params={"output": "pulse"})  # the pulse: (1, K) amplitudes
 
-Input: observations of the policy's env, float32 (n, 9) for the single-device envs, (n, 5N + 2)
-for SpinTorqueArray-v0. Output `action` (the default): the env action for each observation
-(fraction of j_max, signed; what `PulsePolicy.__call__` gives). Output `pulse`: the pulse
+Input: observations of the policy's env, float32 (n, 9) for the single-device v0 envs, (n, 7)
+for their v1 (the write frame), (n, 5N + 2) for SpinTorqueArray-v0 and -v1. Output `action`
+(the default): the env action for each observation (what `PulsePolicy.__call__` gives: v0, a
+signed fraction of j_max; v1, the current toward the target, −1 off). Output `pulse`: the pulse
 itself, its amplitude per control interval (fraction of j_max toward the write direction).
 The model carries the policy file (artifact `policy`, the JSON of `stgym train`); its code is
 producers/policy_model_code.py (an MLflow "model from code", no pickle).

@@ -6,8 +6,8 @@ interval k, the current off afterwards — and, with a `stop_alignment`, off as 
 observed m·target has reached it (write-and-verify feedback). As a gymnasium policy it reads
 the step index from the observation's elapsed fraction and the write direction from its
 target, so it drives the single env, the native vector env, or any Sync/AsyncVectorEnv of them.
-On `SpinTorqueArray-v0` every device that has to flip gets the same pulse in its own write
-direction (and its own feedback stop); a device already holding its target bit gets none.
+On the array envs every device that has to flip gets the same pulse in its own write direction
+(and its own feedback stop); a device already holding its target bit gets none.
 
 `rollout` runs one episode per row of a pulse array with exactly the env's semantics (same
 start states, integrator seeds, rewards and episode ends for the same episode seed: the
@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from producers.envs import ARRAY_ENV_IDS
 from producers.envs.array import ArrayTask
-from producers.envs.task import OBS_ELAPSED, OBS_SIZE, OBS_TARGET, EpisodeState, SwitchingTask
+from producers.envs.task import OBS_ELAPSED, OBS_TARGET, EpisodeState, SwitchingTask
 from stgym.errors import UserError
 
 POLICY_FORMAT = "stgym.pulse-policy.v1"
@@ -111,7 +112,7 @@ def rollout(task: SwitchingTask | ArrayTask, pulses: np.ndarray, seeds: np.ndarr
     `task`: a single-device env's `SwitchingTask`, or the array env's `ArrayTask` — then every
     device that has to flip gets the pulse in its own write direction (with its own feedback
     stop), a device already holding its target bit gets no current, and an episode's energy
-    and integrator steps are its devices' sums (`SpinTorqueArray-v0`'s episode semantics).
+    and integrator steps are its devices' sums (the array envs' episode semantics).
     """
     episodes = task if isinstance(task, ArrayTask) else _OneDevice(task, 1)
     devices = episodes.num_devices
@@ -181,30 +182,32 @@ class PulsePolicy:
 
     def __call__(self, observation: np.ndarray, max_steps: int) -> np.ndarray:
         """Actions for observations of a single-device env, (9,) or (n, 9), of a v1 env in the
-        write frame, (7,) or (n, 7), or of the array env, (5N + 2,) or (n, 5N + 2). On the
+        write frame, (7,) or (n, 7), or of an array env, (5N + 2,) or (n, 5N + 2). On the
         array, the devices to drive are those whose m is on the other side of their target in
         the episode's first observation (elapsed 0): the policy remembers them until the next
         episode's first observation. A v1 action is the current toward the target, 2·A − 1
-        for amplitude A: a negative amplitude (against the target) is off there."""
+        for amplitude A: a negative amplitude (against the target) is off there, and so is a
+        device of the array that holds its bit (−1)."""
         obs = np.atleast_2d(observation)
-        if self.write_frame:
-            amplitude = self._amplitude(obs[:, 5], obs[:, 2:3], 1.0, max_steps)
-            action = (2.0 * np.maximum(amplitude, 0.0) - 1.0).astype(np.float32)
-            return action[0] if np.ndim(observation) == 1 else action
-        if obs.shape[1] == OBS_SIZE:
-            m_z, target_z, elapsed = obs[:, 2:3], obs[:, OBS_TARGET][:, 2:], obs[:, OBS_ELAPSED]
-            drive = -target_z
+        # lab frame: the target's z and the current's sign that writes it; v1: +z and +1
+        if self.env_id not in ARRAY_ENV_IDS:
+            m_z, elapsed = obs[:, 2:3], obs[:, 5 if self.write_frame else OBS_ELAPSED]
+            target_z = 1.0 if self.write_frame else obs[:, OBS_TARGET][:, 2:]
+            drive = 1.0 if self.write_frame else -target_z
         else:
             devices = (obs.shape[1] - 2) // 5
-            m_z, target_z = obs[:, 2 : 3 * devices : 3], obs[:, 3 * devices : 4 * devices]
-            elapsed = obs[:, 5 * devices]
+            m_z, elapsed = obs[:, 2 : 3 * devices : 3], obs[:, 5 * devices]
+            target_z = 1.0 if self.write_frame else obs[:, 3 * devices : 4 * devices]
             must_flip = m_z * target_z < 0
             if self._must_flip is None or self._must_flip.shape != must_flip.shape:
                 self._must_flip = must_flip
             first = elapsed == 0
             self._must_flip[first] = must_flip[first]
-            drive = np.where(self._must_flip, -target_z, 0.0)
-        action = (self._amplitude(elapsed, m_z, target_z, max_steps) * drive).astype(np.float32)
+            drive = np.where(self._must_flip, 1.0 if self.write_frame else -target_z, 0.0)
+        current = self._amplitude(elapsed, m_z, target_z, max_steps) * drive
+        if self.write_frame:
+            current = 2.0 * np.maximum(current, 0.0) - 1.0
+        action = current.astype(np.float32)
         return action[0] if np.ndim(observation) == 1 else action
 
     @functools.cached_property

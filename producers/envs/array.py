@@ -1,4 +1,4 @@
-"""`SpinTorqueArray-v0`: write a bit pattern into a row of N MTJs, one current per device."""
+"""`SpinTorqueArray-v0` / `-v1`: write a bit pattern into a row of N MTJs, one current per device."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,13 +10,13 @@ import numpy as np
 from gymnasium import spaces
 
 import physics_ext as px
-from producers.envs import render
+from producers.envs import frame, render
 from producers.envs.task import EpisodeState, SwitchingTask
 
 
 @dataclasses.dataclass(frozen=True)
 class ArrayTask:
-    """`SpinTorqueArray-v0`'s episode semantics over one device's `SwitchingTask`: start states,
+    """The array envs' episode semantics over one device's `SwitchingTask`: start states,
     step seeds, coupling, reward and episode end of whole episodes of N devices. The env steps
     one episode with it, `producers.rollout.rollout` many at once (E episodes are E·N rows of an
     `EpisodeState`, device i of episode e in row e·N + i), so both give the same bits.
@@ -150,6 +150,12 @@ class SpinTorqueArrayEnv(gym.Env):
     `Box(-1.0, 1.0, (N,), float32)`: device i's current density as a fraction of `j_max`
     (positive drives m from +z toward −z); |a_i| ≤ `action_deadband` switches device i off.
 
+    v1 (`write_frame=True`): each device in its own write frame (as `SpinTorque-v1`): a_i is
+    the current (a_i + 1)/2 · j_max toward device i's target bit, off where that is at most
+    `action_deadband` of j_max (a_i ≤ −0.96 by default). For a device already holding its
+    bit that current holds it there (it only costs energy), so one action means "write" for
+    every device, whichever pattern is asked.
+
     ## Observation Space
 
     `Box(low, high, (5N + 2,), float32)`:
@@ -161,6 +167,11 @@ class SpinTorqueArrayEnv(gym.Env):
     | 4N + i         | last action of device i              | -1  | 1   | fraction of `j_max`    |
     | 5N             | elapsed fraction of the time budget  | 0   | 1   | 1                      |
     | 5N + 1         | energy used so far, all devices      | 0   | 1   | N · E_budget           |
+
+    v1 (`write_frame=True`): the same layout with each device in its write frame
+    (`producers/envs/frame.py`): 3i .. 3i+2 are m_x, m_y · t_i, m_z · t_i (3i+2 is
+    m_i·target_i, negative for a device that still has to flip), 3N + i the write direction
+    t_i (±1), 4N + i the last current toward the target (0 .. 1, fraction of `j_max`).
 
     ## Rewards
 
@@ -204,6 +215,7 @@ class SpinTorqueArrayEnv(gym.Env):
     | `temperature`       | float         | 300.0     | K                                         |
     | `success_threshold` | float         | 0.9       | m·target needed per device                |
     | `action_deadband`   | float         | 0.02      | |a| at or below which a current is off    |
+    | `write_frame`       | bool          | False     | v1 action and observation (True in -v1)   |
     | `success_bonus`, `energy_weight`, `time_weight` | float | 1.0, 1.0, 0.1 | reward weights   |
     | `render_mode`       | str or None   | None      | "rgb_array"                               |
 
@@ -217,6 +229,12 @@ class SpinTorqueArrayEnv(gym.Env):
     ## Version History
 
     - v0: initial version.
+    - v1: `write_frame=True` and `energy_weight=3.0`, as `SpinTorque-v1` (the physics,
+      coupling and episode ends unchanged; reproduce with
+      `gym.make("SpinTorqueArray-v0", write_frame=True, energy_weight=3.0)`). In v0 the sign
+      that writes a device is its target's, so one action pattern writes one bit pattern
+      only; in v1 the action toward each device's own target writes every pattern
+      (docs/rl.md: the measurements).
 
     ## Example
 
@@ -251,6 +269,7 @@ class SpinTorqueArrayEnv(gym.Env):
         success_bonus: float = 1.0,
         energy_weight: float = 1.0,
         time_weight: float = 0.1,
+        write_frame: bool = False,
         render_mode: str | None = None,
     ) -> None:
         if num_devices < 1:
@@ -273,10 +292,13 @@ class SpinTorqueArrayEnv(gym.Env):
         self.num_devices = num_devices
         self.dipolar_coupling = dipolar_coupling
         self.pitch = pitch
+        self.write_frame = write_frame
         self.render_mode = render_mode
         n = num_devices
         self.action_space = spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
-        low = np.concatenate([-np.ones(5 * n), [0.0, 0.0]]).astype(np.float32)
+        # the last action: a signed fraction of j_max (v0), a current toward the target (v1)
+        low = np.concatenate([-np.ones(4 * n), np.full(n, 0.0 if write_frame else -1.0),
+                              [0.0, 0.0]]).astype(np.float32)
         high = np.ones(5 * n + 2, dtype=np.float32)
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self.state: EpisodeState | None = None
@@ -304,6 +326,8 @@ class SpinTorqueArrayEnv(gym.Env):
         if step >= len(self._step_seeds):
             raise RuntimeError("the episode is over (time budget spent); call reset()")
         action = np.asarray(action, dtype=float).reshape(self.num_devices)
+        if self.write_frame:
+            action = frame.lab_actions(action, self.state.target[:, 2], self.task.action_deadband)
         reward, terminated, truncated = self.array_task.advance(
             self.state, action, self._step_seeds[step]
         )
@@ -318,9 +342,16 @@ class SpinTorqueArrayEnv(gym.Env):
         state, task = self.state, self.task
         n = self.num_devices
         obs = np.empty(5 * n + 2, dtype=np.float32)
-        obs[: 3 * n] = np.clip(state.m, -1.0, 1.0).ravel()
-        obs[3 * n : 4 * n] = state.target[:, 2]
-        obs[4 * n : 5 * n] = state.last_action
+        m = np.clip(state.m, -1.0, 1.0)
+        if self.write_frame:
+            devices = frame.turned(m, state.target[:, 2], state.last_action)
+            obs[: 3 * n] = devices[:, :3].ravel()
+            obs[3 * n : 4 * n] = devices[:, 3]
+            obs[4 * n : 5 * n] = devices[:, 4]
+        else:
+            obs[: 3 * n] = m.ravel()
+            obs[3 * n : 4 * n] = state.target[:, 2]
+            obs[4 * n : 5 * n] = state.last_action
         obs[5 * n] = min(state.elapsed_s[0] / task.time_budget, 1.0)
         obs[5 * n + 1] = min(self._energy_j() / self.array_task.energy_budget_j, 1.0)
         return obs

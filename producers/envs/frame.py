@@ -36,18 +36,26 @@ def lab_actions(actions: np.ndarray, target_z: np.ndarray, deadband: float) -> n
         return -target_z * np.where(toward > deadband, toward, 0.0 * toward)
 
 
+def turned(m: np.ndarray, direction: np.ndarray, last_action: np.ndarray) -> np.ndarray:
+    """Per device in the write frame (n, 5), float32: m turned so that the target is +z
+    (m_x, m_y·d, m_z·d: index 2 is m·target), the write direction d (the lab target's z, ±1)
+    and the last lab action as current toward the target (≥ 0), from the lab m (n, 3),
+    d (n,) and last actions (n,). The columns every v1 observation is made of."""
+    out = np.empty((len(m), 5), dtype=np.float32)
+    out[:, 0] = m[:, 0]
+    out[:, 1] = m[:, 1] * direction
+    out[:, 2] = m[:, 2] * direction
+    out[:, 3] = direction
+    out[:, 4] = np.maximum(-direction * last_action, 0.0)
+    return out
+
+
 def write_frame_obs(lab_obs: np.ndarray) -> np.ndarray:
-    """v0 observation rows (n, 9) -> v1 rows (n, 7), float32: m turned so that the target is
-    +z (index 2 is m·target), the write direction (the lab target's z, ±1), the last action as
-    current toward the target, the elapsed time and energy fractions as in v0."""
+    """v0 observation rows (n, 9) -> v1 rows (n, 7), float32: the `turned` device columns,
+    then the elapsed time and energy fractions as in v0."""
     lab_obs = np.atleast_2d(lab_obs)
-    direction = lab_obs[:, _TARGET_Z]
     obs = np.empty((len(lab_obs), OBS_SIZE), dtype=np.float32)
-    obs[:, 0] = lab_obs[:, OBS_M.start]
-    obs[:, 1] = lab_obs[:, OBS_M.start + 1] * direction
-    obs[:, 2] = lab_obs[:, OBS_M.start + 2] * direction
-    obs[:, 3] = direction
-    obs[:, 4] = np.maximum(-direction * lab_obs[:, OBS_LAST_ACTION], 0.0)
+    obs[:, :5] = turned(lab_obs[:, OBS_M], lab_obs[:, _TARGET_Z], lab_obs[:, OBS_LAST_ACTION])
     obs[:, 5] = lab_obs[:, OBS_ELAPSED]
     obs[:, 6] = lab_obs[:, OBS_ENERGY]
     return obs

@@ -106,6 +106,8 @@ def test_time_budget_truncates_and_never_terminates():
     ("SpinTorque-v1", {}, 0.3),
     ("SpinTorqueArray-v0", {"num_devices": 3}, None),
     ("SpinTorqueArray-v0", {"num_devices": 3, "dipolar_coupling": True}, 0.5),
+    ("SpinTorqueArray-v1", {"num_devices": 3}, None),
+    ("SpinTorqueArray-v1", {"num_devices": 3, "dipolar_coupling": True}, 0.5),
 ])
 def test_rollout_matches_the_env_episode_for_episode(env_id, kwargs, stop):
     """The trainers' rollout is the env, bit for bit: same actions (the policy's), same seeds
@@ -140,7 +142,7 @@ def test_rollout_matches_the_env_episode_for_episode(env_id, kwargs, stop):
         assert info["switching_time_s"] == (None if np.isnan(switch) else close(switch))
         assert total == pytest.approx(batch.total_reward[i], rel=1e-12 if exact else 1e-6)
     assert batch.success.any()
-    if env_id == "SpinTorqueArray-v0":  # patterns with 0 .. 3 bits to write
+    if env_id.startswith("SpinTorqueArray"):  # patterns with 0 .. 3 bits to write
         assert batch.bits.min() < batch.bits.max()
 
 

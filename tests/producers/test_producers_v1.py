@@ -67,3 +67,39 @@ def test_same_step_autoreset_returns_the_next_episode_and_the_final_observation(
     assert final[3].all() and step[3].all()  # 5 steps: the budget is spent
     assert np.array_equal(step[4]["final_obs"], final[0]) and step[4]["_final_obs"].all()
     assert np.array_equal(step[0], nxt.step(action)[0])  # the autoreset's first observation
+
+
+def _expected_array_v1_obs(lab_obs: np.ndarray, n: int) -> np.ndarray:
+    """SpinTorqueArray-v0's observation in the v1 layout, each device in its write frame."""
+    devices = frame.turned(lab_obs[: 3 * n].reshape(n, 3), lab_obs[3 * n : 4 * n],
+                           lab_obs[4 * n : 5 * n])
+    return np.concatenate([devices[:, :3].ravel(), devices[:, 3], devices[:, 4], lab_obs[5 * n :]])
+
+
+@pytest.mark.parametrize("coupling", [False, True])
+def test_array_v1_is_array_v0_with_each_action_toward_its_own_target(coupling):
+    n, pattern = 4, np.array([1.0, -1.0, -1.0, 1.0])
+    kwargs = {"num_devices": n, "dipolar_coupling": coupling}
+    lab = gym.make("SpinTorqueArray-v0", energy_weight=3.0, **kwargs).unwrapped
+    write = gym.make("SpinTorqueArray-v1", **kwargs).unwrapped
+    lab_obs, _ = lab.reset(seed=5, options={"pattern": pattern})
+    obs, _ = write.reset(seed=5, options={"pattern": pattern})
+    assert np.array_equal(obs[3 * n : 4 * n], pattern)
+    assert np.array_equal(obs, _expected_array_v1_obs(lab_obs, n))
+    deadband = write.task.action_deadband
+    # episode 1: 60 random actions, then writes until the time budget (100 steps) is spent;
+    # episode 2: 40 steps of full current toward every target, then off: written
+    actions = np.concatenate([np.random.default_rng(3).uniform(-1, 1, (60, n)),
+                              np.ones((40, n)), -np.ones((1, n))]).astype(np.float32)
+    for episode in range(2):
+        for a in actions[60 * episode :]:
+            toward = (a.astype(float) + 1) / 2
+            lab_step = lab.step(-pattern * np.where(toward > deadband, toward, 0.0))
+            step = write.step(a)
+            assert step[1:4] == lab_step[1:4] and step[4] == lab_step[4]
+            assert np.array_equal(step[0], _expected_array_v1_obs(lab_step[0], n))
+            if step[2] or step[3]:
+                break
+        assert step[3] if episode == 0 else step[2] and step[4]["bit_errors"] == 0
+        lab.reset(seed=6, options={"pattern": pattern})
+        write.reset(seed=6, options={"pattern": pattern})
