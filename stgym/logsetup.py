@@ -37,7 +37,7 @@ Outputs:
 * the local JSON log file ``<data_dir>/logs/stgym.jsonl`` (always; `stgym logs search` reads it
   in embedded mode).
 * the collector (Fluent forward protocol, fluent-logger's ``FluentHandler``, nanosecond event
-  times, tag ``stgym.<service>``) at ``settings.host:settings.collector_forward_port`` when
+  times, tag ``stgym.<service>``) at ``settings.collector_forward_address`` (loopback) when
   shipping is on (``settings.log_ship``: ``auto`` = for the services in SERVICES, whatever
   their terminal format, and for any command logging json; ``on``; ``off``).
 
@@ -146,7 +146,7 @@ def configure_logging(
             handlers.append(file_handler)
     if ship:
         handlers.append(ShippingQueueHandler(
-            service, settings.host, settings.collector_forward_port, spool_dir(settings),
+            service, *settings.collector_forward_address, spool_dir(settings),
             settings.log_spool_max_bytes,
         ))
     root = logging.getLogger()

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import platformdirs
 
+from stgym import certs
 from stgym.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +91,10 @@ class Settings:
     collector_metrics_port: int = 8888  # the collector's own telemetry (/metrics)
     collector_otlp_grpc_port: int = 4317
     collector_otlp_http_port: int = 4318
+    # The services host's collector takes the worker hosts' logs and traces here: OTLP gRPC
+    # with mutual TLS (certificates of secrets_dir, stgym/certs.py). The other receivers of
+    # every collector (Fluent forward, plain OTLP) listen on 127.0.0.1 only.
+    collector_otlp_tls_port: int = 4319
     jaeger_query_port: int = 16686
     jaeger_query_grpc_port: int = 16685
     jaeger_otlp_grpc_port: int = 4327
@@ -167,6 +172,11 @@ class Settings:
 
     def secret_path(self, name: str) -> Path:
         return Path(self.secrets_dir or Path(self.run_dir) / "secrets") / name
+
+    @property
+    def collector_tls_files(self) -> dict[str, Path]:
+        """ca, server_cert, server_key, client_cert, client_key of the collectors' mutual TLS."""
+        return certs.files(self.secret_path(""))
 
     def secret(self, name: str, value: str = "") -> str:
         """`value` when set (an STGYM_* override), else the generated file secrets_dir/name."""
@@ -258,8 +268,19 @@ class Settings:
         return f"http://{self.shared_host}:{self.jaeger_query_port}"
 
     @property
+    def collector_forward_address(self) -> tuple[str, int]:
+        """This machine's collector's Fluent forward receiver (loopback: no authentication)."""
+        return (LOOPBACK, self.collector_forward_port)
+
+    @property
     def collector_otlp_url(self) -> str:
-        return f"http://{self.host}:{self.collector_otlp_grpc_port}"
+        """This machine's collector's OTLP gRPC receiver (loopback; other machines' collectors
+        use the mutual-TLS port collector_otlp_tls_port)."""
+        return f"http://{LOOPBACK}:{self.collector_otlp_grpc_port}"
+
+    @property
+    def collector_otlp_http_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.collector_otlp_http_port}"
 
 
 def load() -> Settings:
@@ -293,7 +314,7 @@ def ensure_secrets(settings: Settings) -> list[Path]:
         with os.fdopen(fd, "w") as out:
             out.write(secrets.token_urlsafe(24) + "\n")
         created.append(path)
-    return created
+    return created + certs.ensure_collector_certs(settings.secret_path(""))
 
 
 def as_shell(settings: Settings) -> str:
@@ -306,6 +327,9 @@ def as_shell(settings: Settings) -> str:
     lines.append(f"STGYM_POSTGRES_READER_URL='{settings.postgres_reader_url}'")
     lines.append(f"STGYM_MLFLOW_BACKEND_STORE_URI='{settings.mlflow_backend_store_uri}'")
     lines.append(f"STGYM_RAY_ADDRESS='{settings.ray_address}'")
+    lines += [f"STGYM_COLLECTOR_TLS_{label.upper()}='{path}'"
+              for label, path in settings.collector_tls_files.items()]
+    lines.append(f"STGYM_COLLECTOR_TLS_SERVER_NAME='{certs.SERVER_NAME}'")
     return "\n".join(lines)
 
 

@@ -129,8 +129,8 @@ def collector_address(stgym_settings) -> tuple[str, int]:
         probes.check_forward(s)
 
     _require(s, "The log collector (fluent forward)", "collector",
-             f"{s.host}:{s.collector_forward_port}", probe)
-    return (s.host, s.collector_forward_port)
+             "%s:%d" % s.collector_forward_address, probe)
+    return s.collector_forward_address
 
 
 @pytest.fixture(scope="session")

@@ -64,7 +64,7 @@ def check_forward(s: stgym_settings.Settings) -> None:
     import msgpack
 
     chunk = base64.b64encode(os.urandom(16)).decode()
-    with socket.create_connection((s.host, s.collector_forward_port), timeout=TIMEOUT_S) as sock:
+    with socket.create_connection(s.collector_forward_address, timeout=TIMEOUT_S) as sock:
         sock.sendall(msgpack.packb(["stgym.readiness", [], {"chunk": chunk}]))
         unpacker = msgpack.Unpacker(raw=False)
         while True:
@@ -84,12 +84,13 @@ def check_otlp(s: stgym_settings.Settings) -> None:
     import requests
 
     resp = requests.post(
-        f"http://{s.host}:{s.collector_otlp_http_port}/v1/traces", data=b"",
+        f"{s.collector_otlp_http_url}/v1/traces", data=b"",
         headers={"Content-Type": "application/x-protobuf"}, timeout=TIMEOUT_S,
     )
     if resp.status_code != 200:
         raise RuntimeError(f"OTLP/HTTP export answered HTTP {resp.status_code}")
-    socket.create_connection((s.host, s.collector_otlp_grpc_port), timeout=TIMEOUT_S).close()
+    socket.create_connection((stgym_settings.LOOPBACK, s.collector_otlp_grpc_port),
+                             timeout=TIMEOUT_S).close()
 
 
 def check_jaeger(s: stgym_settings.Settings) -> None:

@@ -55,20 +55,34 @@ svc_collector_install() {
     mv "$tmp" "$COLLECTOR_BUILD"
 }
 
+# This host's config files: a worker host (settings.services_host another machine) merges
+# worker.yaml into config.yaml, exporting to the services host's collector (mutual TLS).
+collector_configs() {
+    echo "$COLLECTOR_DIR/config.yaml"
+    if [[ -n "${STGYM_SERVICES_HOST:-}" && "$STGYM_SERVICES_HOST" != "$HOST" ]]; then
+        echo "$COLLECTOR_DIR/worker.yaml"
+    fi
+}
+
 svc_collector_start() {
-    # The config reads these through ${env:...}.
+    # The configs read these through ${env:...}.
     export STGYM_HOST STGYM_COLLECTOR_FORWARD_PORT STGYM_COLLECTOR_HEALTH_PORT STGYM_COLLECTOR_METRICS_PORT STGYM_LOGS_INDEX
-    export STGYM_COLLECTOR_OTLP_GRPC_PORT STGYM_COLLECTOR_OTLP_HTTP_PORT
-    export STGYM_COLLECTOR_QUEUE_DIR="$RUN_DIR/collector/queue"  # the log exporter's disk queue
-    # Jaeger and OpenSearch run on the services host (settings.services_host, "" = this one).
-    local services="${STGYM_SERVICES_HOST:-$HOST}"
-    export STGYM_COLLECTOR_JAEGER_ENDPOINT="${STGYM_COLLECTOR_JAEGER_ENDPOINT:-$services:$STGYM_JAEGER_OTLP_GRPC_PORT}"
-    export STGYM_COLLECTOR_OPENSEARCH_URL="${STGYM_COLLECTOR_OPENSEARCH_URL:-http://$services:$STGYM_OPENSEARCH_PORT}"
-    spawn collector "$COLLECTOR_DIR/config.yaml" "$COLLECTOR_BIN" --config "$COLLECTOR_DIR/config.yaml"
+    export STGYM_COLLECTOR_OTLP_GRPC_PORT STGYM_COLLECTOR_OTLP_HTTP_PORT STGYM_COLLECTOR_OTLP_TLS_PORT
+    export STGYM_COLLECTOR_TLS_CA STGYM_COLLECTOR_TLS_SERVER_CERT STGYM_COLLECTOR_TLS_SERVER_KEY
+    export STGYM_COLLECTOR_TLS_CLIENT_CERT STGYM_COLLECTOR_TLS_CLIENT_KEY STGYM_COLLECTOR_TLS_SERVER_NAME
+    export STGYM_COLLECTOR_QUEUE_DIR="$RUN_DIR/collector/queue"  # the exporters' disk queue
+    # Jaeger and OpenSearch run beside the services host's collector; a worker host's
+    # collector sends there through that collector (worker.yaml).
+    export STGYM_COLLECTOR_JAEGER_ENDPOINT="${STGYM_COLLECTOR_JAEGER_ENDPOINT:-$HOST:$STGYM_JAEGER_OTLP_GRPC_PORT}"
+    export STGYM_COLLECTOR_OPENSEARCH_URL="${STGYM_COLLECTOR_OPENSEARCH_URL:-http://$HOST:$STGYM_OPENSEARCH_PORT}"
+    export STGYM_COLLECTOR_SERVICES_ENDPOINT="${STGYM_SERVICES_HOST:-$HOST}:$STGYM_COLLECTOR_OTLP_TLS_PORT"
+    local configs=() config
+    while read -r config; do configs+=(--config "$config"); done < <(collector_configs)
+    spawn collector "$COLLECTOR_DIR/config.yaml" "$COLLECTOR_BIN" "${configs[@]}"
 }
 
 # A new config or a rebuilt binary (another hash) restarts the running collector on `up`.
-svc_collector_fingerprint() { cat "$COLLECTOR_DIR/config.yaml"; echo "$COLLECTOR_BIN"; }
+svc_collector_fingerprint() { collector_configs | xargs cat; echo "$COLLECTOR_BIN"; }
 
 svc_collector_ready() {
     $CHECK http "http://$HOST:$STGYM_COLLECTOR_HEALTH_PORT/" && $CHECK forward && $CHECK otlp

@@ -9,6 +9,11 @@ stored once, a wrong token refused. Mid-run a stream host dies (processes killed
 and then a trainer host. Shown: every episode counted exactly once, every completed (ledgered) episode of
 the lost trainer host stored, the lost stream host's partitions taken over, every remote worker
 a Prometheus target (file_sd from the host list) that was up, logs searchable by host.
+The two hops that cross machines outside Kafka, PostgreSQL and Ray are authenticated too:
+Prometheus scrapes the remote workers' /metrics with the generated bearer token (a scrape
+without it is refused), and each worker host's collector ships its logs to the services host's
+collector over OTLP with mutual TLS (a client without a certificate is refused, the plain
+receivers listen on loopback only); every log record arrives once, with its host field.
 
 Needs root (ip netns, veth, a bridge, unshare); every namespace, link and process is removed
 at the end, also on failure. Timings of the phases are printed (pytest -s) and written to
@@ -202,6 +207,61 @@ r = requests.post(f"{{s.opensearch_url}}/{{s.logs_index}}*/_search", json=query,
 print(json.dumps(sorted(b["key"] for b in r.json().get("aggregations", {{}}).get("hosts", {{}}).get("buckets", []))))
 """
 
+# The worker hosts' records in the central store: their number, and those whose _id is not
+# their log_id (the exporter's exactly-once key; 0 = the attribute survived the OTLP hop).
+LOG_IDS = """
+import json, requests
+from stgym import settings
+s = settings.load()
+query = {{"size": 10000, "_source": ["attributes.log_id", "attributes.host"],
+         "query": {{"terms": {{"attributes.host": {hosts!r}}}}}}}
+hits = requests.post(f"{{s.opensearch_url}}/{{s.logs_index}}*/_search", json=query,
+                     timeout=30).json()["hits"]["hits"]
+print(json.dumps({{"records": len(hits), "hosts": sorted({{h["_source"]["attributes"]["host"] for h in hits}}),
+                  "id_not_log_id": sum(h["_id"] != h["_source"]["attributes"].get("log_id") for h in hits)}}))
+"""
+
+# From another host: the metrics token and the collectors' certificates are asked for.
+SCRAPE = """
+import json, requests
+from stgym import settings
+s = settings.load()
+url = "http://{address}:{port}"
+print(json.dumps({{"no token": requests.get(url + "/metrics", timeout=5).status_code,
+                  "wrong token": requests.get(url + "/metrics", timeout=5,
+                                              headers={{"Authorization": "Bearer wrong"}}).status_code,
+                  "token": requests.get(url + "/metrics", timeout=5,
+                                        headers={{"Authorization": "Bearer " + s.scrape_token()}}).status_code,
+                  "health": requests.get(url + "/health", timeout=5).status_code}}))
+"""
+
+NO_CLIENT_CERT = """
+import json, socket, ssl
+from stgym import settings
+s = settings.load()
+tls = s.collector_tls_files
+result = {{}}
+for case, chain in (("no client cert", None), ("client cert", (tls["client_cert"], tls["client_key"]))):
+    context = ssl.create_default_context(cafile=tls["ca"])
+    context.set_alpn_protocols(["h2"])
+    if chain:
+        context.load_cert_chain(*chain)
+    try:
+        with socket.create_connection(("{services}", s.collector_otlp_tls_port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname="stgym-collector") as conn:
+                conn.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n")  # HTTP/2 preface
+                result[case] = "answered" if conn.recv(64) else "closed"
+    except (ssl.SSLError, OSError) as error:
+        result[case] = f"refused: {{error}}"
+for port in (s.collector_otlp_grpc_port, s.collector_forward_port):  # plain receivers: loopback
+    try:
+        socket.create_connection(("{services}", port), timeout=5).close()
+        result[port] = "open"
+    except OSError as error:
+        result[port] = f"refused: {{error}}"
+print(json.dumps(result))
+"""
+
 
 SESSIONS = """
 import json, psycopg2
@@ -330,6 +390,16 @@ def test_two_trainer_hosts_two_stream_hosts_lose_nothing(deployment):
     except AssertionError as error:
         raise AssertionError(f"{error}; targets: {seen}") from None
     d.timed("all 6 remote targets up", t_run)
+    # ... with the token: without it another host is refused; a stream worker's probes stay
+    # open (a trainer serves nothing but /metrics).
+    for name, port in (("stream-1", 6066), ("trainer-1", 8000)):
+        codes = d.py("services", SCRAPE.format(address=d.hosts[name].address, port=port))
+        assert codes == {"no token": 401, "wrong token": 401, "token": 200, "health":
+                         200 if name == "stream-1" else 404}, (name, codes)
+    # The services host's collector: mutual TLS only, for another host.
+    tls = d.py("stream-1", NO_CLIENT_CERT.format(services=d.services))
+    assert "certificate required" in tls["no client cert"] and tls["client cert"] == "answered", tls
+    assert all(tls[str(p)].startswith("refused") for p in (4317, 24224)), tls
 
     wait_for(lambda: len(stored()["ids"]) > 2000, 240, "2000 episodes stored")
     d.lab.kill("stream-2")
@@ -387,6 +457,9 @@ def test_two_trainer_hosts_two_stream_hosts_lose_nothing(deployment):
     except AssertionError as error:
         raise AssertionError(f"{error}; hosts with logs: {logged}") from None
     d.timed("logs of every host searchable in", t)
+    records = d.py("services", LOG_IDS.format(hosts=workers))
+    assert records["hosts"] == sorted(workers) and records["id_not_log_id"] == 0, records
+    d.timings["worker hosts' log records"] = records["records"]
     d.timed("whole run", t0)
     assert {tuple(x[:2]) for x in targets} >= {("trainer-1", "trainers"), ("stream-1", "stream-processors")}
 

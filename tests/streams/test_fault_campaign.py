@@ -54,7 +54,7 @@ OPENSEARCH_OUTAGE_S = 60.0
 PORTS = ("postgres_port", "kafka_port", "kafka_controller_port", "kafka_sasl_port",
          "opensearch_port", "opensearch_transport_port", "collector_forward_port",
          "collector_health_port", "collector_metrics_port", "collector_otlp_grpc_port",
-         "collector_otlp_http_port")
+         "collector_otlp_http_port", "collector_otlp_tls_port")
 
 
 @pytest.fixture(scope="module")
