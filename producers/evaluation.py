@@ -30,6 +30,14 @@ def concatenate(batches: list[EpisodeBatch]) -> EpisodeBatch:
     })
 
 
+def take(batch: EpisodeBatch, rows) -> EpisodeBatch:
+    """The episodes `rows` (a slice or an index array) of `batch`, in that order."""
+    return EpisodeBatch(**{
+        name: None if (value := getattr(batch, name)) is None else value[rows]
+        for name in EpisodeBatch.__dataclass_fields__
+    })
+
+
 def run_episodes(task, pulse: np.ndarray, episodes: int, seed: int,
                  stop_alignment: float | None = None) -> EpisodeBatch:
     """`episodes` episodes of one pulse, in chunks (bounded memory), seeds from `seed`."""

@@ -1,9 +1,11 @@
 """One learner, many workers: a trainer's batched rollouts as Ray tasks.
 
 `RayRollouts(workers)` is a drop-in for `producers.rollout.rollout`: the episodes of one
-trainer iteration (a CEM generation's whole population) are split into `workers` contiguous
-shares, each rolled out by a Ray task that holds one CPU (OpenMP on one thread), and gathered
-back in order. The learner — the one trainer — sees the same `EpisodeBatch` as with a local
+trainer iteration (a CEM generation's whole population, with the previous iteration's validation
+episodes) are dealt round-robin into `workers` shares — episode i to share i mod K, so each
+share holds an equal part of every candidate's episodes and the shares take equally long —
+each rolled out by a Ray task that holds one CPU (OpenMP on one thread: Ray sets
+OMP_NUM_THREADS to a task's CPUs), and gathered back in order. The learner — the one trainer — sees the same `EpisodeBatch` as with a local
 rollout, bit for bit: each episode depends only on its pulse, stop and seed. It publishes the
 batch itself after the gather, so an episode reaches the bus exactly once, from the learner;
 each episode event's `worker_id` names the learner and the Ray worker that ran it
@@ -29,7 +31,7 @@ import os
 
 import numpy as np
 
-from producers.evaluation import concatenate
+from producers.evaluation import concatenate, take
 from producers.rollout import EpisodeBatch, rollout
 from stgym import settings as settings_module
 
@@ -52,9 +54,14 @@ def ray_worker_id(worker_hex: str) -> str:
 
 def start_ray(workers: int, address: str | None = None) -> bool:
     """Join the cluster at `address` (with the cluster's token: stgym.settings ray_auth_env),
-    or start a local Ray instance with `workers` CPUs, unless this process already has Ray; its
-    workers run OpenMP (and torch) on one thread. True when started here (the caller shuts it
-    down)."""
+    or start a local Ray instance with `workers` CPUs, unless this process already has Ray. True
+    when started here (the caller shuts it down).
+
+    The workers run OpenMP on one thread: Ray sets OMP_NUM_THREADS to a task's or actor's CPUs
+    (1) where the worker's environment has none, so a local instance is started without this
+    process's OMP_NUM_THREADS (the runner sets it for its own process). No job runtime_env:
+    Ray's prestarted workers have none, and one would have each worker started anew for it
+    (2-3 s before the first task, measured)."""
     settings = settings_module.load()
     if address:  # before Ray is imported: it reads RAY_AUTH_* once per process
         os.environ.update(settings.ray_auth_env())
@@ -65,11 +72,15 @@ def start_ray(workers: int, address: str | None = None) -> bool:
 
     if ray.is_initialized():
         return False
-    ray.init(
-        address=address, num_cpus=None if address else workers, _node_ip_address=node_ip,
-        include_dashboard=False, log_to_driver=False, configure_logging=False,
-        runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
-    )
+    threads = os.environ.pop("OMP_NUM_THREADS", None)  # the local raylet's, hence its workers'
+    try:
+        ray.init(
+            address=address, num_cpus=None if address else workers, _node_ip_address=node_ip,
+            include_dashboard=False, log_to_driver=False, configure_logging=False,
+        )
+    finally:
+        if threads is not None:
+            os.environ["OMP_NUM_THREADS"] = threads
     return True
 
 
@@ -110,14 +121,15 @@ class RayRollouts:
                  stops: np.ndarray | None = None) -> EpisodeBatch:
         if task is not self._task:  # the task goes to the object store once
             self._task, self._task_ref = task, self.ray.put(task)
-        shares = [rows for rows in np.array_split(np.arange(len(pulses)), self.workers)
-                  if len(rows)]
+        shares = [slice(k, None, self.workers) for k in range(min(self.workers, len(pulses)))]
         refs = [
             self._remote.remote(self._task_ref, pulses[rows], seeds[rows],
                                 None if stops is None else stops[rows])
             for rows in shares
         ]
-        return concatenate(self.ray.get(refs))
+        gathered = concatenate(self.ray.get(refs))
+        order = np.concatenate([np.arange(len(pulses))[rows] for rows in shares])
+        return take(gathered, np.argsort(order))
 
     def close(self) -> None:
         if self._owned:

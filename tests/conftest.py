@@ -162,11 +162,12 @@ def mlflow_url(stgym_settings) -> str:
 
 @pytest.fixture(scope="module")
 def ray_instance():
-    """A local Ray instance with 2 CPUs for one test module (its workers on one OpenMP thread,
-    as `producers.ray_rollouts.start_ray` starts them)."""
+    """A local Ray instance with 2 CPUs for one test module, started as
+    `producers.ray_rollouts.start_ray` starts one (its workers on one OpenMP thread)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    from producers.ray_rollouts import start_ray
+
+    start_ray(2)
     yield
     ray.shutdown()
