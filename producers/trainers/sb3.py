@@ -25,6 +25,7 @@ import stable_baselines3
 import torch
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from producers.rollout import EpisodeBatch
 from producers.trainers.base import Progress, Reporter, TrainerOptions
@@ -98,7 +99,8 @@ class PublishingCallback(BaseCallback):
     `seed` is its copy's seed (copy i of the vector env draws from seed + i, unless its info
     says otherwise), its wall time its share of the batched steps' wall time; on a RayVecEnv
     it names the Ray worker that ran it, and a lost worker's unfinished episodes
-    (`worker_lost`) are not published."""
+    (`worker_lost`) are not published — nor counted by SB3 (`EpisodeMonitor`; SAC's episode
+    counter is taken back here)."""
 
     def __init__(self, reporter: Reporter, budget: int, batch_size: int, seed: int):
         super().__init__()
@@ -122,6 +124,8 @@ class PublishingCallback(BaseCallback):
             info = self.locals["infos"][i]
             if info.get("worker_lost"):
                 self._wall[i] = 0.0
+                if isinstance(self.model, OffPolicyAlgorithm):  # it counts each done after us
+                    self.model._episode_num -= 1  # as an episode (logged time/episodes)
                 continue
             switch = info["switching_time_s"]
             self._rows.append((

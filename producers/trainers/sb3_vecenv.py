@@ -205,13 +205,28 @@ class RayVecEnv(_SharedTaskVecEnv):
             self._owned = False
 
 
+class EpisodeMonitor(VecMonitor):
+    """SB3's `VecMonitor` (episode return, length and time in `infos[i]["episode"]`, which the
+    agents log as rollout/ep_rew_mean and ep_len_mean, and `episode_count`), except that a lost
+    Ray worker's dropped copies (`worker_lost`) end no episode there: no statistics, not
+    counted — as on the bus. (Without a results file: its rows could not be taken back.)"""
+
+    def step_wait(self):
+        obs, rewards, dones, infos = super().step_wait()
+        for info in infos:
+            if info.get("worker_lost"):
+                del info["episode"]
+                self.episode_count -= 1
+        return obs, rewards, dones, infos
+
+
 def make_vec_env(env_id: str, num_envs: int, seed: int | None = None, ray_workers: int = 0,
-                 ray_address: str | None = None, **env_kwargs) -> VecMonitor:
+                 ray_address: str | None = None, **env_kwargs) -> EpisodeMonitor:
     """The native SB3 VecEnv (on `ray_workers` Ray actors when > 0) with SB3's episode
-    statistics (`VecMonitor`), seeded like `stable_baselines3.common.env_util.make_vec_env`."""
+    statistics (`EpisodeMonitor`), seeded like `stable_baselines3.common.env_util.make_vec_env`."""
     if ray_workers:
         envs = RayVecEnv(env_id, num_envs, ray_workers, ray_address, **env_kwargs)
     else:
         envs = NativeVecEnv(env_id, num_envs, **env_kwargs)
     envs.seed(seed)
-    return VecMonitor(envs)
+    return EpisodeMonitor(envs)

@@ -148,3 +148,41 @@ def test_more_workers_than_the_cluster_has_cpus_is_a_clear_error(ray_instance):
     with pytest.raises(ValueError, match="4 Ray workers of one CPU each, but the Ray cluster "
                                          "has 2 CPUs"):
         RayVecEnv("SpinTorque-v1", 8, 4)
+
+
+def test_sb3_counts_the_published_episodes_when_an_actor_is_lost(ray_instance):
+    """A lost actor's dropped copies end no episode in SB3's episode log (`EpisodeMonitor`:
+    infos' "episode", ep_info_buffer, episode_count) nor in SAC's episode counter: each
+    counts exactly the episodes published."""
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+
+    from producers.trainers.sb3 import PublishingCallback
+    from producers.trainers.sb3_vecenv import make_vec_env
+
+    envs = make_vec_env("SpinTorque-v1", 4, seed=3, ray_workers=2, **SHORT)
+    published = []
+
+    class Reporter:
+        def episodes(self, batch):
+            published.extend(batch.seeds)
+
+        def iteration(self, progress):
+            pass
+
+    class KillOne(BaseCallback):
+        def _on_step(self):
+            if self.n_calls == 5:  # mid-episode (20 steps each)
+                os.kill(actor_pid(envs.venv, 1), signal.SIGKILL)
+            return True
+
+    try:
+        model = SAC("MlpPolicy", envs, learning_starts=10**6, seed=0, device="cpu")
+        model.learn(4 * 60, callback=CallbackList([
+            KillOne(), PublishingCallback(Reporter(), 10**6, batch_size=1, seed=3)]))
+        assert envs.venv.replacements == 1
+        assert len(published) >= 8
+        assert envs.episode_count == len(model.ep_info_buffer) == model._episode_num == len(
+            published)
+    finally:
+        envs.close()
