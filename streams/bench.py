@@ -47,6 +47,21 @@ def _scrape_total(ports: list[int], experiment: str) -> int:
     return total
 
 
+def _processed(ports: list[int]) -> list[int]:
+    """Each worker's stgym_events_processed_total of the episodes topic (records it read)."""
+    from stgym import events as ev
+    from streams.workload import http_get
+
+    pattern = re.compile(r'^stgym_events_processed_total\{topic="' + re.escape(ev.TOPIC_EPISODES)
+                         + r'"\} ([0-9.e+]+)$', re.M)
+    counts = []
+    for port in ports:
+        status, body = http_get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        found = pattern.findall(body.decode()) if status == 200 else []
+        counts.append(int(float(found[0])) if found else 0)
+    return counts
+
+
 def _publish_fast(bootstrap: str, topic: str, payloads: list[tuple]) -> None:
     """Publish (key, value) or (key, value, headers) records as fast as an aiokafka producer
     goes (acks=all, idempotent, no compression):
@@ -175,7 +190,7 @@ def run_bench(quick: bool = False, engine: str = "faust") -> dict:
         cur.execute(f'CREATE DATABASE "{db_name}"')
     db_url = _admin_url(settings.postgres_url, db_name)
     bus_url = settings.kafka_url
-    ensure_topics(settings.kafka_bootstrap)
+    partitions = ensure_topics(settings.kafka_bootstrap)[ev.TOPIC_EPISODES]
     ports = [workload.free_port(), workload.free_port()]
     logdir = Path(tempfile.mkdtemp(prefix="stgym-bench-"))
     app_id = f"stgym-bench-{engine}-{token}"
@@ -217,6 +232,7 @@ def run_bench(quick: bool = False, engine: str = "faust") -> dict:
         experiment = f"bench-{token}-throughput"
         payloads = [(e.run_id.encode(), ev.encode(e))
                     for e in workload.make_episodes(n, experiment, seed=1, run_ids=balanced_runs(experiment))]
+        read0 = _processed(ports)
         cpu0 = _cpu_seconds(workers)
         t0 = time.perf_counter()
         _publish_fast(settings.kafka_bootstrap, ev.TOPIC_EPISODES, payloads)
@@ -225,9 +241,19 @@ def run_bench(quick: bool = False, engine: str = "faust") -> dict:
                            what="all benchmark events committed")
         total_s = time.perf_counter() - t0
         cpu_s = _cpu_seconds(workers) - cpu0
+        # What the workers read meanwhile: their shares (one worker idle = a one-partition
+        # topic, or an assignment that never settled), and anyone else's records on the
+        # shared topic (the CPU per event counts those too).
+        read = [after - before for before, after in zip(read0, _processed(ports))]
         result.update(events=n, producer_events_per_s=n / produced_s,
                       events_per_s=n / total_s, wall_s=total_s, workers_cpu_s=cpu_s,
-                      events_per_worker_cpu_s=n / cpu_s if cpu_s > 0 else None)
+                      events_per_worker_cpu_s=n / cpu_s if cpu_s > 0 else None,
+                      episodes_partitions=partitions, records_read=sum(read),
+                      worker_shares=[r / max(sum(read), 1) for r in read])
+        if min(result["worker_shares"]) < 0.25:
+            log.warning("%s: the workers read %s of the records: not both are working (the"
+                        " episodes topic has %d partitions)", engine,
+                        " / ".join(f"{x:.0%}" for x in result["worker_shares"]), partitions)
         log.info("%s: %d events in %.2f s = %.0f events/s (producer alone %.0f events/s; "
                  "%.0f events per stream-worker CPU second)", engine, n, total_s, n / total_s,
                  n / produced_s, n / cpu_s if cpu_s > 0 else float("nan"))
@@ -303,12 +329,18 @@ def main(args) -> int:
         ("latency p99 at 5,000 events/s (event -> /metrics)", "latency_p99_s", "{:.3f} s",
          f"<= {TARGET_P99_S} s"),
         ("offered rate achieved by the publisher", "latency_achieved_rate", "{:,.0f}/s", ""),
+        ("episodes topic partitions", "episodes_partitions", "{}", ""),
+        (f"records the 2 workers read (of {results['faust']['events']:,} published)",
+         "records_read", "{:,}", ""),
+        ("each worker's share of the records read", "worker_shares",
+         lambda v: " / ".join(f"{x:.0%}" for x in v), "50 % / 50 %"),
     ]
     for label, field, form, target in rows:
         values = [r[field] for r in results.values()]
         ratio = (f"{values[0] / values[1]:.2f}x"
                  if field in ("events_per_s", "events_per_worker_cpu_s") and values[1] else "")
-        table.add_row(label, *(form.format(v) for v in values), ratio, target)
+        show = form if callable(form) else form.format
+        table.add_row(label, *(show(v) for v in values), ratio, target)
     Console(width=None if sys.stdout.isatty() else 140).print(table)
     print("Latency is to the workers' /metrics; Prometheus adds up to one scrape interval (2 s).")
     return 0

@@ -39,10 +39,20 @@ SHUTDOWN_GRACE_S = 8.0  # after SIGTERM/SIGINT the process ends by then, whateve
 WAIT_LOG_EVERY_S = 30.0  # a "waiting for Kafka/PostgreSQL" line at most this often
 
 
-def ensure_topics(bootstrap: str, partitions: int = PARTITIONS, timeout_s: float = 30.0) -> None:
-    """Create the source topics and the DLQ (idempotent) so workers can share partitions."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import KafkaError, TopicAlreadyExistsError
+def ensure_topics(bootstrap: str, partitions: int = PARTITIONS, timeout_s: float = 30.0,
+                  topics: tuple[str, ...] = (*SOURCE_TOPICS, ev.TOPIC_EPISODES_DLQ)) -> dict[str, int]:
+    """Create the source topics and the DLQ (idempotent) with `partitions` partitions each, so
+    that the workers of a group share the load; returns each topic's partition count.
+
+    A topic that already exists with fewer partitions is grown to `partitions`, with a
+    WARNING: a producer that publishes before any worker has run makes the broker auto-create
+    its topic (with the broker's num.partitions, 1 unless configured), and then one worker of
+    the group reads everything while the others idle. Growing changes which partition a record
+    key goes to from then on: episodes and KPI rows do not depend on the order (event_id
+    upserts, additive sums), but a training run in flight at that moment may have one
+    iteration read after a later one, which the convergence fold skips as a straggler."""
+    from kafka.admin import KafkaAdminClient, NewPartitions, NewTopic
+    from kafka.errors import InvalidPartitionsError, KafkaError, TopicAlreadyExistsError
 
     from stgym.errors import ServiceUnavailable
 
@@ -57,12 +67,29 @@ def ensure_topics(bootstrap: str, partitions: int = PARTITIONS, timeout_s: float
     try:
         existing = set(admin.list_topics())
         wanted = [NewTopic(t, num_partitions=partitions, replication_factor=1)
-                  for t in (*SOURCE_TOPICS, ev.TOPIC_EPISODES_DLQ) if t not in existing]
+                  for t in topics if t not in existing]
         if wanted:
             try:
                 admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
+            except TopicAlreadyExistsError:  # another worker was first
                 pass
+        counts = dict.fromkeys(topics, partitions)
+        old = [t for t in topics if t in existing]  # (describing [] would describe all)
+        counts.update((d["name"], len(d["partitions"])) for d in (
+            admin.describe_topics(old) if old else ()) if not d["error_code"])
+        few = {t: n for t, n in counts.items() if n < partitions}
+        if few:
+            log.warning("topic(s) %s had fewer than %d partitions (auto-created by a producer"
+                        " before any stream worker ran?): growing them to %d so that every"
+                        " worker of a group gets a share; record keys map to new partitions"
+                        " from now on", ", ".join(f"{t} ({n})" for t, n in sorted(few.items())),
+                        partitions, partitions)
+            try:
+                admin.create_partitions({t: NewPartitions(partitions) for t in few})
+            except InvalidPartitionsError:  # another worker grew them first
+                pass
+            counts.update(dict.fromkeys(few, partitions))
+        return counts
     finally:
         admin.close()
 
