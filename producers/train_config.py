@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 
+from gymnasium import spec as gym_spec
+
 from producers.envs import ENV_IDS
 from producers.rollout import episode_task
 from producers.trainers import AGENTS, TRAINERS, TrainerOptions, agent_trainer_class
@@ -46,6 +48,11 @@ class TrainConfig:
             raise UserError(
                 f"--env {self.env_id!r}: expected one of {', '.join(ENV_IDS)}"
             )
+        if self.algorithm in AGENTS and gym_spec(self.env_id).vector_entry_point is None:
+            raise UserError(
+                f"--algo {self.algorithm} learns on a native vector env, which {self.env_id} "
+                "does not have: train it with cem (or constant, random, reinforce), or an SB3 "
+                "agent on DummyVecEnv in Python (docs/rl.md)")
         if self.episodes < 1:
             raise UserError(f"--episodes must be >= 1, got {self.episodes}")
         if not 1 <= self.workers <= 64:
