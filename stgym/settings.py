@@ -245,7 +245,9 @@ class Settings:
 
     @property
     def opensearch_url(self) -> str:
-        return f"http://{self.shared_host}:{self.opensearch_port}"
+        """OpenSearch, on the services host's loopback only (it runs without its security
+        plugin; other machines' logs arrive through the collectors' mutual-TLS hop)."""
+        return f"http://{LOOPBACK}:{self.opensearch_port}"
 
     @property
     def mlflow_url(self) -> str:
@@ -265,7 +267,8 @@ class Settings:
 
     @property
     def jaeger_url(self) -> str:
-        return f"http://{self.shared_host}:{self.jaeger_query_port}"
+        """Jaeger's query API, on the services host's loopback only (no authentication)."""
+        return f"http://{LOOPBACK}:{self.jaeger_query_port}"
 
     @property
     def collector_forward_address(self) -> tuple[str, int]:

@@ -102,7 +102,7 @@ def check_jaeger(s: stgym_settings.Settings) -> None:
     resp.raise_for_status()
     if "data" not in resp.json():
         raise RuntimeError(f"/api/services answered {resp.text[:200]!r}")
-    socket.create_connection((s.host, s.jaeger_otlp_grpc_port), timeout=TIMEOUT_S).close()
+    socket.create_connection((stgym_settings.LOOPBACK, s.jaeger_otlp_grpc_port), timeout=TIMEOUT_S).close()
 
 
 def check_mlflow(s: stgym_settings.Settings) -> None:

@@ -71,10 +71,10 @@ svc_collector_start() {
     export STGYM_COLLECTOR_TLS_CA STGYM_COLLECTOR_TLS_SERVER_CERT STGYM_COLLECTOR_TLS_SERVER_KEY
     export STGYM_COLLECTOR_TLS_CLIENT_CERT STGYM_COLLECTOR_TLS_CLIENT_KEY STGYM_COLLECTOR_TLS_SERVER_NAME
     export STGYM_COLLECTOR_QUEUE_DIR="$RUN_DIR/collector/queue"  # the exporters' disk queue
-    # Jaeger and OpenSearch run beside the services host's collector; a worker host's
-    # collector sends there through that collector (worker.yaml).
-    export STGYM_COLLECTOR_JAEGER_ENDPOINT="${STGYM_COLLECTOR_JAEGER_ENDPOINT:-$HOST:$STGYM_JAEGER_OTLP_GRPC_PORT}"
-    export STGYM_COLLECTOR_OPENSEARCH_URL="${STGYM_COLLECTOR_OPENSEARCH_URL:-http://$HOST:$STGYM_OPENSEARCH_PORT}"
+    # Jaeger and OpenSearch listen on the services host's loopback, beside its collector; a
+    # worker host's collector sends there through that collector (worker.yaml).
+    export STGYM_COLLECTOR_JAEGER_ENDPOINT="${STGYM_COLLECTOR_JAEGER_ENDPOINT:-127.0.0.1:$STGYM_JAEGER_OTLP_GRPC_PORT}"
+    export STGYM_COLLECTOR_OPENSEARCH_URL="${STGYM_COLLECTOR_OPENSEARCH_URL:-http://127.0.0.1:$STGYM_OPENSEARCH_PORT}"
     export STGYM_COLLECTOR_SERVICES_ENDPOINT="${STGYM_SERVICES_HOST:-$HOST}:$STGYM_COLLECTOR_OTLP_TLS_PORT"
     local configs=() config
     while read -r config; do configs+=(--config "$config"); done < <(collector_configs)

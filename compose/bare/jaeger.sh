@@ -47,9 +47,9 @@ svc_jaeger_start() {
         sleep 1
     done
     # The config reads these through ${env:...}.
-    export STGYM_HOST STGYM_JAEGER_QUERY_PORT STGYM_JAEGER_QUERY_GRPC_PORT \
+    export STGYM_JAEGER_QUERY_PORT STGYM_JAEGER_QUERY_GRPC_PORT \
         STGYM_JAEGER_OTLP_GRPC_PORT STGYM_JAEGER_HEALTH_PORT STGYM_JAEGER_METRICS_PORT
-    export STGYM_JAEGER_OPENSEARCH_URL="${STGYM_JAEGER_OPENSEARCH_URL:-http://$HOST:$STGYM_OPENSEARCH_PORT}"
+    export STGYM_JAEGER_OPENSEARCH_URL="${STGYM_JAEGER_OPENSEARCH_URL:-http://127.0.0.1:$STGYM_OPENSEARCH_PORT}"
     spawn jaeger "$JAEGER_CONFIG" "$JAEGER_BIN" --config "$JAEGER_CONFIG"
 }
 
@@ -57,7 +57,7 @@ svc_jaeger_start() {
 svc_jaeger_fingerprint() { cat "$JAEGER_CONFIG"; echo "$JAEGER_BIN"; }
 
 svc_jaeger_ready() {
-    $CHECK http "http://$HOST:$STGYM_JAEGER_HEALTH_PORT/status" && $CHECK jaeger
+    $CHECK http "http://127.0.0.1:$STGYM_JAEGER_HEALTH_PORT/status" && $CHECK jaeger
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then service_main jaeger "$@"; fi

@@ -66,7 +66,9 @@ live_pid() {
     echo "$pid"
 }
 
-port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+# A port in use on this host's address or its loopback (where the services without
+# authentication of their own listen: OpenSearch, Jaeger, the collector's receivers).
+port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null || (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Run a command as an unprivileged system user when we are root (PostgreSQL and OpenSearch
 # refuse root). setpriv execs in place, so the pid we record is the service's own pid.

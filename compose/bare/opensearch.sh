@@ -52,7 +52,7 @@ svc_opensearch_start() {
         spawn opensearch "-Epath.data=$base/data" "${AS_USER[@]}" \
             env OPENSEARCH_JAVA_HOME="$java_home" OPENSEARCH_JAVA_OPTS="-Xms$OPENSEARCH_HEAP -Xmx$OPENSEARCH_HEAP" \
             "$home/bin/opensearch" \
-            -Enetwork.host="$HOST" -Ehttp.port="$STGYM_OPENSEARCH_PORT" \
+            -Enetwork.host=127.0.0.1 -Ehttp.port="$STGYM_OPENSEARCH_PORT" \
             -Etransport.port="$STGYM_OPENSEARCH_TRANSPORT_PORT" \
             -Epath.data="$base/data" -Epath.logs="$base/logs" -Epath.repo="$base/snapshots"
     )

@@ -32,12 +32,21 @@ ADDRESS = re.compile(r"(?<![\d.])127\.0\.0\.1:(\d+)")
 # The scrape jobs of stgym's own /metrics (stgym/httpserver.py): they send the metrics token.
 # `pods` is the Kubernetes config's (compose/k8s/base/prometheus-config.yml).
 SCRAPE_TOKEN_JOBS = ("stream-processors", "trainers", "kpi-api", "alert-webhook", "pods")
+# Services without authentication of their own listen on the loopback of the services host
+# whatever settings.host is (compose/bare/opensearch.sh, compose/jaeger/config.yaml): their
+# addresses keep 127.0.0.1.
+LOOPBACK_PORT_FIELDS = ("opensearch_port", "jaeger_health_port", "jaeger_query_port",
+                        "jaeger_otlp_grpc_port")
+
+
+def _port_fields() -> dict[int, str]:
+    return {field.default: field.name for field in dataclasses.fields(settings_module.Settings)
+            if field.name.endswith("_port")}
 
 
 def port_for(default_port: int, settings: settings_module.Settings) -> int:
     """The configured port of the settings field whose default is `default_port`."""
-    defaults = {field.default: field.name for field in dataclasses.fields(settings_module.Settings)
-                if field.name.endswith("_port")}
+    defaults = _port_fields()
     if default_port in defaults:
         return getattr(settings, defaults[default_port])
     for name in WORKER_PORT_FIELDS:
@@ -45,6 +54,12 @@ def port_for(default_port: int, settings: settings_module.Settings) -> int:
         if 0 < default_port - base < WORKER_PORT_SPAN:
             return getattr(settings, name) + default_port - base
     raise ValueError(f"127.0.0.1:{default_port} is the default of no *_port in stgym/settings.py")
+
+
+def address_for(default_port: int, settings: settings_module.Settings) -> str:
+    """Where the service of `default_port` listens: loopback or settings.host."""
+    return (settings_module.LOOPBACK if _port_fields().get(default_port) in LOOPBACK_PORT_FIELDS
+            else settings.host)
 
 
 def _rewrite(node, settings, base_dir: Path, key: str | None = None):
@@ -58,7 +73,8 @@ def _rewrite(node, settings, base_dir: Path, key: str | None = None):
             return [str(base_dir / item) for item in node]
         return [_rewrite(item, settings, base_dir) for item in node]
     if isinstance(node, str):
-        return ADDRESS.sub(lambda m: f"{settings.host}:{port_for(int(m.group(1)), settings)}", node)
+        return ADDRESS.sub(lambda m: f"{address_for(int(m.group(1)), settings)}:"
+                                     f"{port_for(int(m.group(1)), settings)}", node)
     return node
 
 

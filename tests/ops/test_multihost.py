@@ -13,7 +13,8 @@ The two hops that cross machines outside Kafka, PostgreSQL and Ray are authentic
 Prometheus scrapes the remote workers' /metrics with the generated bearer token (a scrape
 without it is refused), and each worker host's collector ships its logs to the services host's
 collector over OTLP with mutual TLS (a client without a certificate is refused, the plain
-receivers listen on loopback only); every log record arrives once, with its host field.
+receivers listen on loopback only, as does OpenSearch); every log record arrives once, with
+its host field.
 
 Needs root (ip netns, veth, a bridge, unshare); every namespace, link and process is removed
 at the end, also on failure. Timings of the phases are printed (pytest -s) and written to
@@ -253,7 +254,8 @@ for case, chain in (("no client cert", None), ("client cert", (tls["client_cert"
                 result[case] = "answered" if conn.recv(64) else "closed"
     except (ssl.SSLError, OSError) as error:
         result[case] = f"refused: {{error}}"
-for port in (s.collector_otlp_grpc_port, s.collector_forward_port):  # plain receivers: loopback
+# the collector's plain receivers and OpenSearch (no security plugin): loopback only
+for port in (s.collector_otlp_grpc_port, s.collector_forward_port, s.opensearch_port):
     try:
         socket.create_connection(("{services}", port), timeout=5).close()
         result[port] = "open"
@@ -396,10 +398,10 @@ def test_two_trainer_hosts_two_stream_hosts_lose_nothing(deployment):
         codes = d.py("services", SCRAPE.format(address=d.hosts[name].address, port=port))
         assert codes == {"no token": 401, "wrong token": 401, "token": 200, "health":
                          200 if name == "stream-1" else 404}, (name, codes)
-    # The services host's collector: mutual TLS only, for another host.
+    # The services host's collector: mutual TLS only, for another host; OpenSearch unreachable.
     tls = d.py("stream-1", NO_CLIENT_CERT.format(services=d.services))
     assert "certificate required" in tls["no client cert"] and tls["client cert"] == "answered", tls
-    assert all(tls[str(p)].startswith("refused") for p in (4317, 24224)), tls
+    assert all(tls[str(p)].startswith("refused") for p in (4317, 24224, 9200)), tls
 
     wait_for(lambda: len(stored()["ids"]) > 2000, 240, "2000 episodes stored")
     d.lab.kill("stream-2")

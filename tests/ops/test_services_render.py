@@ -76,3 +76,17 @@ def test_prometheus_sends_the_metrics_token_to_stgym_jobs_and_promtool_accepts_i
     result = subprocess.run(["promtool", "check", "config", str(rendered)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_services_without_authentication_stay_on_loopback():
+    """OpenSearch and Jaeger listen on 127.0.0.1 whatever STGYM_HOST is: Prometheus probes them
+    there; every other address moves to the host."""
+    render = render_module()
+    settings = settings_module.Settings(host="10.0.0.1")
+    rendered = render.render(CONFIGS[0], settings)
+    assert f"http://127.0.0.1:{settings.opensearch_port}/_cluster/health" in rendered
+    assert f"http://127.0.0.1:{settings.jaeger_health_port}/status" in rendered
+    loopback = {int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", rendered)}
+    assert loopback == {settings.opensearch_port, settings.jaeger_health_port}
+    assert settings.opensearch_url.startswith("http://127.0.0.1:")
+    assert settings.jaeger_url.startswith("http://127.0.0.1:")
