@@ -85,15 +85,19 @@ def vecenv_speedup(num_envs: int, steps: int) -> dict:
 def agent(algorithm: str, steps: int, evaluation_episodes: int, ray_workers: int = 0,
           checkpoints: int = CHECKPOINTS) -> dict:
     """Train `algorithm` for `steps` env steps (seed 0) with `checkpoints` checkpoints, its
-    rollouts in process or on `ray_workers` Ray actors (RayVecEnv), then evaluate."""
+    rollouts in process or on `ray_workers` Ray actors (RayVecEnv), then evaluate.
+    `training_wall_time_s`: the `learn` calls; `setup_s`: building the vector env (its Ray
+    actors started) and the model."""
     from producers.evaluation import describe
     from producers.trainers.sb3 import AGENTS, evaluate_agent, hyperparameters
     from producers.trainers.sb3_vecenv import make_vec_env
 
     params = hyperparameters(algorithm, ENV_ID)
+    started = time.perf_counter()
     envs = make_vec_env(ENV_ID, params.pop("n_envs"), seed=0, ray_workers=ray_workers)
     model = AGENTS[algorithm](params.pop("policy"), envs, seed=0, device="cpu", verbose=0,
                               **params)
+    setup_s = time.perf_counter() - started
     checkpoints_seen, training_s, steps_to_99 = [], 0.0, None
     for _ in range(checkpoints):
         started = time.perf_counter()
@@ -109,6 +113,7 @@ def agent(algorithm: str, steps: int, evaluation_episodes: int, ray_workers: int
     report = describe(batch, envs.venv.task, time.perf_counter() - started)
     return report | {
         "env_steps": int(model.num_timesteps), "training_wall_time_s": training_s,
+        "setup_s": setup_s,
         "steps_to_99": steps_to_99, "checkpoints": checkpoints_seen,
     }
 
