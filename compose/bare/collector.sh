@@ -4,7 +4,7 @@
 # a small OpenSearch bulk exporter, the OTLP exporter to Jaeger, health_check extension). The
 # binary is cached under
 # ~/.cache/stgym/otelcol-<version>-<hash of the manifest and exporter source>/.
-# Runtime config: compose/collector/config.yaml.
+# Runtime config: compose/collector/config.yaml (merged with worker.yaml on a worker host).
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
