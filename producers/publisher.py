@@ -1,7 +1,9 @@
 """A worker's events on the bus: episodes (then the ledger, once the broker acknowledged them),
 training iterations and the experiment's status. The delivery contract is in producers.runner.
-Each batch is one `publish` span; its records carry that span's W3C trace context in their
-headers, so the stream batch that aggregates them links back to it."""
+Each batch is one `publish` span; its first record carries that span's W3C trace context in
+its headers (all of a batch's records share the run id, so the key and the partition: the
+consumer gives the records after it the same, stgym.tracing.OpenPublishes), so the stream batch
+that aggregates them links back to it."""
 from __future__ import annotations
 
 import json
@@ -63,7 +65,7 @@ class EpisodePublisher:
                 sim_steps=int(batch.sim_steps[i]), wall_time_s=wall,
                 sim_steps_per_s=float(batch.sim_steps[i]) / wall if wall > 0 else 0.0,
             )
-            self.bus.publish(event, headers)
+            self.bus.publish(event, None if i else headers)
             ids.append(event.event_id)
         self.bus.flush()
         with self.ledger.open("a") as ledger:

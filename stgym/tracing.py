@@ -20,8 +20,12 @@ Prometheus as stgym_trace_spans_dropped_total{reason}), and shutdown at exit wai
 `SHUTDOWN_TIMEOUT_S`.
 
 Across Kafka the W3C trace context travels in record headers (`traceparent`): a producer sends
-`headers()` with its records, and a stream batch span links to the producers' spans with
-`links_from_headers(...)` (links, not one span per episode: a batch holds thousands).
+`headers()` with the FIRST record of each key (= partition) of a publish, the records after it
+none, and a stream batch span links to the producers' spans with `links_from_headers(...)`
+(links, not one span per episode: a batch holds thousands); a consumer's `OpenPublishes`
+gives a headerless record the traceparent of the record of its (topic, partition, key) before
+it. The ~70 header bytes on every record had cost the consumer more than the spans
+(docs/benchmarks.md, Tracing).
 """
 from __future__ import annotations
 
@@ -30,7 +34,9 @@ import contextlib
 import logging
 import socket
 import threading
-from typing import Iterable, Iterator
+from itertools import compress
+from operator import itemgetter
+from typing import Iterable, Iterator, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +205,8 @@ def use(current_span):
 
 
 def headers() -> list[tuple[str, bytes]]:
-    """W3C trace context of the current span as Kafka record headers ([] outside a span)."""
+    """W3C trace context of the current span as Kafka record headers ([] outside a span): for
+    the first record of each key of a publish (the others go without; see OpenPublishes)."""
     if _tracer is None:
         return []
     carrier: dict[str, str] = {}
@@ -207,17 +214,25 @@ def headers() -> list[tuple[str, bytes]]:
     return [(key, value.encode()) for key, value in carrier.items()]
 
 
-def links_from_headers(record_headers: Iterable) -> list:
+def links_from_headers(record_headers: Iterable, positions: Sequence | None = None,
+                       publishes: "OpenPublishes | None" = None, runs: Iterable | None = None) -> list:
     """One Link per distinct producer span found in the records' `traceparent` headers
     (records of one producer batch share one). `record_headers` yields each record's headers
-    (a sequence of (key, bytes) pairs, a dict, or None). At most MAX_LINKS (what the SDK's
-    default SpanLimits keep)."""
+    (a sequence of (key, bytes) pairs, a dict, or None). With `publishes` (the consumer's
+    OpenPublishes) and `positions` (each record's (topic, partition, offset, key, ...) tuple,
+    in the order of `record_headers`; `runs` see OpenPublishes.traceparents), headerless
+    records link to the publish they continue.
+    At most MAX_LINKS (what the SDK's default SpanLimits keep)."""
     if not _active():
         return []
     from opentelemetry import trace
 
+    if publishes is not None and positions is not None:
+        values = publishes.traceparents(positions, record_headers, runs)
+    else:
+        values = _traceparents(record_headers)
     links = []
-    for value in _traceparents(record_headers):
+    for value in values:
         if not isinstance(value, bytes):  # a null (None) header value: no link, the batch goes on
             continue
         text = value.decode("ascii", "replace")
@@ -240,17 +255,92 @@ def _traceparents(record_headers: Iterable) -> set:
             return {value for _, value in firsts}
     except (KeyError, TypeError, ValueError):  # a dict, unhashable or not pairs
         pass
-    values = set()
-    for headers_of_record in filter(None, record_headers):
-        pairs = headers_of_record.items() if isinstance(headers_of_record, dict) \
-            else headers_of_record
-        try:
-            value = next((v for k, v in pairs if k == TRACEPARENT), None)
-        except (TypeError, ValueError):  # not (key, value) pairs: no link from this record
-            continue
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            values.add(bytes(value))
+    values = {_traceparent_of(headers_of_record) for headers_of_record in filter(None, record_headers)}
+    values.discard(None)
     return values
+
+
+def _traceparent_of(headers_of_record) -> bytes | None:
+    """The raw `traceparent` of one record's headers (pairs or a dict), None if it has none."""
+    if not headers_of_record:
+        return None
+    pairs = headers_of_record.items() if isinstance(headers_of_record, dict) else headers_of_record
+    try:
+        value = next((v for k, v in pairs if k == TRACEPARENT), None)
+    except (TypeError, ValueError):  # not (key, value) pairs: no link from this record
+        return None
+    return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else None
+
+
+_KEY = itemgetter(3)
+
+
+class OpenPublishes:
+    """A consumer's memory of the publish each record of its batches belongs to. A producer
+    sends the `traceparent` with the first record of each key of a publish only (all records
+    of a key go to one partition, in order: the producers are idempotent), so a record without
+    one continues the publish of the last traceparent this consumer saw under the same
+    (topic, partition, key) — in this batch or an earlier one.
+
+    That holds only while the consumer read the partition without a gap: when a batch's first
+    offset of a partition is not the one after the last it saw (at its start, after a
+    rebalance handed it the partition at another worker's committed offset, a seek), it
+    forgets that partition's publishes. A headerless record whose publish began before the
+    gap then gives no link (the batch span links what its records name) — never a wrong one.
+    At most `max_keys` keys per partition are remembered (the least recently published go
+    first; a partition rarely has more trainers writing to it at once)."""
+
+    def __init__(self, max_keys: int = 256) -> None:
+        self.max_keys = max_keys
+        self._next: dict[tuple, int] = {}  # (topic, partition) -> the offset after the last seen
+        self._open: dict[tuple, dict] = {}  # (topic, partition) -> {key: its publish's traceparent}
+
+    def traceparents(self, positions: Sequence, record_headers: Iterable,
+                     runs: Iterable | None = None) -> set:
+        """The distinct raw traceparents of a batch's records, a headerless record's from the
+        record before it of its (topic, partition, key). `positions`: each record's (topic,
+        partition, offset, key, ...); `runs`: (topic, partition, count) of the batch's runs of
+        records of one partition, in order (an engine that fetches per partition has them;
+        found here otherwise). Whole-run passes at C speed; Python loops only over a run's
+        distinct keys and its records that carry a header."""
+        if not isinstance(record_headers, list):
+            record_headers = list(record_headers)
+        values = _traceparents(record_headers)
+        if len(positions) != len(record_headers):
+            return values
+        start = 0
+        for topic, partition, count in (_runs(positions) if runs is None else runs):
+            end = start + count
+            part = (topic, partition)
+            publishes = self._open.get(part)
+            if publishes is None or self._next.get(part) != positions[start][2]:
+                publishes = self._open[part] = {}  # a gap: what came before it is unknown
+            self._next[part] = positions[end - 1][2] + 1
+            keys = list(map(_KEY, positions[start:end]))
+            headers = record_headers[start:end]
+            for key in publishes.keys() & set(keys):  # each key's first record here continues one?
+                if _traceparent_of(headers[keys.index(key)]) is None:
+                    values.add(publishes[key])
+            for key, headers_of_record in zip(compress(keys, headers), filter(None, headers)):
+                value = _traceparent_of(headers_of_record)
+                if value is not None:
+                    publishes.pop(key, None)  # re-inserted last: the most recent
+                    publishes[key] = value
+            while len(publishes) > self.max_keys:
+                del publishes[next(iter(publishes))]
+            start = end
+        return values
+
+
+def _runs(positions: Sequence) -> list[tuple]:
+    """(topic, partition, count) of each run of consecutive records of one partition."""
+    runs: list[list] = []
+    for topic, partition, *_ in positions:
+        if runs and runs[-1][0] == topic and runs[-1][1] == partition:
+            runs[-1][2] += 1
+        else:
+            runs.append([topic, partition, 1])
+    return [tuple(run) for run in runs]
 
 
 class BatchTrace:
@@ -258,9 +348,11 @@ class BatchTrace:
     its records' headers, and its steps as children. The batch span is not made current
     between steps (an engine works on the next batch meanwhile); end() ends it."""
 
-    def __init__(self, record_headers: Iterable, records: int, **attributes) -> None:
-        self.span = start_span("process_batch", links=links_from_headers(record_headers),
-                               records=records, **attributes)
+    def __init__(self, record_headers: Iterable, records: int, positions: Sequence | None = None,
+                 publishes: OpenPublishes | None = None, runs: Iterable | None = None,
+                 **attributes) -> None:
+        links = links_from_headers(record_headers, positions, publishes, runs)
+        self.span = start_span("process_batch", links=links, records=records, **attributes)
         self._context = None
         if self.span is not NO_SPAN:
             from opentelemetry import trace

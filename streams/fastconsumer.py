@@ -111,7 +111,8 @@ class AiokafkaWorker(BaseWorker):
                     records = [(tp.topic, tp.partition, m.offset, m.key, m.value)
                                for tp, messages in data.items() for m in messages]
                     batch = await self.prepare(records, send, [
-                        m.headers for messages in data.values() for m in messages])
+                        m.headers for messages in data.values() for m in messages],
+                        [(tp.topic, tp.partition, len(messages)) for tp, messages in data.items()])
                 await settle()
                 if batch is None:
                     self._update_assignment_metrics(positions)

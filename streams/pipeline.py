@@ -128,18 +128,19 @@ class EmbeddedPipeline:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self._publishes = tracing.OpenPublishes()
 
     def step(self) -> int:
         """Poll once, process what came; returns the number of records handled."""
         records = self.bus.poll(self.TOPICS, self.group, max_records=self.max_records, timeout_s=0.1)
         if not records:
             return 0
-        trace = tracing.BatchTrace([r.headers for r in records], len(records))
+        positions = [(r.topic, r.partition, r.offset, r.key, r.value) for r in records]
+        trace = tracing.BatchTrace([r.headers for r in records], len(records), positions,
+                                   self._publishes)
         try:
             with trace.step("validate"):
-                batch = self.processor.parse(
-                    (r.topic, r.partition, r.offset, r.key, r.value) for r in records
-                )
+                batch = self.processor.parse(positions)
             if batch.rejected:
                 with trace.step("dlq_publish", records=len(batch.rejected)):
                     for rejected in batch.rejected:

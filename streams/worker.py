@@ -132,6 +132,7 @@ class BaseWorker:
         self.metrics.registry.register(tracing.SpanDropCollector())
         tracing.start()  # the SDK's import (≈0.25 CPU s) now, not in the first batch
         self._traces: dict[int, tracing.BatchTrace] = {}  # id(batch) -> its spans
+        self._publishes = tracing.OpenPublishes()  # a headerless record's producer span
         self.batch_size = batch_size
         self.web_port = web_port
         self.offset_reset = offset_reset
@@ -181,10 +182,11 @@ class BaseWorker:
         on shutdown the CancelledError propagates and the caller acknowledges nothing."""
         return await self.finish(await self.prepare(records, send, headers), send)
 
-    async def prepare(self, records, send, headers=()):
+    async def prepare(self, records, send, headers=(), runs=None):
         """The first half of process(): validate, and the rejected records to the DLQ.
-        `headers` yields each record's Kafka headers (for the batch span's links)."""
-        trace = tracing.BatchTrace(headers, len(records))
+        `headers` yields each record's Kafka headers (for the batch span's links); `runs`, if
+        the engine has them, (topic, partition, count) of its runs of one partition's records."""
+        trace = tracing.BatchTrace(headers, len(records), records, self._publishes, runs)
         with trace.step("validate"):
             batch = self.processor.parse(records)
         if batch.rejected:
