@@ -19,6 +19,8 @@ def register(subparsers) -> None:
     parser.add_argument("target", choices=sorted(BENCH_MODULES))
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="a shorter run (for smoke tests)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="tracing: also the record headers alone and the SDK alone")
     parser.set_defaults(handler=run)
 
 

@@ -2,18 +2,25 @@
 in the same run, on the real services (Kafka, PostgreSQL, the collector, Jaeger).
 
 Off and on alternate in pairs — off first in even pairs, on first in odd ones (off on, on off,
-off on, ...) — so a neighbour's burst or a drift of the machine's load hits both sides of a pair;
-a cost is the median over the pairs of the pair's on/off ratio, its spread the smallest and the
-largest pair, and each pair is reported with the 1-minute load average it ran at.
+off on, ...; with more modes each pair's order is the previous one rotated) — so a neighbour's
+burst or a drift of the machine's load hits both sides of a pair; a cost is the median over the
+pairs of the pair's on/off ratio, with a bootstrap 95 % interval of that median (pairs
+resampled) and the smallest and the largest pair; each pair is reported with the 1-minute load
+average it ran at.
 
-1. Pipeline throughput. Per repetition one aiokafka stream worker (`stgym stream`, the CLI's
-   default batch of up to 2,000 records) starts on a new consumer group and its mode's database,
-   then N episode events are published as fast as the producer goes; events/s = N / (time from
-   the first publish until the database has committed all N). With tracing on, the records carry
-   the `traceparent` of a producer `publish` span per 64 records (a trainer's batch), and the
-   worker links, spans and exports; off, records without headers and a worker without tracing.
-   Both sides of a pair get the same N events. Also events per worker CPU second (its CPU over
-   the window plus one export interval: the last spans' export is counted).
+1. Pipeline. Per repetition one aiokafka stream worker (`stgym stream`, the CLI's default batch
+   of up to 2,000 records) starts on a new consumer group; once it is ready it is stopped
+   (SIGSTOP), N episode events are published, and it is continued (SIGCONT): it drains a backlog
+   of N in full batches, as a worker behind its producers does — so its batch sizes, and its
+   CPU per event, do not depend on how fast the producer ran on a shared machine. The primary
+   measure is the worker's CPU per event (all its threads, the exporter's included: summed
+   from /proc/<pid>/task/*/schedstat, nanoseconds, over the drain plus one export interval);
+   also events/s = N / (time from SIGCONT until the database committed all N). With tracing
+   on, a `publish` span per 64 records (a trainer's batch) whose `traceparent` rides on the
+   first record of each key, as a trainer sends it; off, no headers and no tracing in the
+   worker. Both sides of a pair get the same N events. `--breakdown` adds two modes: the
+   headers but tracing off in the worker ("headers"), and tracing on in a worker whose records
+   carry no header ("sdk": spans, no links), to split the cost.
 2. Training wall time. `train()` (CEM, TRAIN_EPISODES episodes — about the length of the CEM
    training in docs/benchmarks.md — 2 spawned worker processes, Kafka bus): the wall time
    includes spawning the workers and their imports (the SDK's too), i.e. all of `stgym train`
@@ -32,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import secrets
 import shutil
 import statistics
@@ -44,7 +52,9 @@ PIPELINE_GOAL = 0.03
 TRAINING_GOAL = 0.02
 EPISODES_PER_PUBLISH = 64  # the trainers' default batch size
 MODES = ("off", "on")
-PIPELINE_PAIRS, PIPELINE_EVENTS = 5, 100_000
+BREAKDOWN_MODES = ("off", "headers", "sdk", "on")  # --breakdown: headers / SDK alone
+PIPELINE_PAIRS, PIPELINE_EVENTS = 12, 20_000
+BOOTSTRAP_RESAMPLES = 2000
 TRAIN_PAIRS, TRAIN_EPISODES = 3, 131_072
 BATCH_RECORDS = 2000  # `stgym stream --batch-size` default
 
@@ -63,30 +73,49 @@ def _trace_env(endpoint: str):
             os.environ["STGYM_TRACE_ENDPOINT"] = previous
 
 
-def _alternate(pairs: int, measure) -> list[dict]:
-    """{"load", "off", "on"} per pair: measure(mode, pair) for both modes, off first in even
-    pairs, with the 1-minute load average before the pair."""
+def _alternate(pairs: int, measure, modes: tuple = MODES) -> list[dict]:
+    """{"load", mode: ...} per pair: measure(mode, pair) for each mode, the order of `modes`
+    rotated by one from pair to pair (two modes: off first in even pairs), with the 1-minute
+    load average before the pair."""
     result = []
     for i in range(pairs):
         pair = {"load": round(os.getloadavg()[0], 2)}
-        for mode in MODES if i % 2 == 0 else MODES[::-1]:
+        for mode in modes[i % len(modes):] + modes[:i % len(modes)]:
             pair[mode] = measure(mode, i)
         result.append(pair)
     return result
 
 
-def _cost(pairs: list[dict], measure: str, more_is_better: bool) -> dict:
-    """Median, min and max over the pairs of what tracing costs in `measure` (a fraction:
-    throughput lost, or time added), with the medians of both sides."""
-    ratios = [p["on"][measure] / p["off"][measure] for p in pairs]
+def _cost(pairs: list[dict], measure: str, more_is_better: bool, mode: str = "on") -> dict:
+    """Median, bootstrap 95 % interval of the median, min and max over the pairs of what
+    `mode` costs against "off" in `measure` (a fraction: throughput lost, or time or CPU
+    added), with the medians of both sides."""
+    ratios = [p[mode][measure] / p["off"][measure] for p in pairs]
     costs = [1 - r if more_is_better else r - 1 for r in ratios]
+    rng = random.Random(0)  # the same interval for the same pairs
+    medians = sorted(statistics.median(rng.choices(costs, k=len(costs)))
+                     for _ in range(BOOTSTRAP_RESAMPLES))
     return {"off": statistics.median(p["off"][measure] for p in pairs),
-            "on": statistics.median(p["on"][measure] for p in pairs),
-            "cost": statistics.median(costs), "min": min(costs), "max": max(costs)}
+            "on": statistics.median(p[mode][measure] for p in pairs),
+            "cost": statistics.median(costs), "min": min(costs), "max": max(costs),
+            "low": medians[int(0.025 * len(medians))], "high": medians[int(0.975 * len(medians)) - 1]}
+
+
+def _cpu_ns(pid: int) -> int:
+    """CPU nanoseconds the process's live threads have run (/proc/<pid>/task/*/schedstat:
+    exact, where user + system times come in 10 ms ticks)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+                total += int(stat.read().split()[0])
+    return total
 
 
 def _traced_payloads(events) -> list[tuple[bytes, bytes, list]]:
-    """(key, value, headers) per event; one `publish` span per EPISODES_PER_PUBLISH events."""
+    """(key, value, headers) per event; one `publish` span per EPISODES_PER_PUBLISH events,
+    its `traceparent` on the first record of each key (run id) of the publish, as a trainer's
+    (stgym.tracing.OpenPublishes)."""
     from stgym import events as ev
     from stgym import tracing
 
@@ -94,35 +123,41 @@ def _traced_payloads(events) -> list[tuple[bytes, bytes, list]]:
     for start in range(0, len(events), EPISODES_PER_PUBLISH):
         with tracing.span("publish", episodes=EPISODES_PER_PUBLISH):
             headers = tracing.headers()
-        payloads.extend((e.run_id.encode(), ev.encode(e), headers)
-                        for e in events[start:start + EPISODES_PER_PUBLISH])
+        keys = set()
+        for e in events[start:start + EPISODES_PER_PUBLISH]:
+            key = e.run_id.encode()
+            payloads.append((key, ev.encode(e), [] if key in keys else headers))
+            keys.add(key)
     return payloads
 
 
-def pipeline(settings, quick: bool) -> dict:
+def pipeline(settings, quick: bool, modes: tuple = MODES) -> dict:
+    import signal
+
     import psycopg2
 
     from sinks.factory import open_sink
     from stgym import events as ev
     from stgym import tracing
     from streams import workload
-    from streams.bench import _cpu_seconds, _publish_fast, balanced_runs
+    from streams.bench import _publish_fast, balanced_runs
     from streams.worker import ensure_topics
 
     token = secrets.token_hex(4)
-    endpoint = {"off": "", "on": settings.collector_otlp_url}
-    n = 20_000 if quick else PIPELINE_EVENTS
+    traced = {"off": False, "headers": False, "sdk": True, "on": True}  # the worker's SDK
+    with_headers = {"off": False, "headers": True, "sdk": False, "on": True}
+    n = 10_000 if quick else PIPELINE_EVENTS
     admin = psycopg2.connect(settings.postgres_url, connect_timeout=5)
     admin.autocommit = True
     head = settings.postgres_url.rpartition("/")[0]
-    databases = {mode: f"stgym_tracebench_{mode}_{token}" for mode in MODES}
+    databases = {mode: f"stgym_tracebench_{mode}_{token}" for mode in modes}
     with admin.cursor() as cur:
         for name in databases.values():
             cur.execute(f'CREATE DATABASE "{name}"')
     ensure_topics(settings.kafka_bootstrap)
     logdir = Path(tempfile.mkdtemp(prefix="stgym-tracebench-"))
-    sinks = {mode: open_sink(f"{head}/{databases[mode]}") for mode in MODES}
-    payloads: dict[int, dict[str, list]] = {}
+    sinks = {mode: open_sink(f"{head}/{databases[mode]}") for mode in modes}
+    payloads: dict[int, dict[bool, list]] = {}
 
     def measure(mode: str, pair: int) -> dict:
         experiment = f"tracebench-{token}-{pair}"
@@ -130,33 +165,38 @@ def pipeline(settings, quick: bool) -> dict:
             events = workload.make_episodes(n, experiment, seed=pair,
                                             run_ids=balanced_runs(experiment))
             payloads.clear()  # one pair's events at a time
-            traced = _traced_payloads(events)
-            payloads[pair] = {"on": traced, "off": [(key, value) for key, value, _ in traced]}
+            records = _traced_payloads(events)
+            payloads[pair] = {True: records, False: [(key, value) for key, value, _ in records]}
         port = workload.free_port()
-        with _trace_env(endpoint[mode]):
+        with _trace_env(settings.collector_otlp_url if traced[mode] else ""):
             worker = workload.start_worker(
                 settings.kafka_url, f"{head}/{databases[mode]}", port, pair,
                 f"stgym-tracebench-{mode}-{token}-{pair}", str(logdir / f"{mode}-{pair}.log"),
                 extra=["--engine", "aiokafka", "--offset-reset", "latest"])
         try:
             workload.wait_workers_ready([worker], [port], sinks[mode])
-            cpu0, t0 = _cpu_seconds([worker]), time.perf_counter()
-            _publish_fast(settings.kafka_bootstrap, ev.TOPIC_EPISODES, payloads[pair][mode])
+            os.kill(worker.pid, signal.SIGSTOP)  # the events wait in Kafka: a backlog of n
+            try:
+                _publish_fast(settings.kafka_bootstrap, ev.TOPIC_EPISODES,
+                              payloads[pair][with_headers[mode]])
+            finally:
+                cpu0, t0 = _cpu_ns(worker.pid), time.perf_counter()
+                os.kill(worker.pid, signal.SIGCONT)
             while workload.stored_count(sinks[mode], experiment) < n:
                 if time.perf_counter() - t0 > 600:
                     raise TimeoutError(f"tracing bench, pair {pair} ({mode}): not all {n} "
                                        f"events committed (log: {logdir})")
-                time.sleep(0.02)
+                time.sleep(0.05)
             wall = time.perf_counter() - t0
-            time.sleep(tracing.SCHEDULE_DELAY_MS / 1000 + 0.5)  # both alike: the last export
-            cpu = _cpu_seconds([worker]) - cpu0
+            time.sleep(tracing.SCHEDULE_DELAY_MS / 1000 + 0.5)  # all alike: the last export
+            cpu = (_cpu_ns(worker.pid) - cpu0) / 1e9
         finally:
             workload.stop_worker(worker)
-        return {"events_per_s": n / wall, "events_per_cpu_s": n / cpu, "wall_s": wall,
+        return {"events_per_s": n / wall, "cpu_us_per_event": cpu / n * 1e6, "wall_s": wall,
                 "cpu_s": cpu}
 
     try:
-        pairs = _alternate(1 if quick else PIPELINE_PAIRS, measure)
+        pairs = _alternate(2 if quick else PIPELINE_PAIRS, measure, modes)
         shutil.rmtree(logdir)  # kept when a repetition failed
     finally:
         for sink in sinks.values():
@@ -165,9 +205,12 @@ def pipeline(settings, quick: bool) -> dict:
             for name in databases.values():
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
-    return {"events_per_repetition": n, "batch_records": BATCH_RECORDS, "pairs": pairs,
-            "events_per_s": _cost(pairs, "events_per_s", more_is_better=True),
-            "events_per_cpu_s": _cost(pairs, "events_per_cpu_s", more_is_better=True)}
+    result = {"events_per_repetition": n, "batch_records": BATCH_RECORDS, "pairs": pairs,
+              "cpu_us_per_event": _cost(pairs, "cpu_us_per_event", more_is_better=False),
+              "events_per_s": _cost(pairs, "events_per_s", more_is_better=True)}
+    result["breakdown"] = {mode: _cost(pairs, "cpu_us_per_event", more_is_better=False, mode=mode)
+                           for mode in modes if mode not in MODES}
+    return result
 
 
 def training(settings, quick: bool) -> dict:
@@ -237,18 +280,12 @@ def components(settings) -> dict:
                 pass
     tracing.force_flush()
     iteration_us = (time.process_time() - process0) / iterations * 1e6
-    headers = []
-    for _ in range(-(-BATCH_RECORDS // EPISODES_PER_PUBLISH)):
-        with tracing.span("publish"):
-            # a fresh bytes object per record, as a consumer parses them
-            headers += [[(k, bytes(bytearray(v))) for k, v in tracing.headers()]
-                        for _ in range(EPISODES_PER_PUBLISH)]
-    headers = headers[:BATCH_RECORDS]
+    positions, headers, runs = _fetched_batch()
     tracing.force_flush()
     batches = 200
     thread0, process0 = time.thread_time(), time.process_time()
     for _ in range(batches):
-        batch = tracing.BatchTrace(headers, len(headers))
+        batch = tracing.BatchTrace(headers, len(headers), positions, tracing.OpenPublishes(), runs)
         with batch.step("validate"):
             pass
         with batch.step("db_commit", events=len(headers)):
@@ -260,7 +297,31 @@ def components(settings) -> dict:
             "iteration_cpu_us_with_export": iteration_us,
             "batch_cpu_us": thread_us,
             "batch_cpu_us_with_export": (time.process_time() - process0) / batches * 1e6,
-            "batch_links": len(tracing.links_from_headers(headers))}
+            "batch_links": len(tracing.links_from_headers(headers, positions,
+                                                          tracing.OpenPublishes(), runs))}
+
+
+def _fetched_batch(partitions: int = 4) -> tuple[list, list, list]:
+    """A stream batch as the aiokafka engine gets it: BATCH_RECORDS records of publishes of
+    EPISODES_PER_PUBLISH records over `partitions` keys (one per partition), the traceparent
+    on the first record of each key of a publish (a fresh bytes object per record, as a
+    consumer parses them), grouped by partition: (positions, headers, runs)."""
+    from stgym import tracing
+
+    by_partition: list[list] = [[] for _ in range(partitions)]
+    for publish in range(-(-BATCH_RECORDS // EPISODES_PER_PUBLISH)):
+        with tracing.span("publish"):
+            header = tracing.headers()
+        for i in range(EPISODES_PER_PUBLISH):
+            part = i % partitions
+            records = by_partition[part]
+            records.append((("stgym.episodes.v1", part, len(records), f"run{part}".encode()),
+                            [] if i >= partitions else [(k, bytes(bytearray(v))) for k, v in header]))
+    kept = [records[:BATCH_RECORDS // partitions] for records in by_partition]
+    positions = [position for records in kept for position, _ in records]
+    headers = [headers for records in kept for _, headers in records]
+    runs = [("stgym.episodes.v1", part, len(records)) for part, records in enumerate(kept)]
+    return positions, headers, runs
 
 
 def _require_collector(settings) -> None:
@@ -288,12 +349,15 @@ def main(args) -> int:
     settings = settings_module.load()
     _require_collector(settings)
     tracing.configure("stgym-bench", endpoint=settings.collector_otlp_url, sample_ratio=1.0)
-    load0 = os.getloadavg()
-    results = {"pipeline": pipeline(settings, args.quick), "training": training(settings, args.quick),
+    load0, time0 = os.getloadavg(), time.monotonic()
+    modes = BREAKDOWN_MODES if getattr(args, "breakdown", False) else MODES
+    results = {"pipeline": pipeline(settings, args.quick, modes),
+               "training": training(settings, args.quick),
                "components": components(settings),
                "goals": {"pipeline_throughput_cost": PIPELINE_GOAL,
                          "training_wall_cost": TRAINING_GOAL},
                "load_average": {"start": load0, "end": os.getloadavg()},
+               "runtime_s": round(time.monotonic() - time0, 1),
                "spans": tracing.stats()}
     results["estimate"] = estimate(results)
     if args.json:
@@ -307,9 +371,9 @@ def estimate(results: dict) -> dict:
     """The costs from their measured parts (steadier than the end-to-end ratios on a loaded
     machine): a stream batch's tracing CPU against the CPU of its records with tracing off,
     and a training's (SDK set-up per worker process + spans per iteration) against the CPU of
-    the untraced training."""
+    the untraced training. The batch part leaves out the header bytes' cost in the consumer."""
     p, t, c = results["pipeline"], results["training"], results["components"]
-    batch_off_us = BATCH_RECORDS * 1e6 / p["events_per_cpu_s"]["off"]
+    batch_off_us = BATCH_RECORDS * p["cpu_us_per_event"]["off"]
     iterations = statistics.median(pair["on"]["iterations"] for pair in t["pairs"])
     traced_s = (t["workers"] * c["setup_cpu_s"]
                 + iterations * c["iteration_cpu_us_with_export"] / 1e6)
@@ -321,30 +385,34 @@ def report(results: dict) -> str:
     p, t, c = results["pipeline"], results["training"], results["components"]
     e = results["estimate"]
 
-    def row(label, cost, unit, goal):
-        met = "met" if cost["cost"] <= goal else "NOT met"
+    def row(label, cost, unit, goal=None):
+        met = "" if goal is None else (
+            f"  <= {100 * goal:.0f} % " + ("met" if cost["cost"] <= goal else "NOT met"))
         fmt = (lambda v: f"{v:,.0f}") if unit == "" else (lambda v: f"{v:.2f} {unit}")
-        return (f"{label:50s} {fmt(cost['off']):>10s} {fmt(cost['on']):>10s} "
-                f"{100 * cost['cost']:+6.1f} % {100 * cost['min']:+6.1f}..{100 * cost['max']:+.1f} % "
-                f"  <= {100 * goal:.0f} % {met}")
+        return (f"{label:52s} {fmt(cost['off']):>11s} {fmt(cost['on']):>11s} "
+                f"{100 * cost['cost']:+6.1f} % [{100 * cost['low']:+.1f}, {100 * cost['high']:+.1f}]"
+                f" {100 * cost['min']:+6.1f}..{100 * cost['max']:+.1f} %{met}")
 
     def loads(pairs):
         return ", ".join(f"{pair['load']:.1f}" for pair in pairs)
 
     lines = [
-        f"{'stgym bench tracing (medians over pairs)':50s} {'off':>10s} {'on (1.0)':>10s} "
-        f"{'cost':>8s} {'spread':>15s}   goal",
-        row(f"pipeline events/s (1 aiokafka worker, {p['events_per_repetition']:,} events)",
-            p["events_per_s"], "", PIPELINE_GOAL),
-        row("pipeline events per worker CPU second", p["events_per_cpu_s"], "", PIPELINE_GOAL),
+        f"{'stgym bench tracing (medians over pairs)':52s} {'off':>11s} {'on (1.0)':>11s} "
+        f"{'cost':>8s} {'[95 % CI]':>15s} {'min..max':>14s}   goal",
+        row(f"pipeline worker CPU per event ({p['events_per_repetition']:,}-event backlogs)",
+            p["cpu_us_per_event"], "us", PIPELINE_GOAL),
+        row("pipeline events/s (1 aiokafka worker draining it)", p["events_per_s"], "",
+            PIPELINE_GOAL),
+        *(row(f"  of it: {mode} alone (CPU per event)", cost, "us")
+          for mode, cost in p["breakdown"].items()),
         row(f"training wall time (CEM, {t['episodes']:,} episodes, 2 workers)", t["wall_s"],
             "s", TRAINING_GOAL),
         row("training CPU of the 2 worker processes", t["cpu_s"], "s", TRAINING_GOAL),
-        f"{'estimated from the parts below: pipeline':50s} {100 * e['pipeline']:+.1f} % of the "
+        f"{'estimated from the parts below: pipeline':52s} {100 * e['pipeline']:+.1f} % of the "
         f"CPU per event (goal <= {100 * PIPELINE_GOAL:.0f} %), training "
         f"{100 * e['training']:+.1f} % of the workers' CPU (goal <= {100 * TRAINING_GOAL:.0f} %)",
         f"pairs: pipeline {len(p['pairs'])} at load {loads(p['pairs'])}; training "
-        f"{len(t['pairs'])} at load {loads(t['pairs'])}",
+        f"{len(t['pairs'])} at load {loads(t['pairs'])}; {results['runtime_s']:.0f} s in all",
         f"made of: {c['setup_cpu_s']:.2f} CPU s per process to import and set up the SDK (at its "
         f"first span), {c['span_cpu_us']:.0f} us per span; with the exporter's share "
         f"{c['iteration_cpu_us_with_export']:.0f} us per trainer iteration (4 spans, "

@@ -236,3 +236,113 @@ def test_bench_alternates_off_and_on_and_takes_the_median_pair_ratio():
     assert (cost["min"], cost["max"]) == (pytest.approx(0.02), pytest.approx(0.1))
     throughput = tracebench._cost([{"off": {"x": 100.0}, "on": {"x": 97.0}}], "x", more_is_better=True)
     assert throughput["cost"] == pytest.approx(0.03)
+
+
+def header(span_id: int) -> tuple:
+    return (("traceparent", traceparent(span_id)),)
+
+
+def test_headerless_records_link_to_the_publish_they_continue_across_batches(spans):
+    # partition 0: key a's publish 1 (header on its first record), key b's publish 2 in
+    # between, then a's publish 3; a consumer batch cut inside each of them
+    log = [("t", 0, 0, b"a", header(1)), ("t", 0, 1, b"a", ()), ("t", 0, 2, b"b", header(2)),
+           ("t", 0, 3, b"a", ()), ("t", 0, 4, b"b", ()), ("t", 0, 5, b"a", header(3)),
+           ("t", 0, 6, b"a", ()), ("t", 0, 7, b"b", ())]
+    publishes = tracing.OpenPublishes()
+
+    def linked(records, runs=None):
+        links = tracing.links_from_headers([r[4] for r in records], [r[:4] for r in records],
+                                           publishes, runs)
+        return sorted(link.context.span_id for link in links)
+
+    assert linked(log[:2]) == [1]
+    assert linked(log[2:5], [("t", 0, 3)]) == [1, 2]  # a's tail without a header: still 1
+    assert linked(log[5:7]) == [3]  # a batch that starts with a header needs no memory
+    assert linked(log[7:]) == [2]   # b's record after a's publish: b's, never a's
+    # another key's record in another topic with a header is no publish of these keys
+    assert linked([("u", 0, 0, b"a", header(9)), ("t", 0, 8, b"a", ())]) == [3, 9]
+
+
+def test_a_gap_in_a_partition_forgets_its_publishes_rather_than_link_a_wrong_one(spans):
+    publishes = tracing.OpenPublishes()
+
+    def linked(records):
+        return sorted(link.context.span_id for link in tracing.links_from_headers(
+            [r[4] for r in records], [r[:4] for r in records], publishes))
+
+    assert linked([("t", 1, 10, b"a", header(1)), ("t", 2, 10, b"c", header(5))]) == [1, 5]
+    # offsets 11..19 of partition 1 went to another worker (a rebalance) whose records began
+    # publish 4; partition 2 was read on without a gap
+    assert linked([("t", 1, 20, b"a", ()), ("t", 2, 11, b"c", ())]) == [5]
+    assert linked([("t", 1, 21, b"a", ())]) == []  # still unknown, not publish 1
+
+
+def test_open_publishes_keep_at_most_max_keys_per_partition(spans):
+    publishes = tracing.OpenPublishes(max_keys=2)
+    records = [("t", 0, i, f"k{i}".encode(), header(i + 1)) for i in range(3)]
+    publishes.traceparents([r[:4] for r in records], [r[4] for r in records])
+    tail = [("t", 0, 3 + i, f"k{i}".encode()) for i in range(3)]
+    values = publishes.traceparents(tail, [(), (), ()])
+    assert values == {traceparent(2), traceparent(3)}  # k0, the least recent, is forgotten
+
+
+def test_a_trainers_publish_puts_the_traceparent_on_its_first_record_only(spans, tmp_path):
+    from producers.publisher import EpisodePublisher
+
+    class Bus:
+        def __init__(self):
+            self.sent = []
+
+        def publish(self, event, headers=None):
+            self.sent.append(headers)
+
+        def flush(self):
+            pass
+
+    class Batch:  # the EpisodeBatch fields the publisher reads
+        def __init__(self, n):
+            import numpy as np
+            self.n, self.workers = n, None
+            self.switching_time_s = np.full(n, 1e-9)
+            self.wall_time_s = self.energy_j = self.total_reward = np.ones(n)
+            self.seeds = self.steps = self.sim_steps = np.ones(n, dtype=int)
+            self.success = np.ones(n, dtype=bool)
+
+        def __len__(self):
+            return self.n
+
+    bus = Bus()
+    publisher = EpisodePublisher.__new__(EpisodePublisher)
+    publisher.config, publisher.bus, publisher.ledger = None, bus, tmp_path / "ledger"
+    publisher.common = dict(experiment_id="e", run_id="r", worker_id="w0", device_type="d",
+                            algorithm="cem")
+    from producers.worker_stats import WorkerStats
+    publisher.stats = WorkerStats()
+    with tracing.span("publish"):
+        publisher._publish(Batch(5))
+    assert bus.sent[0][0][0] == "traceparent" and bus.sent[1:] == [None] * 4
+
+
+def test_bench_rotates_more_modes_and_gives_a_bootstrap_interval_of_the_median():
+    from streams import tracebench
+
+    order = []
+    pairs = tracebench._alternate(
+        4, lambda mode, pair: order.append(mode) or {"cpu": 10.0 + pair * (mode != "off")},
+        tracebench.BREAKDOWN_MODES)
+    assert order[:8] == ["off", "headers", "sdk", "on", "headers", "sdk", "on", "off"]
+    cost = tracebench._cost(pairs, "cpu", more_is_better=False, mode="sdk")  # 0, +10, +20, +30 %
+    assert cost["cost"] == pytest.approx(0.15)
+    assert cost["min"] <= cost["low"] <= cost["cost"] <= cost["high"] <= cost["max"]
+    assert cost == tracebench._cost(pairs, "cpu", more_is_better=False, mode="sdk")  # seeded
+
+
+def test_bench_batch_is_what_the_aiokafka_engine_gets_and_links_every_publish(spans):
+    from streams import tracebench
+
+    positions, headers, runs = tracebench._fetched_batch()
+    assert len(positions) == len(headers) == tracebench.BATCH_RECORDS
+    assert [count for _, _, count in runs] == [tracebench.BATCH_RECORDS // 4] * 4
+    assert sum(1 for h in headers if h) == 4 * -(-tracebench.BATCH_RECORDS // tracebench.EPISODES_PER_PUBLISH)
+    links = tracing.links_from_headers(headers, positions, tracing.OpenPublishes(), runs)
+    assert len(links) == -(-tracebench.BATCH_RECORDS // tracebench.EPISODES_PER_PUBLISH)
