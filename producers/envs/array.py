@@ -233,8 +233,11 @@ class SpinTorqueArrayEnv(gym.Env):
       coupling and episode ends unchanged; reproduce with
       `gym.make("SpinTorqueArray-v0", write_frame=True, energy_weight=3.0)`). In v0 the sign
       that writes a device is its target's, so one action pattern writes one bit pattern
-      only; in v1 the action toward each device's own target writes every pattern
-      (docs/rl.md: the measurements).
+      only (a rule that ignores the targets wrote 6.2 % of v0's 4-bit patterns, 100 % of
+      v1's; current toward a bit a device holds keeps it there, 0 of 783 lost), and a
+      Gaussian policy around 0 wrote 0 % of v0's patterns, 2.8 % of v1's. SB3 PPO (through
+      DummyVecEnv, 16 copies): 0 % on v0 after 328k steps, 99.7 % on v1 from 573k
+      (docs/rl.md).
 
     ## Example
 
