@@ -39,11 +39,13 @@ TASK_RETRIES = 5
 
 
 def _share(task, pulses, seeds, stops) -> EpisodeBatch:
-    """The share's episodes, each marked with the id of the Ray worker that ran it."""
+    """The share's episodes, each marked with the id of the Ray worker that ran it; without
+    their actions (the pulses: the learner has them), which would double what goes back."""
     import ray
 
     batch = rollout(task, pulses, seeds, stops)
     batch.workers = np.full(len(batch), ray_worker_id(ray.get_runtime_context().get_worker_id()))
+    batch.actions = batch.actions[:, :0]
     return batch
 
 
@@ -129,7 +131,9 @@ class RayRollouts:
         ]
         gathered = concatenate(self.ray.get(refs))
         order = np.concatenate([np.arange(len(pulses))[rows] for rows in shares])
-        return take(gathered, np.argsort(order))
+        batch = take(gathered, np.argsort(order))
+        batch.actions = np.atleast_2d(np.asarray(pulses, dtype=float))  # rollout's actions
+        return batch
 
     def close(self) -> None:
         if self._owned:
