@@ -19,7 +19,9 @@ import logging
 import math
 import os
 import sys
+from urllib.parse import urlparse
 
+from stgym import settings as settings_module
 from stgym.errors import UserError
 
 PRODUCTION = "production"
@@ -36,6 +38,7 @@ def client(uri: str):
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout: --json
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage reports leave here
+    authenticate(uri)
     from mlflow.tracking import MlflowClient
 
     for absent in ("pyspark", "dbruntime", "IPython"):
@@ -45,6 +48,22 @@ def client(uri: str):
             sys.modules[absent] = None
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def authenticate(uri: str) -> None:
+    """The tracking server's basic-auth credentials (settings.mlflow_auth_env) for MLflow's
+    HTTP client, which reads them from the environment on every request: only for a server of
+    this deployment (the services host or this machine; another server gets no password of
+    ours), and only where MLFLOW_TRACKING_USERNAME / _PASSWORD are not set already."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    settings = settings_module.load()
+    if parsed.hostname not in {settings.shared_host, settings.host, settings_module.LOOPBACK,
+                               "localhost"}:
+        return
+    for name, value in settings.mlflow_auth_env().items():
+        os.environ.setdefault(name, value)
 
 
 def _mlflow_error(action: str, uri: str, error: Exception) -> UserError:

@@ -27,8 +27,10 @@ KAFKA_PASSWORD = "kafka.password"
 ALERT_WEBHOOK_TOKEN = "alert-webhook.token"
 RAY_TOKEN = "ray.token"
 METRICS_TOKEN = "metrics.token"  # Prometheus's bearer token for /metrics of remote peers
+MLFLOW_PASSWORD = "mlflow.password"  # the tracking server's basic-auth user mlflow_username
+MLFLOW_SERVER_KEY = "mlflow-server.key"  # its Flask secret key (CSRF), the server's alone
 SECRETS = (POSTGRES_PASSWORD, POSTGRES_READER_PASSWORD, KAFKA_PASSWORD, ALERT_WEBHOOK_TOKEN,
-           RAY_TOKEN, METRICS_TOKEN)
+           RAY_TOKEN, METRICS_TOKEN, MLFLOW_PASSWORD, MLFLOW_SERVER_KEY)
 
 
 def _default_run_dir() -> str:
@@ -107,6 +109,11 @@ class Settings:
     stream_web_port: int = 6066
     trainer_metrics_port: int = 8000
     mlflow_port: int = 5000  # MLflow tracking server (compose/bare/mlflow.sh)
+    # Its basic auth (MLflow's basic-auth app, always on): this user is its admin, created on
+    # the server's first start with the password of secrets_dir/mlflow.password; the clients
+    # (producers/registry.py) send both as MLFLOW_TRACKING_USERNAME / _PASSWORD.
+    mlflow_username: str = "stgym"
+    mlflow_password: str = ""  # "" = secrets_dir/mlflow.password
     mlflow_db: str = "mlflow"  # its backend store: this database of the PostgreSQL cluster
     # Where `stgym train` tracks: "" = auto (MLFLOW_TRACKING_URI if set, else the local store
     # `mlflow_local_uri` for --bus memory and the tracking server for Kafka); "off"; or a URI.
@@ -253,6 +260,11 @@ class Settings:
     def mlflow_url(self) -> str:
         """The MLflow tracking server."""
         return f"http://{self.shared_host}:{self.mlflow_port}"
+
+    def mlflow_auth_env(self) -> dict[str, str]:
+        """The tracking server's credentials as MLflow's HTTP client reads them."""
+        return {"MLFLOW_TRACKING_USERNAME": self.mlflow_username,
+                "MLFLOW_TRACKING_PASSWORD": self.secret(MLFLOW_PASSWORD, self.mlflow_password)}
 
     @property
     def mlflow_backend_store_uri(self) -> str:

@@ -106,17 +106,24 @@ def check_jaeger(s: stgym_settings.Settings) -> None:
 
 
 def check_mlflow(s: stgym_settings.Settings) -> None:
-    """The tracking server's /health answers OK, and an experiment search (a query of its
-    backend store in PostgreSQL) answers 200."""
+    """The tracking server's /health answers OK, an experiment search (a query of its backend
+    store in PostgreSQL) with the credentials answers 200, and one without them 401 (the
+    basic-auth app is on)."""
     import requests
 
     resp = requests.get(f"{s.mlflow_url}/health", timeout=TIMEOUT_S)
     if resp.status_code != 200 or resp.text.strip() != "OK":
         raise RuntimeError(f"/health answered HTTP {resp.status_code} {resp.text[:100]!r}")
-    resp = requests.post(f"{s.mlflow_url}/api/2.0/mlflow/experiments/search",
-                         json={"max_results": 1}, timeout=TIMEOUT_S)
+    search = f"{s.mlflow_url}/api/2.0/mlflow/experiments/search"
+    env = s.mlflow_auth_env()
+    resp = requests.post(search, json={"max_results": 1}, timeout=TIMEOUT_S,
+                         auth=(env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]))
     if resp.status_code != 200:
         raise RuntimeError(f"experiments/search answered HTTP {resp.status_code} {resp.text[:200]!r}")
+    resp = requests.post(search, json={"max_results": 1}, timeout=TIMEOUT_S)
+    if resp.status_code != 401:
+        raise RuntimeError(f"experiments/search without credentials answered HTTP "
+                           f"{resp.status_code}, not 401: is the server's basic auth off?")
 
 
 def check_ray(s: stgym_settings.Settings) -> None:
