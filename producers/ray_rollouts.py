@@ -1,12 +1,12 @@
 """One learner, many workers: a trainer's batched rollouts as Ray tasks.
 
 `RayRollouts(workers)` is a drop-in for `producers.rollout.rollout`: the episodes of one
-trainer iteration (a CEM generation's whole population, with the previous iteration's validation
-episodes) are dealt round-robin into `workers` shares — episode i to share i mod K, so each
-share holds an equal part of every candidate's episodes and the shares take equally long —
-each rolled out by a Ray task that holds one CPU (OpenMP on one thread: Ray sets
-OMP_NUM_THREADS to a task's CPUs), and gathered back in order. The learner — the one trainer — sees the same `EpisodeBatch` as with a local
-rollout, bit for bit: each episode depends only on its pulse, stop and seed. It publishes the
+trainer iteration (a CEM generation's whole population, with the previous iteration's
+validation episodes) are dealt round-robin into `workers` shares — episode i to share i mod
+K, so each share holds an equal part of every candidate's episodes and the shares take
+equally long — each rolled out by a Ray task that holds one CPU (OpenMP on one thread: Ray
+sets OMP_NUM_THREADS to a task's CPUs), and gathered back in order. The learner — the one
+trainer — sees the same `EpisodeBatch` as with a local rollout, bit for bit: each episode depends only on its pulse, stop and seed. It publishes the
 batch itself after the gather, so an episode reaches the bus exactly once, from the learner;
 each episode event's `worker_id` names the learner and the Ray worker that ran it
 (`w0.ray-<12 hex digits of the Ray worker id>`; the learner's training and experiment events

@@ -96,8 +96,8 @@ def test_episode_events_carry_the_ray_worker_that_ran_them(ray_instance):
     assert len({e.event_id for e in episodes}) == 256
     assert all(re.fullmatch(r"w0\.ray-[0-9a-f]{12}", e.worker_id) for e in episodes)
     for start in (0, 128):  # each iteration's episodes dealt to its two shares in turn
-        block = episodes[start:start + 128]
-        assert len({e.worker_id for e in block[0::2]}) == len({e.worker_id for e in block[1::2]}) == 1
+        block = [e.worker_id for e in episodes[start:start + 128]]
+        assert len(set(block[0::2])) == len(set(block[1::2])) == 1
     others = [events.decode(r.value, kind) for topic, kind in (
         (events.TOPIC_TRAINING, events.TrainingEvent),
         (events.TOPIC_EXPERIMENTS, events.ExperimentEvent)) for r in bus.records(topic)]
