@@ -9,6 +9,10 @@ stored once, a wrong token refused. Mid-run a stream host dies (processes killed
 and then a trainer host. Shown: every episode counted exactly once, every completed (ledgered) episode of
 the lost trainer host stored, the lost stream host's partitions taken over, every remote worker
 a Prometheus target (file_sd from the host list) that was up, logs searchable by host.
+Jaeger and MLflow on the services host too: the trainers and stream workers trace (settings:
+each to its own host's collector), and their traces reach Jaeger through the worker hosts'
+collectors and the mutual-TLS hop; a trainer host's `stgym train` tracks its run in the
+services host's MLflow, which asks every client for its basic-auth credentials (401 without).
 The two hops that cross machines outside Kafka, PostgreSQL and Ray are authenticated too:
 Prometheus scrapes the remote workers' /metrics with the generated bearer token (a scrape
 without it is refused), and each worker host's collector ships its logs to the services host's
@@ -36,6 +40,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "compose" / "bare"))
 import hosts as hosts_module  # noqa: E402  (compose/bare/hosts.py)
+from stgym import settings as settings_module  # noqa: E402
 
 pytestmark = [pytest.mark.services, pytest.mark.multihost, pytest.mark.timeout(900)]
 
@@ -47,8 +52,9 @@ trainer-2   10.231.0.12   trainer   2
 stream-1    10.231.0.21   stream
 stream-2    10.231.0.22   stream
 """
+# mlflow and jaeger last: their starts wait for PostgreSQL and OpenSearch to be ready
 SERVICES = ["postgres", "kafka", "opensearch", "prometheus", "alertmanager", "collector",
-            "ray-head"]
+            "ray-head", "mlflow", "jaeger"]
 EPISODES_PER_HOST = 40000
 RAY_EPISODES = 256  # one CEM learner's, rolled out by 4 Ray workers over both trainer hosts
 RAY_CPUS_PER_HOST = 2
@@ -94,9 +100,12 @@ class Deployment:
                    STGYM_RAY_WORKER_CPUS=str(RAY_CPUS_PER_HOST),
                    STGYM_READY_TIMEOUT="300", PYTHONUNBUFFERED="1")
         if host.role != "services":
-            # Another machine: the services' address, Kafka's SASL listener.
+            # Another machine: the services' address, Kafka's SASL listener; its processes
+            # trace to this machine's collector, every root span sampled.
             env.update(STGYM_SERVICES_HOST=self.services,
-                       STGYM_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT")
+                       STGYM_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+                       STGYM_TRACE_ENDPOINT=settings_module.Settings().collector_otlp_url,
+                       STGYM_TRACE_SAMPLE_RATIO="1.0")
         env.update(extra)
         return env
 
@@ -286,6 +295,58 @@ with psycopg2.connect(settings.load().postgres_url) as c, c.cursor() as cur:
 """
 
 
+# On the services host (stgym/tracequery.py, as `stgym traces` asks Jaeger, with fewer
+# traces: its 1,500 stream batches can take Jaeger longer than 10 s on a loaded machine): the
+# hosts (host.name) of each service's newest traces, and how many of the newest stream
+# batches link to the experiment's trainer traces (the trace context crossed Kafka);
+# {"error": ...} while Jaeger does not answer in time.
+TRACES = """
+import json, time
+from stgym import errors, settings, tracequery
+url, result = settings.load().jaeger_url, {{}}
+end_us = int(time.time() * 1e6)
+window = dict(start=end_us - 3600 * 10**6, end=end_us, limit=20)
+try:
+    trainer = tracequery.get_traces(url, service=tracequery.TRAINER_SERVICE,
+                                    tags={{"experiment": {experiment!r}}}, **window)
+    stream = tracequery.get_traces(url, service=tracequery.STREAM_SERVICE,
+                                   operation="process_batch", **window)
+except errors.ServiceUnavailable as error:
+    result["error"] = str(error)
+else:
+    for service, traces in ((tracequery.TRAINER_SERVICE, trainer),
+                            (tracequery.STREAM_SERVICE, stream)):
+        result[service] = sorted({{tag["value"] for trace in traces
+                                  for process in trace["processes"].values()
+                                  for tag in process.get("tags", []) if tag["key"] == "host.name"}})
+    ids = {{trace["traceID"] for trace in trainer}}
+    result["stream batches linked"] = sum(
+        bool(ids & set(tracequery.summarise(trace).links)) for trace in stream)
+print(json.dumps(result))
+"""
+
+# On a trainer host: the training's runs in the services host's MLflow (our client, with the
+# credentials of settings), and what the server answers a client without or with wrong ones.
+MLFLOW_RUNS = """
+import json, requests
+from producers import registry
+from stgym import settings
+s = settings.load()
+client = registry.client(s.mlflow_url)
+experiment = client.get_experiment_by_name({experiment!r})
+runs = client.search_runs([experiment.experiment_id]) if experiment else []
+parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+search = s.mlflow_url + "/api/2.0/mlflow/experiments/search"
+print(json.dumps({{
+    "parents": [[r.info.status, r.data.tags.get("stgym.host"), r.data.metrics.get("episodes")]
+                for r in parents],
+    "children": len(runs) - len(parents),
+    "no credentials": requests.post(search, json={{"max_results": 1}}, timeout=10).status_code,
+    "wrong password": requests.post(search, json={{"max_results": 1}}, timeout=10,
+                                    auth=(s.mlflow_username, "wrong")).status_code}}))
+"""
+
+
 def stored_of(d: Deployment, experiment: str) -> dict:
     return d.py("services", STORED.format(experiment=experiment))
 
@@ -370,13 +431,15 @@ def test_two_trainer_hosts_two_stream_hosts_lose_nothing(deployment):
 
     t_run = time.monotonic()
     for i, name in enumerate(["trainer-1", "trainer-2"]):
+        # trainer-1 tracks in MLflow (the default for a Kafka bus: settings.mlflow_url, the
+        # services host's); trainer-2 is lost mid-run
         d.start(name, name, [PY, "-m", "stgym.cli", "--log-format", "json", "train",
                              "--algo", "random", "--episodes", str(EPISODES_PER_HOST),
                              "--workers", "2", "--first-worker", str(2 * i),
                              "--batch-size", str(BATCH), "--experiment", experiment,
                              "--bus", f"kafka://{d.services}:9096", "--metrics-port", "8000",
-                             "--mlflow", "off", "--run-dir", str(d.tmp / name / "train"),
-                             "--json"])
+                             *(["--mlflow", "off"] if name == "trainer-2" else []),
+                             "--run-dir", str(d.tmp / name / "train"), "--json"])
 
     def stored():
         return stored_of(d, experiment)
@@ -462,6 +525,33 @@ def test_two_trainer_hosts_two_stream_hosts_lose_nothing(deployment):
     records = d.py("services", LOG_IDS.format(hosts=workers))
     assert records["hosts"] == sorted(workers) and records["id_not_log_id"] == 0, records
     d.timings["worker hosts' log records"] = records["records"]
+
+    # trainer-1's run in the services host's MLflow, asked from trainer-1 with the credentials;
+    # without them, or with a wrong password, the server answers 401.
+    t = time.monotonic()
+    runs = d.py("trainer-1", MLFLOW_RUNS.format(experiment=experiment))
+    d.timed("MLflow runs read from trainer-1 in", t)
+    assert runs["parents"] == [["FINISHED", "trainer-1", EPISODES_PER_HOST]], runs
+    assert runs["children"] == 2, runs  # one per worker
+    assert runs["no credentials"] == runs["wrong password"] == 401, runs
+
+    # Traces of a trainer host and a stream host in Jaeger, through the worker hosts'
+    # collectors and the mutual-TLS hop; stream batches linked to the trainer's traces.
+    t = time.monotonic()
+    traced: dict = {}
+
+    def both_traced():
+        traced.clear()
+        traced.update(d.py("services", TRACES.format(experiment=experiment)))
+        return ("trainer-1" in traced.get("stgym-train", ())
+                and "stream-1" in traced.get("stgym-stream", ())
+                and traced.get("stream batches linked", 0) > 0)
+    try:
+        wait_for(both_traced, 90, "traces of trainer-1 and stream-1 in Jaeger, linked", 2.0)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; traces: {traced}") from None
+    d.timed("traces of both hosts in Jaeger in", t)
+    d.timings["traces"] = traced
     d.timed("whole run", t0)
     assert {tuple(x[:2]) for x in targets} >= {("trainer-1", "trainers"), ("stream-1", "stream-processors")}
 
