@@ -1,6 +1,7 @@
 """Several machines for real, as Linux network namespaces on one bridge (README "Running on
 several machines" is this recipe): a services host (PostgreSQL, Kafka, OpenSearch, Prometheus,
-Alertmanager, its collector) started by compose/bare/services.sh with STGYM_HOST = its address,
+Alertmanager, its collector, the Ray head, MLflow, Jaeger) started by compose/bare/services.sh
+with STGYM_HOST = its address,
 two trainer hosts x 2 workers and two stream hosts, each with its own log collector shipping to
 the central OpenSearch; remote clients reach Kafka only through SASL/SCRAM and PostgreSQL only
 with the generated password. A Ray head on the services host, both trainer hosts joined (token
@@ -405,8 +406,12 @@ def test_two_trainer_hosts_two_stream_hosts_lose_nothing(deployment):
     # before Prometheus starts so that it watches their folder from the start.
     d.sh("services", [PY, str(REPO / "compose" / "bare" / "hosts.py"), "targets",
                       str(d.tmp / "hosts.txt")])
-    d.sh("services", ["bash", SCRIPT, "up", *SERVICES], timeout_s=700)
+    out = d.sh("services", ["bash", SCRIPT, "up", *SERVICES], timeout_s=700)
     d.timed("services host up", t0)
+    # its script's own timings: "start" (mlflow's and jaeger's wait for PostgreSQL and
+    # OpenSearch), "ready" (the wait for it, once the services before it were ready)
+    d.timings["services host"] = {line.split(" ", 1)[1].rsplit(" ", 2)[0]: int(line.split()[-2])
+                                  for line in out.splitlines() if line.startswith("[timing] ")}
     workers = [n for n, h in d.hosts.items() if h.role != "services"]
     t = time.monotonic()
     for name in workers:  # the services host's credentials, copied to each machine
