@@ -107,10 +107,21 @@ def check_uri(uri: str) -> str:
     return uri
 
 
-def _refused(error: Exception) -> bool:
-    """MLflow answered with a client error (bad value, limit): not a store that is down."""
+def _http_status(error: Exception) -> int | None:
     status = getattr(error, "get_http_status_code", None)
-    return status is not None and 400 <= status() < 500
+    return None if status is None else status()
+
+
+def _refused(error: Exception) -> bool:
+    """MLflow answered with a client error (bad value, limit): not a store that is down, and
+    not refused credentials (`_unauthorized`)."""
+    status = _http_status(error)
+    return status is not None and 400 <= status < 500 and not _unauthorized(error)
+
+
+def _unauthorized(error: Exception) -> bool:
+    """The server's basic auth refused our credentials (401) or their rights (403)."""
+    return _http_status(error) in (401, 403)
 
 
 def local_artifact_location(uri: str) -> str | None:
@@ -355,8 +366,16 @@ class Tracker:
             self._failure = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
             if not self._warned:
                 self._warned = True
-                log.warning("MLflow at %s does not answer (%s): training goes on, tracking "
-                            "retries", self.uri, self._failure)
+                if _unauthorized(error):
+                    log.warning(
+                        "MLflow at %s refuses the credentials of user %r (HTTP %d): its "
+                        "password is settings.mlflow_password (STGYM_MLFLOW_PASSWORD) or the "
+                        "file %s; training goes on, tracking retries", self.uri,
+                        self.settings.mlflow_username, _http_status(error),
+                        self.settings.secret_path(settings_module.MLFLOW_PASSWORD))
+                else:
+                    log.warning("MLflow at %s does not answer (%s): training goes on, "
+                                "tracking retries", self.uri, self._failure)
             return False
         if self._warned and self._failure:
             log.info("MLflow at %s answers again: the retried calls went through", self.uri)

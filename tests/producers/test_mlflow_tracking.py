@@ -174,6 +174,29 @@ def test_store_down_at_start_training_goes_on(tmp_path, monkeypatch, caplog, uni
     assert len(warnings) == 1 and uri in warnings[0].getMessage()
 
 
+@pytest.mark.services
+def test_wrong_password_is_one_warning_naming_it(mlflow_url, tmp_path, monkeypatch, caplog,
+                                                 unique_id):
+    """The real server refuses a wrong password (401): every event is still published, one
+    WARNING says the credentials were refused and where the password comes from, no run."""
+    monkeypatch.setenv("STGYM_MLFLOW_RETRY_S", "2")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "stgym")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
+    bus = MemoryBus(f"badpw-{unique_id}")
+    config = TrainConfig(algorithm="random", episodes=64, workers=1, experiment="badpw",
+                         run_dir=str(tmp_path), mlflow=mlflow_url)
+    with caplog.at_level(logging.WARNING, logger="producers.tracking"):
+        summary = train(config, bus=bus)
+        tracking.wait_all()
+    assert summary.ok and summary.mlflow_run_id is None
+    assert len(bus.records(events.TOPIC_EPISODES)) == 64
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "producers.tracking" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "refuses the credentials of user 'stgym' (HTTP 401)" in warnings[0]
+    assert "mlflow.password" in warnings[0] and mlflow_url in warnings[0]
+
+
 class PrivateMlflow:
     """A private tracking server (compose/bare/mlflow.sh with its own run dir, port and
     database in the shared PostgreSQL cluster) that a test may stop and start."""
