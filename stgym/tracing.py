@@ -215,7 +215,8 @@ def headers() -> list[tuple[str, bytes]]:
 
 
 def links_from_headers(record_headers: Iterable, positions: Sequence | None = None,
-                       publishes: "OpenPublishes | None" = None, runs: Iterable | None = None) -> list:
+                       publishes: "OpenPublishes | None" = None,
+                       runs: Iterable | None = None) -> list:
     """One Link per distinct producer span found in the records' `traceparent` headers
     (records of one producer batch share one). `record_headers` yields each record's headers
     (a sequence of (key, bytes) pairs, a dict, or None). With `publishes` (the consumer's
@@ -255,7 +256,7 @@ def _traceparents(record_headers: Iterable) -> set:
             return {value for _, value in firsts}
     except (KeyError, TypeError, ValueError):  # a dict, unhashable or not pairs
         pass
-    values = {_traceparent_of(headers_of_record) for headers_of_record in filter(None, record_headers)}
+    values = {_traceparent_of(headers) for headers in filter(None, record_headers)}
     values.discard(None)
     return values
 
