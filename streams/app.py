@@ -2,15 +2,14 @@
 
 Correctness does not rest on Faust's exactly_once (faust-streaming has open reports of
 duplicates and fenced producers on rebalance, issues #517, #323, #177, #136): the worker
-consumes at least once. `stream.take_events` turns acks off and acks a batch's events when
-the agent body has finished with it — even when the body is interrupted (its `finally`) — so
-the agent holds one extra reference on every message of a batch, and drops it only once the
-batch is durable: rejected records sent to the DLQ and acknowledged by Kafka, then the batch
-written in ONE database transaction (episodes upserted by event_id, only new rows added to
-the KPI rows). The write runs in a task while the next batch is taken and validated
-(`_agent`), as the aiokafka engine pipelines its fetches. Faust commits offsets of acked
-messages only, so after a SIGKILL the uncommitted tail is replayed and the event_id upsert
-makes the replay harmless; an agent cancelled by SIGTERM mid-batch leaves that batch unacked.
+consumes at least once. `stream.take_events` turns acks off and acks a batch only after the
+agent body has finished with it; the body first sends rejected records to the DLQ and waits
+for Kafka's acknowledgement, then writes the batch in ONE database transaction (episodes
+upserted by event_id, only new rows added to the KPI rows) and only then returns. Faust
+commits offsets of acked events, so after a SIGKILL the uncommitted tail is replayed and the
+event_id upsert makes the replay harmless. take_events acks a batch even when the agent body
+is interrupted (its `finally`), so the agent holds one extra reference on every message of a
+batch until that batch is durable: an agent cancelled by SIGTERM mid-batch leaves it unacked.
 
 Cumulative state lives in the database (the KPI rows), not in Faust tables: it is recovered
 by a restarted worker for free, and shared by all workers of the group.
@@ -167,38 +166,17 @@ class StreamWorker(BaseWorker):
         return await self.app.producer.send(ev.TOPIC_EPISODES_DLQ, key, value, None, None, headers)
 
     async def _agent(self, stream) -> None:
-        """Batches from take_events, pipelined like the aiokafka engine: batch N+1 is
-        validated (its rejects sent to the DLQ) while batch N is written, and N+1 is written
-        only once N is durable. A batch's messages carry one extra reference from the moment
-        they are taken (module docstring) until the task writing them has committed them to
-        the database, and only then are they acked (the write of the last batch acks too,
-        without waiting for another to arrive)."""
         self.started = True
         log.info("stream worker %s consuming %s", self.worker_id, ", ".join(SOURCE_TOPICS))
-        inflight = None  # the task writing the previous batch
-        try:
-            async for events in stream.take_events(self.batch_size, within=self.batch_within_s):
-                for e in events:
-                    e.message.incref()
-                records = [(e.message.topic, e.message.partition, e.message.offset,
-                            e.message.key, e.message.value) for e in events]
-                batch = await self.prepare(records, self._send_dlq,
-                                           [e.message.headers for e in events])
-                if inflight is not None:
-                    await inflight
-                inflight = asyncio.ensure_future(self._write_and_ack(batch, events))
-        finally:
-            if inflight is not None and not inflight.done():
-                inflight.cancel()  # not durable, so never acked: replayed by the next owner
-
-    async def _write_and_ack(self, batch, events) -> None:
-        await self.finish(batch, self._send_dlq)
-        consumer, message_out = self.app.consumer, self.app.sensors.on_message_out
-        for e in events:
-            message = e.message
-            if message.ack(consumer):  # take_events has acked its own reference by now
-                message_out(message.tp, message.offset, message)
-            self._lag[message.tp] = message.offset
+        async for events in stream.take_events(self.batch_size, within=self.batch_within_s):
+            for e in events:
+                e.message.incref()  # held until the batch is durable (module docstring)
+            records = [(e.message.topic, e.message.partition, e.message.offset,
+                        e.message.key, e.message.value) for e in events]
+            await self.process(records, self._send_dlq, [e.message.headers for e in events])
+            for e in events:
+                e.message.decref()
+                self._lag[e.message.tp] = e.message.offset
 
     async def _update_lag(self) -> None:
         consumer = self.app.consumer
