@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 import types
+from pathlib import Path
 
 import faust
 from faust.sensors import Monitor
@@ -129,9 +130,13 @@ class StreamWorker(BaseWorker):
         super().__init__(*args, **kwargs)
         self.batch_within_s = batch_within_s
         batch_size, offset_reset = self.batch_size, self.offset_reset
+        # Faust's own folder (it creates `<app id>-data` where the process started, else)
+        datadir = Path(settings_module.load().data_dir) / "faust" / f"{self.app_id}-data"
+        datadir.parent.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
             self.app_id,
             broker=self.bus_url,
+            datadir=str(datadir),
             store="memory://",
             web_enabled=False,
             value_serializer="raw",
