@@ -156,42 +156,36 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_store_down_at_start_training_goes_on(tmp_path, monkeypatch, caplog, unique_id):
-    """Nothing listens at the URI: every event is published, one WARNING names the URI, the
-    summary has no run id after the retry window."""
+def _untracked_training(uri, experiment, workers, tmp_path, monkeypatch, caplog) -> list[str]:
+    """A 64-episode training tracked to `uri`, which never takes it: every event published, no
+    run id after a 2 s retry window; returns the tracker's WARNING messages."""
     monkeypatch.setenv("STGYM_MLFLOW_RETRY_S", "2")
-    uri = f"http://127.0.0.1:{_free_port()}"
-    bus = MemoryBus(f"down-{unique_id}")
-    config = TrainConfig(algorithm="random", episodes=64, workers=2, experiment="down",
+    bus = MemoryBus(f"{experiment}-{tmp_path.name}")
+    config = TrainConfig(algorithm="random", episodes=64, workers=workers, experiment=experiment,
                          run_dir=str(tmp_path), mlflow=uri)
     with caplog.at_level(logging.WARNING, logger="producers.tracking"):
         summary = train(config, bus=bus)
         tracking.wait_all()
     assert summary.ok and summary.mlflow_run_id is None
     assert len(bus.records(events.TOPIC_EPISODES)) == 64
-    warnings = [r for r in caplog.records
-                if r.name == "producers.tracking" and r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and uri in warnings[0].getMessage()
+    return [r.getMessage() for r in caplog.records
+            if r.name == "producers.tracking" and r.levelno == logging.WARNING]
+
+
+def test_store_down_at_start_training_goes_on(tmp_path, monkeypatch, caplog):
+    """Nothing listens at the URI: one WARNING names the URI."""
+    uri = f"http://127.0.0.1:{_free_port()}"
+    warnings = _untracked_training(uri, "down", 2, tmp_path, monkeypatch, caplog)
+    assert len(warnings) == 1 and uri in warnings[0]
 
 
 @pytest.mark.services
-def test_wrong_password_is_one_warning_naming_it(mlflow_url, tmp_path, monkeypatch, caplog,
-                                                 unique_id):
-    """The real server refuses a wrong password (401): every event is still published, one
-    WARNING says the credentials were refused and where the password comes from, no run."""
-    monkeypatch.setenv("STGYM_MLFLOW_RETRY_S", "2")
+def test_wrong_password_is_one_warning_naming_it(mlflow_url, tmp_path, monkeypatch, caplog):
+    """The real server refuses a wrong password (401): one WARNING says the credentials were
+    refused and where the password comes from."""
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "stgym")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
-    bus = MemoryBus(f"badpw-{unique_id}")
-    config = TrainConfig(algorithm="random", episodes=64, workers=1, experiment="badpw",
-                         run_dir=str(tmp_path), mlflow=mlflow_url)
-    with caplog.at_level(logging.WARNING, logger="producers.tracking"):
-        summary = train(config, bus=bus)
-        tracking.wait_all()
-    assert summary.ok and summary.mlflow_run_id is None
-    assert len(bus.records(events.TOPIC_EPISODES)) == 64
-    warnings = [r.getMessage() for r in caplog.records
-                if r.name == "producers.tracking" and r.levelno == logging.WARNING]
+    warnings = _untracked_training(mlflow_url, "badpw", 1, tmp_path, monkeypatch, caplog)
     assert len(warnings) == 1, warnings
     assert "refuses the credentials of user 'stgym' (HTTP 401)" in warnings[0]
     assert "mlflow.password" in warnings[0] and mlflow_url in warnings[0]
