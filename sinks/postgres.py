@@ -78,7 +78,13 @@ class PostgresSink(SqlSink):
         if self.readonly:  # reads connect lazily (and again after an outage) in _fetch
             return
         self.conn = self._connect_with_retry(time.monotonic() + self.connect_timeout_s)
-        self.migrate()
+        try:
+            self.migrate()
+        except RETRYABLE as error:  # the server went away mid-migration: try again later
+            self._rollback_quietly()
+            self._drop_conn()
+            raise ServiceUnavailable(f"PostgreSQL at {redact(self.url)} was lost while "
+                                     f"migrating: {str(error).strip()}") from None
 
     def migrate(self) -> list[int]:
         """Apply pending migrations; concurrent workers serialise on an advisory lock."""
