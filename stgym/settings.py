@@ -99,7 +99,8 @@ class Settings:
     collector_otlp_tls_port: int = 4319
     jaeger_query_port: int = 16686
     jaeger_query_grpc_port: int = 16685
-    jaeger_otlp_grpc_port: int = 4327
+    jaeger_otlp_grpc_port: int = 4327  # from the collector (compose/collector/config.yaml)
+    jaeger_otlp_http_port: int = 4328  # the SDK's own protocol: Docker's processes trace to it
     jaeger_health_port: int = 13134
     jaeger_metrics_port: int = 8889
     postgres_exporter_port: int = 9187
@@ -137,7 +138,8 @@ class Settings:
     prometheus_admin_api: str = "off"  # on: TSDB snapshots for `stgym backup create`
     log_retention_days: int = 14
     episodes_retention_months: int = 12
-    # OTLP gRPC endpoint for traces, e.g. http://127.0.0.1:4317 (the collector); "" = no tracing
+    # OTLP/HTTP base URL for traces, e.g. http://127.0.0.1:4318 (the collector; spans are
+    # posted to <url>/v1/traces); "" = no tracing
     trace_endpoint: str = ""
     trace_sample_ratio: float = 1.0  # parent-based ratio sampler (README: production values)
     run_dir: str = dataclasses.field(default_factory=_default_run_dir)
@@ -289,12 +291,8 @@ class Settings:
 
     @property
     def collector_otlp_url(self) -> str:
-        """This machine's collector's OTLP gRPC receiver (loopback; other machines' collectors
-        use the mutual-TLS port collector_otlp_tls_port)."""
-        return f"http://{LOOPBACK}:{self.collector_otlp_grpc_port}"
-
-    @property
-    def collector_otlp_http_url(self) -> str:
+        """This machine's collector's OTLP/HTTP receiver, the trace_endpoint of its processes
+        (loopback; other machines' collectors use the mutual-TLS port collector_otlp_tls_port)."""
         return f"http://{LOOPBACK}:{self.collector_otlp_http_port}"
 
 

@@ -1,9 +1,11 @@
 """The OpenTelemetry SDK side of `stgym.tracing` (imported only when tracing is configured):
-an OTLP gRPC exporter behind a BatchSpanProcessor that counts what it drops and shuts down in
-bounded time."""
+an OTLP/HTTP (protobuf) exporter behind a BatchSpanProcessor that counts what it drops and shuts
+down in bounded time. HTTP, not gRPC: the same spans, and half the SDK's set-up cost in every
+traced process (importing the gRPC exporter and grpcio took ~0.15 CPU s, the HTTP one ~0.08 s;
+docs/benchmarks.md, Tracing) — which a short training pays once per worker process."""
 from __future__ import annotations
 
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
@@ -14,14 +16,16 @@ from stgym import tracing
 
 def provider(attributes: dict, endpoint: str, ratio: float,
              stats: tracing.SpanStats) -> TracerProvider:
-    """A TracerProvider: resource `attributes`, parent-based sampling at `ratio`, spans to the
-    OTLP gRPC `endpoint` (plain text), counted in `stats`."""
+    """A TracerProvider: resource `attributes`, parent-based sampling at `ratio`, spans posted
+    to `endpoint`/v1/traces (an OTLP/HTTP base URL, as OTEL_EXPORTER_OTLP_ENDPOINT), counted in
+    `stats`."""
     result = TracerProvider(
         resource=Resource.create(attributes), sampler=ParentBased(TraceIdRatioBased(ratio)),
         shutdown_on_exit=False,  # tracing.shutdown at exit, with a bounded wait
     )
     exporter = CountingExporter(
-        OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=tracing.EXPORT_TIMEOUT_S),
+        OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces",
+                         timeout=tracing.EXPORT_TIMEOUT_S),
         stats,
     )
     result.add_span_processor(BoundedBatchProcessor(exporter, stats))
@@ -47,8 +51,10 @@ class CountingExporter:
                 self._stats.export_failed += len(spans)
         return result
 
-    def shutdown(self, timeout_millis: float = tracing.SHUTDOWN_TIMEOUT_S * 1000, **kwargs) -> None:
-        self._exporter.shutdown(timeout_millis=timeout_millis)
+    def shutdown(self, **kwargs) -> None:
+        # OTLP/HTTP's shutdown takes no timeout: it ends the retries of an export in flight,
+        # and BoundedBatchProcessor bounds the wait for the export thread.
+        self._exporter.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._exporter.force_flush(timeout_millis)

@@ -5,8 +5,8 @@
     with tracing.span("iteration", iteration=3):
         ...
 
-`configure` reads `settings.trace_endpoint` (an OTLP gRPC endpoint: on a bare machine the
-collector, http://127.0.0.1:4317, which forwards to Jaeger). No endpoint: nothing is set up and
+`configure` reads `settings.trace_endpoint` (an OTLP/HTTP base URL: on a bare machine the
+collector, http://127.0.0.1:4318, which forwards to Jaeger). No endpoint: nothing is set up and
 `span` returns a shared no-op context manager, so tracing costs nothing. With one, the SDK is
 imported by the first span (or `start()`), not by `configure`: a process that makes none pays
 nothing. Sampling is parent-based with `settings.trace_sample_ratio` (1.0 by default; README for

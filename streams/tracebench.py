@@ -344,7 +344,7 @@ def _require_collector(settings) -> None:
 
     from stgym.errors import ServiceUnavailable
 
-    url = f"{settings.collector_otlp_http_url}/v1/traces"
+    url = f"{settings.collector_otlp_url}/v1/traces"
     try:
         response = requests.post(url, data=b"", timeout=5,
                                  headers={"Content-Type": "application/x-protobuf"})

@@ -144,7 +144,7 @@ def jaeger_url(stgym_settings) -> str:
 
 @pytest.fixture(scope="session")
 def otlp_endpoint(stgym_settings) -> str:
-    """The collector's OTLP gRPC endpoint (http://127.0.0.1:4317) once its OTLP receiver
+    """The collector's OTLP/HTTP endpoint (http://127.0.0.1:4318) once its OTLP receiver
     accepts an export."""
     _require(stgym_settings, "The collector's OTLP receiver", "collector",
              stgym_settings.collector_otlp_url, lambda: probes.check_otlp(stgym_settings))

@@ -84,7 +84,7 @@ def check_otlp(s: stgym_settings.Settings) -> None:
     import requests
 
     resp = requests.post(
-        f"{s.collector_otlp_http_url}/v1/traces", data=b"",
+        f"{s.collector_otlp_url}/v1/traces", data=b"",
         headers={"Content-Type": "application/x-protobuf"}, timeout=TIMEOUT_S,
     )
     if resp.status_code != 200:

@@ -3,7 +3,7 @@
 # module proxy, built once and cached under ~/.cache/stgym/jaeger-<version>/. Traces are stored
 # in the shared OpenSearch (indices jaeger-span-*, jaeger-service-*), so they survive a restart.
 # It receives OTLP from the log collector (compose/collector/config.yaml, traces pipeline) on
-# 127.0.0.1:$STGYM_JAEGER_OTLP_GRPC_PORT; query API and UI on 127.0.0.1:$STGYM_JAEGER_QUERY_PORT.
+# 127.0.0.1:$STGYM_JAEGER_OTLP_GRPC_PORT (OTLP/HTTP on $STGYM_JAEGER_OTLP_HTTP_PORT); query API and UI on 127.0.0.1:$STGYM_JAEGER_QUERY_PORT.
 # Runtime config: compose/jaeger/config.yaml.
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -48,7 +48,8 @@ svc_jaeger_start() {
     done
     # The config reads these through ${env:...}.
     export STGYM_JAEGER_QUERY_PORT STGYM_JAEGER_QUERY_GRPC_PORT \
-        STGYM_JAEGER_OTLP_GRPC_PORT STGYM_JAEGER_HEALTH_PORT STGYM_JAEGER_METRICS_PORT
+        STGYM_JAEGER_OTLP_GRPC_PORT STGYM_JAEGER_OTLP_HTTP_PORT STGYM_JAEGER_HEALTH_PORT \
+        STGYM_JAEGER_METRICS_PORT
     export STGYM_JAEGER_OPENSEARCH_URL="${STGYM_JAEGER_OPENSEARCH_URL:-http://127.0.0.1:$STGYM_OPENSEARCH_PORT}"
     spawn jaeger "$JAEGER_CONFIG" "$JAEGER_BIN" --config "$JAEGER_CONFIG"
 }

@@ -36,7 +36,7 @@ SCRAPE_TOKEN_JOBS = ("stream-processors", "trainers", "kpi-api", "alert-webhook"
 # whatever settings.host is (compose/bare/opensearch.sh, compose/jaeger/config.yaml): their
 # addresses keep 127.0.0.1.
 LOOPBACK_PORT_FIELDS = ("opensearch_port", "jaeger_health_port", "jaeger_query_port",
-                        "jaeger_otlp_grpc_port")
+                        "jaeger_otlp_grpc_port", "jaeger_otlp_http_port")
 
 
 def _port_fields() -> dict[int, str]:

@@ -267,7 +267,8 @@ for case, chain in (("no client cert", None), ("client cert", (tls["client_cert"
     except (ssl.SSLError, OSError) as error:
         result[case] = f"refused: {{error}}"
 # the collector's plain receivers and OpenSearch (no security plugin): loopback only
-for port in (s.collector_otlp_grpc_port, s.collector_forward_port, s.opensearch_port):
+for port in (s.collector_otlp_grpc_port, s.collector_otlp_http_port, s.collector_forward_port,
+             s.opensearch_port):
     try:
         socket.create_connection(("{services}", port), timeout=5).close()
         result[port] = "open"
@@ -471,7 +472,7 @@ def test_two_trainer_hosts_two_stream_hosts_lose_nothing(deployment):
     # The services host's collector: mutual TLS only, for another host; OpenSearch unreachable.
     tls = d.py("stream-1", NO_CLIENT_CERT.format(services=d.services))
     assert "certificate required" in tls["no client cert"] and tls["client cert"] == "answered", tls
-    assert all(tls[str(p)].startswith("refused") for p in (4317, 24224, 9200)), tls
+    assert all(tls[str(p)].startswith("refused") for p in (4317, 4318, 24224, 9200)), tls
 
     wait_for(lambda: len(stored()["ids"]) > 2000, 240, "2000 episodes stored")
     d.lab.kill("stream-2")

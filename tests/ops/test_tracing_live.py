@@ -164,7 +164,8 @@ def test_traces_survive_a_jaeger_restart(opensearch_url, tmp_path):
     """A PRIVATE Jaeger (own run dir and ports, the shared OpenSearch as its storage): a trace
     sent to it is still there after `jaeger.sh down` and `up`."""
     ports = {name: str(workload.free_port()) for name in (
-        "QUERY_PORT", "QUERY_GRPC_PORT", "OTLP_GRPC_PORT", "HEALTH_PORT", "METRICS_PORT")}
+        "QUERY_PORT", "QUERY_GRPC_PORT", "OTLP_GRPC_PORT", "OTLP_HTTP_PORT", "HEALTH_PORT",
+        "METRICS_PORT")}
     env = {**os.environ, "STGYM_RUN_DIR": str(tmp_path / "run"),
            **{f"STGYM_JAEGER_{name}": port for name, port in ports.items()}}
     script = [str(REPO / "compose" / "bare" / "jaeger.sh")]
@@ -176,7 +177,7 @@ def test_traces_survive_a_jaeger_restart(opensearch_url, tmp_path):
 
     url = f"http://127.0.0.1:{ports['QUERY_PORT']}"
     send = ("from stgym import tracing; "
-            f"tracing.configure('stgym-restart-test', endpoint='http://127.0.0.1:{ports['OTLP_GRPC_PORT']}'); "
+            f"tracing.configure('stgym-restart-test', endpoint='http://127.0.0.1:{ports['OTLP_HTTP_PORT']}'); "
             "s = tracing.span('restart_check'); span = s.__enter__(); "
             "print(format(span.get_span_context().trace_id, '032x')); s.__exit__(None, None, None); "
             "tracing.shutdown()")
