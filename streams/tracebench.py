@@ -24,7 +24,11 @@ average it ran at.
 2. Training wall time. `train()` (CEM, TRAIN_EPISODES episodes — about the length of the CEM
    training in docs/benchmarks.md — 2 spawned worker processes, Kafka bus): the wall time
    includes spawning the workers and their imports (the SDK's too), i.e. all of `stgym train`
-   but the CLI's own start; also the workers' CPU seconds.
+   but the CLI's own start; also the workers' CPU seconds, and per pair side what shares the
+   two cores with them: the tracing backend's CPU (collector, Jaeger, OpenSearch: each pid
+   file's process with its children) — on one machine it indexes the traced side's spans on
+   the trainers' cores, where a deployment has it on the services host — and the time the
+   hypervisor took from this VM (steal), which moves a pair by more than the 2 % goal.
 3. What the costs are made of, measured in this process: a fresh process's CPU to import and set
    up the SDK (once per process, at its first span), one span, a trainer iteration's 4 spans and
    one stream batch's spans and links (2,000 records of 32 producer spans), with the exporter's
@@ -55,7 +59,8 @@ MODES = ("off", "on")
 BREAKDOWN_MODES = ("off", "headers", "sdk", "on")  # --breakdown: headers / SDK alone
 PIPELINE_PAIRS, PIPELINE_EVENTS = 12, 20_000
 BOOTSTRAP_RESAMPLES = 2000
-TRAIN_PAIRS, TRAIN_EPISODES = 3, 131_072
+TRAIN_PAIRS, TRAIN_EPISODES = 6, 131_072
+BACKEND_SERVICES = ("collector", "jaeger", "opensearch")  # compose/bare pid files
 BATCH_RECORDS = 2000  # `stgym stream --batch-size` default
 
 
@@ -123,6 +128,26 @@ def _cpu_split(pid: int, before: dict, after: dict) -> dict:
     sink = max(deltas.values(), default=0)
     return {"cpu_s": (main + sum(deltas.values())) / 1e9, "main_cpu_s": main / 1e9,
             "sink_cpu_s": sink / 1e9}
+
+
+def _machine_cpu_s(settings) -> dict:
+    """CPU seconds so far of each tracing backend service (its pid file's process and that
+    process's children; 0 for one not running) and the machine's steal seconds (all CPUs)."""
+    import psutil
+
+    result = {}
+    for name in BACKEND_SERVICES:
+        total = 0.0
+        with contextlib.suppress(OSError, ValueError, psutil.Error):
+            pid_file = Path(settings.run_dir) / "pids" / f"{name}.pid"  # pid, then its config
+            root = psutil.Process(int(pid_file.read_text().split()[0]))
+            for process in (root, *root.children(recursive=True)):
+                with contextlib.suppress(psutil.Error):
+                    times = process.cpu_times()
+                    total += times.user + times.system
+        result[name] = total
+    result["steal"] = psutil.cpu_times().steal
+    return result
 
 
 def _traced_payloads(events) -> list[tuple[bytes, bytes, list]]:
@@ -242,7 +267,7 @@ def training(settings, quick: bool) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="stgym-tracebench-train-") as tmp:
         def measure(mode: str, pair: int) -> dict:
-            cpu0, batches = children_cpu_s(), []
+            cpu0, machine0, batches = children_cpu_s(), _machine_cpu_s(settings), []
             with _trace_env(endpoint[mode]):
                 summary = train(TrainConfig(
                     algorithm="cem", episodes=episodes, workers=2,
@@ -253,13 +278,22 @@ def training(settings, quick: bool) -> dict:
             if not summary.ok:
                 raise RuntimeError(f"training pair {pair} ({mode}): workers "
                                    f"{summary.failed_workers} failed")
+            machine = {name: seconds - machine0[name]
+                       for name, seconds in _machine_cpu_s(settings).items()}
             return {"wall_s": summary.wall_time_s, "cpu_s": children_cpu_s() - cpu0,
-                    "iterations": len(batches)}
+                    "iterations": len(batches),
+                    "backend_cpu_s": sum(machine[name] for name in BACKEND_SERVICES),
+                    "backend_cpu_by_service_s": {name: machine[name] for name in BACKEND_SERVICES},
+                    "steal_share": machine["steal"] / ((os.cpu_count() or 1) * summary.wall_time_s)}
 
         pairs = _alternate(1 if quick else TRAIN_PAIRS, measure)
     return {"episodes": episodes, "workers": 2, "pairs": pairs,
             "wall_s": _cost(pairs, "wall_s", more_is_better=False),
-            "cpu_s": _cost(pairs, "cpu_s", more_is_better=False)}
+            "cpu_s": _cost(pairs, "cpu_s", more_is_better=False),
+            "backend_cpu_s": {mode: statistics.median(pair[mode]["backend_cpu_s"] for pair in pairs)
+                              for mode in MODES},
+            "steal_share": [min(pair[mode]["steal_share"] for pair in pairs for mode in MODES),
+                            max(pair[mode]["steal_share"] for pair in pairs for mode in MODES)]}
 
 
 def components(settings) -> dict:
@@ -269,7 +303,8 @@ def components(settings) -> dict:
 
     from stgym import tracing
 
-    code = ("import time; t = time.process_time(); from stgym import tracing; "
+    # what a trainer worker has imported before its first span (producers.runner), not timed
+    code = ("import producers.runner, time; t = time.process_time(); from stgym import tracing; "
             f"tracing.configure('stgym-bench', endpoint={settings.collector_otlp_url!r}); "
             "tracing.span('setup').__enter__(); print(time.process_time() - t)")
     setup = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -429,6 +464,9 @@ def report(results: dict) -> str:
         row(f"training wall time (CEM, {t['episodes']:,} episodes, 2 workers)", t["wall_s"],
             "s", TRAINING_GOAL),
         row("training CPU of the 2 worker processes", t["cpu_s"], "s", TRAINING_GOAL),
+        f"{'  sharing the cores: tracing backend CPU':52s} {t['backend_cpu_s']['off']:9.2f} s "
+        f"{t['backend_cpu_s']['on']:9.2f} s  (collector + Jaeger + OpenSearch, per training); "
+        f"steal {100 * t['steal_share'][0]:.0f}-{100 * t['steal_share'][1]:.0f} % of the cores",
         f"{'estimated from the parts below: pipeline':52s} {100 * e['pipeline']:+.1f} % of the "
         f"CPU per event (goal <= {100 * PIPELINE_GOAL:.0f} %), training "
         f"{100 * e['training']:+.1f} % of the workers' CPU (goal <= {100 * TRAINING_GOAL:.0f} %)",
