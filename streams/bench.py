@@ -212,20 +212,15 @@ def run_bench(quick: bool = False, engine: str = "faust") -> dict:
         def stored(experiment):
             return workload.stored_count(sink, experiment)
 
-        # The workers start at the latest offsets: publish warm-up events until some arrive,
-        # so every partition's position is fixed before anything is timed.
-        warmup = f"bench-{token}-warmup"
-        warm_events = workload.make_episodes(2000, warmup, seed=0)
-        k = 0
-        deadline = time.monotonic() + 120
-        while stored(warmup) < 200:
-            if time.monotonic() > deadline:
-                raise TimeoutError("stream workers consumed no warm-up events in 120 s")
-            for e in warm_events[k:k + 100]:
+        # The workers start at the latest offsets: every partition's position is fixed
+        # before anything is timed.
+        def publish(chunk):
+            for e in chunk:
                 bus.publish_raw(ev.TOPIC_EPISODES, e.run_id.encode(), ev.encode(e))
             bus.flush(30)
-            k = (k + 100) % len(warm_events)
-            time.sleep(0.5)
+
+        warmup = f"bench-{token}-warmup"
+        workload.warm_up(publish, sink, warmup, workload.make_episodes(2000, warmup, seed=0), 200)
 
         # 1. Sustained throughput.
         n = 20_000 if quick else 100_000

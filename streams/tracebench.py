@@ -220,19 +220,15 @@ def pipeline(settings, quick: bool, modes: tuple = MODES) -> dict:
                 extra=["--engine", "aiokafka", "--offset-reset", "latest"])
         try:
             workload.wait_workers_ready([worker], [port], sinks[mode])
-            # A first record per partition, stored before the stop: the consumer has its
-            # partitions and their `latest` positions (resolved lazily at the first fetch, a
-            # worker stopped before it would skip the backlog and wait forever).
+            # A record per partition stored before the stop: the consumer's `latest`
+            # positions are fixed (at its first fetch; stopped before it, it would skip the
+            # backlog and wait forever).
             warm = f"{experiment}-warm-{mode}"
-            _publish_fast(settings.kafka_bootstrap, ev.TOPIC_EPISODES, [
-                (key, value) for key, value, _ in _traced_payloads(workload.make_episodes(
-                    4, warm, seed=pair, run_ids=balanced_runs(warm)))])
-            deadline = time.perf_counter() + 120
-            while workload.stored_count(sinks[mode], warm) < 4:
-                if time.perf_counter() > deadline:
-                    raise TimeoutError(f"tracing bench, pair {pair} ({mode}): the worker "
-                                       f"stored no warm-up record (log: {logdir})")
-                time.sleep(0.05)
+            workload.warm_up(
+                lambda chunk: _publish_fast(settings.kafka_bootstrap, ev.TOPIC_EPISODES, [
+                    (key, value) for key, value, _ in _traced_payloads(chunk)]),
+                sinks[mode], warm,
+                workload.make_episodes(4, warm, seed=pair, run_ids=balanced_runs(warm)), 4)
             os.kill(worker.pid, signal.SIGSTOP)  # the events wait in Kafka: a backlog of n
             try:
                 _publish_fast(settings.kafka_bootstrap, ev.TOPIC_EPISODES,

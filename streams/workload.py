@@ -167,3 +167,19 @@ def stop_all(workers: list[subprocess.Popen], *closables) -> None:
 def stored_count(sink, experiment: str) -> int:
     """Episodes the store has counted into the KPI rows of `experiment`."""
     return sum(r["episodes_total"] for r in sink.query_kpis(experiment=experiment, percentiles=False))
+
+
+def warm_up(publish, sink, experiment: str, events: list, wanted: int,
+            timeout_s: float = 120.0) -> None:
+    """Publish `events` (100 at a time, round and round, `publish(chunk)`) until the store has
+    counted `wanted` episodes of `experiment`. Workers started at the latest offsets fix each
+    partition's position only at their first fetch, and skip what was published before it, so
+    one publish can be lost; once some arrive every partition's position is fixed."""
+    k, deadline = 0, time.monotonic() + timeout_s
+    while stored_count(sink, experiment) < wanted:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"stream workers consumed no warm-up events ({experiment}) "
+                               f"in {timeout_s:.0f} s")
+        publish(events[k:k + 100])
+        k = (k + 100) % len(events)
+        time.sleep(0.5)
